@@ -1,0 +1,94 @@
+//! `MemoryCache`: verified chunks kept in memory, so the many small FUSE reads that fall inside one chunk
+//! cost one disk read and one hash check, not one each. Bounded in bytes, least recently used out first.
+
+use crate::hash::ChunkHash;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+pub struct MemoryCache {
+    budget: u64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<ChunkHash, (Bytes, u64)>,
+    order: BTreeMap<u64, ChunkHash>,
+    bytes: u64,
+    tick: u64,
+}
+
+impl MemoryCache {
+    pub fn new(budget: u64) -> Self {
+        Self { budget, inner: Mutex::new(Inner::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Every update is complete under the lock, so a poisoned lock still holds a consistent map (2.9).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, hash: &ChunkHash) -> Option<Bytes> {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let (data, old) = inner.map.get_mut(hash).map(|(data, t)| (data.clone(), std::mem::replace(t, tick)))?;
+        inner.order.remove(&old);
+        inner.order.insert(tick, *hash);
+        Some(data)
+    }
+
+    pub fn insert(&self, hash: ChunkHash, data: Bytes) {
+        if data.len() as u64 > self.budget {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let len = data.len() as u64;
+        if let Some((old, old_tick)) = inner.map.insert(hash, (data, tick)) {
+            inner.order.remove(&old_tick);
+            inner.bytes -= old.len() as u64;
+        }
+        inner.order.insert(tick, hash);
+        inner.bytes += len;
+        while inner.bytes > self.budget {
+            let Some((_, victim)) = inner.order.pop_first() else { break };
+            if let Some((old, _)) = inner.map.remove(&victim) {
+                inner.bytes -= old.len() as u64;
+            }
+        }
+    }
+
+    pub fn remove(&self, hash: &ChunkHash) {
+        let mut inner = self.lock();
+        if let Some((old, tick)) = inner.map.remove(hash) {
+            inner.order.remove(&tick);
+            inner.bytes -= old.len() as u64;
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_within_budget_and_keeps_recently_used() {
+        let cache = MemoryCache::new(250);
+        let h = |n: u8| ChunkHash::of(&[n]);
+        cache.insert(h(1), Bytes::from(vec![1; 100]));
+        cache.insert(h(2), Bytes::from(vec![2; 100]));
+        assert!(cache.get(&h(1)).is_some());
+        cache.insert(h(3), Bytes::from(vec![3; 100]));
+        assert!(cache.bytes() <= 250);
+        assert!(cache.get(&h(1)).is_some());
+        assert!(cache.get(&h(2)).is_none());
+        assert!(cache.get(&h(3)).is_some());
+    }
+}

@@ -1,0 +1,336 @@
+//! The read path: bytes of a track from its chunks, fetching only missing chunks from the origin.
+//!
+//! A track with a manifest is served chunk by chunk: memory → chunk store (hash-verified) → origin range
+//! (verified against the manifest hash, then stored). A track without one is ingested on first read
+//! ([`crate::ingest`]); reads near the ingest front wait for it, reads far ahead go straight to the origin.
+
+use crate::chunker::ChunkParams;
+use crate::hash::ChunkHash;
+use crate::manifest::{ChunkRef, Fingerprint, Manifest, ManifestStore};
+use crate::memory::MemoryCache;
+use crate::store::{ChunkStore, StoreError};
+use bytes::{Bytes, BytesMut};
+use musicfs_origins::{OriginError, SharedOrigin};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OnceCell, mpsc, oneshot};
+
+/// Everything the reader needs to know about one track.
+#[derive(Clone)]
+pub struct FileRef {
+    pub track_id: i64,
+    pub origin: SharedOrigin,
+    pub rel_path: PathBuf,
+    pub fingerprint: Fingerprint,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the origin's copy changed under a cached track")]
+    Changed,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Reads far beyond the ingest front go straight to the origin instead of waiting.
+const AHEAD_WINDOW: u64 = 32 << 20;
+const MANIFEST_CACHE_LIMIT: usize = 4096;
+
+#[derive(Debug, Default)]
+pub struct ReaderStats {
+    /// Chunk lookups answered from memory or the chunk store.
+    pub chunk_hits: AtomicU64,
+    /// Chunks fetched from the origin (ingest or refetch).
+    pub chunk_misses: AtomicU64,
+    /// Reads served straight from the origin, bypassing chunks.
+    pub passthrough_reads: AtomicU64,
+    /// Bytes read from origins.
+    pub origin_bytes: AtomicU64,
+}
+
+pub(crate) enum Persist {
+    Chunk(ChunkHash, Bytes),
+    Barrier(oneshot::Sender<()>),
+}
+
+pub struct Reader {
+    pub(crate) store: Arc<ChunkStore>,
+    pub(crate) memory: MemoryCache,
+    pub(crate) manifests: Arc<dyn ManifestStore>,
+    manifest_cache: Mutex<HashMap<i64, Arc<Manifest>>>,
+    pub(crate) ingests: Mutex<HashMap<i64, tokio::sync::watch::Receiver<crate::ingest::Progress>>>,
+    loading: Mutex<HashMap<ChunkHash, Arc<OnceCell<Bytes>>>>,
+    pub(crate) params: ChunkParams,
+    pub(crate) origin_timeout: Duration,
+    persist_tx: mpsc::Sender<Persist>,
+    pub stats: ReaderStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // All maps here are updated in single steps under their lock; a poisoned one is still consistent (2.9).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Reader {
+    /// Must be called inside a tokio runtime: it starts the task that writes chunks to the store.
+    pub fn new(
+        store: Arc<ChunkStore>,
+        manifests: Arc<dyn ManifestStore>,
+        params: ChunkParams,
+        memory_budget: u64,
+        origin_timeout: Duration,
+    ) -> Arc<Reader> {
+        let (persist_tx, persist_rx) = mpsc::channel(64);
+        tokio::spawn(persist_loop(store.clone(), persist_rx));
+        Arc::new(Reader {
+            store,
+            memory: MemoryCache::new(memory_budget),
+            manifests,
+            manifest_cache: Mutex::new(HashMap::new()),
+            ingests: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
+            params,
+            origin_timeout,
+            persist_tx,
+            stats: ReaderStats::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<ChunkStore> {
+        &self.store
+    }
+
+    /// Up to `len` bytes of the track at `offset` (short only at end of file).
+    pub async fn read(self: &Arc<Self>, file: &FileRef, offset: u64, len: u32) -> Result<Bytes, ReadError> {
+        let size = file.fingerprint.size;
+        if offset >= size || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = (offset + len as u64).min(size);
+        if let Some(manifest) = self.manifest(file).await? {
+            match self.read_chunks(file, &manifest.chunks, offset, end).await {
+                Err(ReadError::Changed) => {
+                    tracing::warn!(track = file.track_id, path = %file.rel_path.display(), "origin copy changed; re-ingesting");
+                    self.invalidate(file.track_id).await;
+                }
+                other => return other,
+            }
+        }
+        self.read_while_ingesting(file, offset, end).await
+    }
+
+    /// Whether every chunk of the track is in the store (a fully cached, offline-playable track).
+    pub async fn is_cached(&self, file: &FileRef) -> Result<bool, ReadError> {
+        Ok(match self.manifest(file).await? {
+            Some(m) => m.chunks.iter().all(|c| self.store.contains(&c.hash)),
+            None => false,
+        })
+    }
+
+    async fn read_while_ingesting(self: &Arc<Self>, file: &FileRef, offset: u64, end: u64) -> Result<Bytes, ReadError> {
+        let mut progress = crate::ingest::start_or_join(self, file);
+        loop {
+            let now = progress.borrow_and_update().clone();
+            if now.covered >= end {
+                return self.read_chunks(file, &now.chunks, offset, end).await;
+            }
+            if now.finished || offset >= now.covered + AHEAD_WINDOW {
+                return self.passthrough(file, offset, end).await;
+            }
+            if progress.changed().await.is_err() {
+                return self.passthrough(file, offset, end).await;
+            }
+        }
+    }
+
+    async fn passthrough(&self, file: &FileRef, offset: u64, end: u64) -> Result<Bytes, ReadError> {
+        self.stats.passthrough_reads.fetch_add(1, Ordering::Relaxed);
+        let data = self.origin_read(file, offset, (end - offset) as usize).await?;
+        Ok(data)
+    }
+
+    pub(crate) async fn origin_read(&self, file: &FileRef, offset: u64, len: usize) -> Result<Bytes, ReadError> {
+        let data = tokio::time::timeout(self.origin_timeout, file.origin.read_range(&file.rel_path, offset, len))
+            .await
+            .map_err(|_| OriginError::Timeout(self.origin_timeout))??;
+        self.stats.origin_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    async fn read_chunks(
+        &self,
+        file: &FileRef,
+        chunks: &[ChunkRef],
+        offset: u64,
+        end: u64,
+    ) -> Result<Bytes, ReadError> {
+        let first = Manifest::chunk_at(chunks, offset).ok_or(ReadError::Changed)?;
+        let c = chunks[first];
+        if end <= c.end() {
+            // The common case: the whole read inside one chunk, no copy.
+            let data = self.chunk_bytes(file, &c).await?;
+            return Ok(data.slice((offset - c.offset) as usize..(end - c.offset) as usize));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for c in &chunks[first..] {
+            if c.offset >= end {
+                break;
+            }
+            let data = self.chunk_bytes(file, c).await?;
+            let from = offset.max(c.offset) - c.offset;
+            let to = end.min(c.end()) - c.offset;
+            out.extend_from_slice(&data[from as usize..to as usize]);
+        }
+        if (out.len() as u64) < end - offset {
+            return Err(ReadError::Changed);
+        }
+        Ok(out.freeze())
+    }
+
+    async fn chunk_bytes(&self, file: &FileRef, c: &ChunkRef) -> Result<Bytes, ReadError> {
+        if let Some(data) = self.memory.get(&c.hash) {
+            self.stats.chunk_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(data);
+        }
+        let cell = lock(&self.loading).entry(c.hash).or_default().clone();
+        let result = cell.get_or_try_init(|| self.load_chunk(file, c)).await.cloned();
+        {
+            let mut loading = lock(&self.loading);
+            if loading.get(&c.hash).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
+                loading.remove(&c.hash);
+            }
+        }
+        let data = result?;
+        self.memory.insert(c.hash, data.clone());
+        Ok(data)
+    }
+
+    async fn load_chunk(&self, file: &FileRef, c: &ChunkRef) -> Result<Bytes, ReadError> {
+        let store = self.store.clone();
+        let hash = c.hash;
+        let stored = tokio::task::spawn_blocking(move || store.get(&hash))
+            .await
+            .map_err(|e| ReadError::Internal(e.to_string()))?;
+        match stored {
+            Ok(Some(data)) => {
+                self.stats.chunk_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(data);
+            }
+            Ok(None) => {}
+            // A failing cache disk must not fail the read: the origin still has the bytes (6.6).
+            Err(e) => tracing::warn!(chunk = %hash, error = %e, "chunk store read failed; reading from origin"),
+        }
+        self.stats.chunk_misses.fetch_add(1, Ordering::Relaxed);
+        let data = self.origin_read(file, c.offset, c.len as usize).await?;
+        if data.len() != c.len as usize || ChunkHash::of(&data) != c.hash {
+            return Err(ReadError::Changed);
+        }
+        self.persist(c.hash, data.clone()).await;
+        Ok(data)
+    }
+
+    /// Queues a verified chunk for the store. Never fails the read: a full or broken cache only costs caching.
+    pub(crate) async fn persist(&self, hash: ChunkHash, data: Bytes) {
+        if self.persist_tx.send(Persist::Chunk(hash, data)).await.is_err() {
+            tracing::warn!("chunk writer has stopped; chunk not cached");
+        }
+    }
+
+    /// Waits until every chunk queued so far has been handled by the writer.
+    pub(crate) async fn persist_barrier(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.persist_tx.send(Persist::Barrier(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn manifest(&self, file: &FileRef) -> Result<Option<Arc<Manifest>>, ReadError> {
+        if let Some(m) = lock(&self.manifest_cache).get(&file.track_id).cloned() {
+            if m.fingerprint == file.fingerprint {
+                return Ok(Some(m));
+            }
+        }
+        let manifests = self.manifests.clone();
+        let id = file.track_id;
+        let loaded = tokio::task::spawn_blocking(move || manifests.load(id))
+            .await
+            .map_err(|e| ReadError::Internal(e.to_string()))?
+            .map_err(ReadError::Internal)?;
+        match loaded {
+            Some(m) if m.fingerprint == file.fingerprint && m.covered() == file.fingerprint.size => {
+                let m = Arc::new(m);
+                self.remember_manifest(id, m.clone());
+                Ok(Some(m))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub(crate) fn remember_manifest(&self, track_id: i64, manifest: Arc<Manifest>) {
+        let mut cache = lock(&self.manifest_cache);
+        if cache.len() >= MANIFEST_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(track_id, manifest);
+    }
+
+    async fn invalidate(&self, track_id: i64) {
+        lock(&self.manifest_cache).remove(&track_id);
+        let manifests = self.manifests.clone();
+        let _ = tokio::task::spawn_blocking(move || manifests.remove(track_id)).await;
+    }
+
+    /// Forget what is known about a track (the origin file changed or disappeared).
+    pub async fn forget_track(&self, track_id: i64) {
+        self.invalidate(track_id).await;
+    }
+
+    /// Waits for queued chunk writes, then writes back access times (used at shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.persist_barrier().await;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush_access_times().map(|_| ()))
+            .await
+            .map_err(|e| StoreError::Index(e.to_string()))?
+    }
+}
+
+/// Writes queued chunks in batches (one index transaction per batch).
+async fn persist_loop(store: Arc<ChunkStore>, mut rx: mpsc::Receiver<Persist>) {
+    let mut batch = Vec::new();
+    let mut barriers = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Persist::Chunk(hash, data) => batch.push((hash, data)),
+                Persist::Barrier(tx) => barriers.push(tx),
+            }
+            if batch.len() < 16 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let chunks = std::mem::take(&mut batch);
+            let store = store.clone();
+            let count = chunks.len();
+            match tokio::task::spawn_blocking(move || store.put_batch(&chunks)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, count, "could not cache chunks; reads continue from the origin")
+                }
+                Err(e) => tracing::error!(error = %e, "chunk writer task failed"),
+            }
+        }
+        for tx in barriers.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}

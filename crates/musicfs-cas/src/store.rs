@@ -1,0 +1,388 @@
+//! The chunk store: one file per chunk under `<cache_dir>/chunks/v1/<2 hex>/<64 hex>`, indexed in redb.
+//!
+//! Writes go to `tmp/`, are fsynced, renamed into place, and only then indexed, so no partial chunk is ever
+//! visible (5.7). Reads re-hash the bytes; a chunk that fails its hash is removed and reported missing so the
+//! caller refetches it (6.4). Sizes are accounted exactly from the index, and least-recently-used chunks are
+//! evicted beyond `max_size` (3.10). Access times live in memory and are written back in batches.
+
+use crate::hash::ChunkHash;
+use bytes::Bytes;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// hash → (size in bytes, last access as a logical tick: a counter persisted with the index, so LRU order
+/// survives restarts and does not depend on the wall clock)
+const CHUNKS: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("chunks");
+
+/// Bump when the on-disk layout changes; an old layout directory is left alone, never misread.
+pub const LAYOUT: &str = "v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("chunk store I/O error at {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("chunk index error: {0}")]
+    Index(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}
+
+fn index_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Index(e.to_string())
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    size: u64,
+    last_access: u64,
+}
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<ChunkHash, Entry>,
+    /// (last_access, hash): the eviction order.
+    lru: BTreeSet<(u64, ChunkHash)>,
+    total: u64,
+    /// Access times changed since the last write-back.
+    dirty: HashMap<ChunkHash, u64>,
+}
+
+impl Index {
+    fn insert(&mut self, hash: ChunkHash, entry: Entry) {
+        if let Some(old) = self.entries.insert(hash, entry) {
+            self.lru.remove(&(old.last_access, hash));
+            self.total -= old.size;
+        }
+        self.lru.insert((entry.last_access, hash));
+        self.total += entry.size;
+    }
+
+    fn remove(&mut self, hash: &ChunkHash) -> Option<Entry> {
+        let old = self.entries.remove(hash)?;
+        self.lru.remove(&(old.last_access, *hash));
+        self.total -= old.size;
+        self.dirty.remove(hash);
+        Some(old)
+    }
+
+    fn touch(&mut self, hash: ChunkHash, now: u64) {
+        if let Some(entry) = self.entries.get_mut(&hash) {
+            if entry.last_access != now {
+                self.lru.remove(&(entry.last_access, hash));
+                entry.last_access = now;
+                self.lru.insert((now, hash));
+                self.dirty.insert(hash, now);
+            }
+        }
+    }
+}
+
+/// Counters for status and tests.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub corrupt_detected: AtomicU64,
+    pub evicted: AtomicU64,
+    pub written: AtomicU64,
+}
+
+pub struct ChunkStore {
+    root: PathBuf,
+    db: redb::Database,
+    index: Mutex<Index>,
+    max_size: AtomicU64,
+    /// The LRU clock: one tick per access.
+    clock: AtomicU64,
+    pub stats: StoreStats,
+}
+
+impl ChunkStore {
+    /// Opens (or creates) the store under `cache_dir`, removes unfinished writes left by a crash, and loads the index.
+    pub fn open(cache_dir: &Path, max_size: u64) -> Result<ChunkStore, StoreError> {
+        let root = cache_dir.join("chunks").join(LAYOUT);
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let mut leftovers = 0;
+        for item in std::fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
+            if std::fs::remove_file(item.path()).is_ok() {
+                leftovers += 1;
+            }
+        }
+        if leftovers > 0 {
+            tracing::info!(leftovers, "5.7 removed unfinished chunk writes left by an earlier crash");
+        }
+        let db_path = root.join("index.redb");
+        let db = redb::Database::create(&db_path).map_err(index_err)?;
+        let store = ChunkStore {
+            root,
+            db,
+            index: Mutex::new(Index::default()),
+            max_size: AtomicU64::new(max_size),
+            clock: AtomicU64::new(0),
+            stats: StoreStats::default(),
+        };
+        store.load_index()?;
+        Ok(store)
+    }
+
+    fn load_index(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(index_err)?;
+        txn.open_table(CHUNKS).map_err(index_err)?;
+        txn.commit().map_err(index_err)?;
+        let txn = self.db.begin_read().map_err(index_err)?;
+        let table = txn.open_table(CHUNKS).map_err(index_err)?;
+        let mut index = self.lock();
+        for row in table.iter().map_err(index_err)? {
+            let (key, value) = row.map_err(index_err)?;
+            let (size, last_access) = value.value();
+            index.insert(ChunkHash(*key.value()), Entry { size, last_access });
+            self.clock.fetch_max(last_access, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        // A panic while holding this lock leaves the index consistent (every method updates it atomically
+        // under the lock), so a poisoned lock is safe to keep using (2.9).
+        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn chunk_path(&self, hash: &ChunkHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn contains(&self, hash: &ChunkHash) -> bool {
+        self.lock().entries.contains_key(hash)
+    }
+
+    /// Exact bytes of all indexed chunks.
+    pub fn total_bytes(&self) -> u64 {
+        self.lock().total
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn max_size(&self) -> u64 {
+        self.max_size.load(Ordering::Relaxed)
+    }
+
+    /// Reads and verifies a chunk. `Ok(None)` when absent, or when it was corrupt (it is then removed).
+    pub fn get(&self, hash: &ChunkHash) -> Result<Option<Bytes>, StoreError> {
+        if !self.contains(hash) {
+            return Ok(None);
+        }
+        let path = self.chunk_path(hash);
+        let data = match std::fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(chunk = %hash, "6.4 indexed chunk file is missing; dropping it from the index");
+                self.forget(&[*hash])?;
+                return Ok(None);
+            }
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        };
+        if ChunkHash::of(&data) != *hash {
+            self.stats.corrupt_detected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(chunk = %hash, path = %path.display(), "6.4 chunk failed its hash check; removed, will refetch");
+            let _ = std::fs::remove_file(&path);
+            self.forget(&[*hash])?;
+            return Ok(None);
+        }
+        let tick = self.tick();
+        self.lock().touch(*hash, tick);
+        Ok(Some(Bytes::from(data)))
+    }
+
+    /// Stores chunks durably (tmp + fsync + rename, then one index transaction), then evicts beyond max_size.
+    /// Chunks already present are skipped. The caller guarantees each hash matches its bytes.
+    pub fn put_batch(&self, chunks: &[(ChunkHash, Bytes)]) -> Result<(), StoreError> {
+        let mut added = Vec::new();
+        for (hash, data) in chunks {
+            if self.contains(hash) || added.iter().any(|(h, _)| h == hash) {
+                continue;
+            }
+            self.write_chunk_file(hash, data)?;
+            added.push((*hash, data.len() as u64));
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        let ticks: Vec<u64> = added.iter().map(|_| self.tick()).collect();
+        let txn = self.db.begin_write().map_err(index_err)?;
+        {
+            let mut table = txn.open_table(CHUNKS).map_err(index_err)?;
+            for ((hash, size), tick) in added.iter().zip(&ticks) {
+                table.insert(&hash.0, (*size, *tick)).map_err(index_err)?;
+            }
+        }
+        txn.commit().map_err(index_err)?;
+        {
+            let mut index = self.lock();
+            for ((hash, size), tick) in added.iter().zip(&ticks) {
+                index.insert(*hash, Entry { size: *size, last_access: *tick });
+            }
+        }
+        self.stats.written.fetch_add(added.len() as u64, Ordering::Relaxed);
+        self.evict_to(self.max_size())?;
+        Ok(())
+    }
+
+    fn write_chunk_file(&self, hash: &ChunkHash, data: &[u8]) -> Result<(), StoreError> {
+        let final_path = self.chunk_path(hash);
+        let tmp_path = self.root.join("tmp").join(format!("{}.{}", hash.to_hex(), std::process::id()));
+        let mut file = std::fs::File::create(&tmp_path).map_err(io_err(&tmp_path))?;
+        file.write_all(data).map_err(io_err(&tmp_path))?;
+        file.sync_data().map_err(io_err(&tmp_path))?;
+        drop(file);
+        if let Some(dir) = final_path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        if let Err(e) = std::fs::rename(&tmp_path, &final_path) {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(StoreError::Io { path: final_path, source: e });
+        }
+        Ok(())
+    }
+
+    /// Removes chunks from the index and disk.
+    pub fn forget(&self, hashes: &[ChunkHash]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(index_err)?;
+        {
+            let mut table = txn.open_table(CHUNKS).map_err(index_err)?;
+            for hash in hashes {
+                table.remove(&hash.0).map_err(index_err)?;
+            }
+        }
+        txn.commit().map_err(index_err)?;
+        let mut index = self.lock();
+        for hash in hashes {
+            index.remove(hash);
+            let _ = std::fs::remove_file(self.chunk_path(hash));
+        }
+        Ok(())
+    }
+
+    /// Evicts least-recently-used chunks until at most `limit` bytes remain.
+    pub fn evict_to(&self, limit: u64) -> Result<u64, StoreError> {
+        let victims: Vec<ChunkHash> = {
+            let index = self.lock();
+            let mut excess = index.total.saturating_sub(limit);
+            let mut victims = Vec::new();
+            for (_, hash) in index.lru.iter() {
+                if excess == 0 {
+                    break;
+                }
+                let size = index.entries.get(hash).map_or(0, |e| e.size);
+                excess = excess.saturating_sub(size);
+                victims.push(*hash);
+            }
+            victims
+        };
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        self.forget(&victims)?;
+        self.stats.evicted.fetch_add(victims.len() as u64, Ordering::Relaxed);
+        tracing::debug!(evicted = victims.len(), total = self.total_bytes(), "3.10 evicted chunks beyond max_size");
+        Ok(victims.len() as u64)
+    }
+
+    /// Writes changed access times to the index (periodically and at shutdown), so LRU order survives restarts.
+    pub fn flush_access_times(&self) -> Result<usize, StoreError> {
+        let dirty: Vec<(ChunkHash, u64)> = std::mem::take(&mut self.lock().dirty).into_iter().collect();
+        if dirty.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write().map_err(index_err)?;
+        {
+            let mut table = txn.open_table(CHUNKS).map_err(index_err)?;
+            for (hash, at) in &dirty {
+                let size = table.get(&hash.0).map_err(index_err)?.map(|v| v.value().0);
+                if let Some(size) = size {
+                    table.insert(&hash.0, (size, *at)).map_err(index_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(index_err)?;
+        Ok(dirty.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u8, len: usize) -> (ChunkHash, Bytes) {
+        let data = Bytes::from(vec![n; len]);
+        (ChunkHash::of(&data), data)
+    }
+
+    #[test]
+    fn put_get_and_reopen_keep_exact_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let (a, b) = (chunk(1, 1000), chunk(2, 500));
+        store.put_batch(&[a.clone(), b.clone(), a.clone()]).unwrap();
+        assert_eq!(store.total_bytes(), 1500);
+        assert_eq!(store.get(&a.0).unwrap().unwrap(), a.1);
+        drop(store);
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.total_bytes(), 1500);
+        assert_eq!(store.chunk_count(), 2);
+        assert_eq!(store.get(&b.0).unwrap().unwrap(), b.1);
+    }
+
+    #[test]
+    fn a_corrupt_chunk_is_detected_removed_and_reported_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let a = chunk(3, 4096);
+        store.put_batch(&[a.clone()]).unwrap();
+        let path = store.chunk_path(&a.0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(store.get(&a.0).unwrap(), None);
+        assert!(!path.exists());
+        assert_eq!(store.total_bytes(), 0);
+        assert_eq!(store.stats.corrupt_detected.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn eviction_keeps_the_store_under_max_size_dropping_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 2500).unwrap();
+        let (a, b, c) = (chunk(1, 1000), chunk(2, 1000), chunk(3, 1000));
+        store.put_batch(&[a.clone(), b.clone()]).unwrap();
+        store.put_batch(&[c.clone()]).unwrap();
+        assert!(store.total_bytes() <= 2500);
+        assert_eq!(store.chunk_count(), 2);
+        assert!(store.contains(&c.0), "the newest chunk survives");
+    }
+
+    #[test]
+    fn unfinished_writes_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(ChunkStore::open(dir.path(), 1 << 20).unwrap());
+        let leftover = dir.path().join("chunks/v1/tmp/abc.123");
+        std::fs::write(&leftover, b"partial").unwrap();
+        drop(ChunkStore::open(dir.path(), 1 << 20).unwrap());
+        assert!(!leftover.exists());
+    }
+}

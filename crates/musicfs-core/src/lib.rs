@@ -1,0 +1,11 @@
+//! Shared foundations of MusicFS: the configuration file, byte-size and duration values, and logging setup.
+//!
+//! Everything here is plain data and has no I/O beyond reading the config file, so every other crate
+//! can depend on it.
+
+pub mod config;
+pub mod logging;
+pub mod units;
+
+pub use config::{CacheConfig, Config, ConfigError, FuseConfig, HealthConfig, LoggingConfig, OriginConfig, OriginKind};
+pub use units::{ByteSize, Seconds};

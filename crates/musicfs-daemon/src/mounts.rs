@@ -1,0 +1,85 @@
+//! Mount-table helpers: is something mounted at a path, and clearing a stale FUSE mount left by a killed
+//! daemon (2.7) so the next start can mount again instead of failing with "Transport endpoint is not connected".
+
+use std::path::Path;
+
+/// The mountinfo line fields we need: mount point and filesystem type.
+fn mounts() -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let mount_point = fields.get(4)?;
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let fstype = fields.get(sep + 1)?;
+            Some((unescape(mount_point), (*fstype).to_owned()))
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The filesystem type mounted at `path`, if any (the last mount wins, as in the kernel).
+pub fn mounted_fstype(path: &Path) -> Option<String> {
+    let target = path.to_string_lossy();
+    mounts().into_iter().rev().find(|(mp, _)| *mp == target).map(|(_, fstype)| fstype)
+}
+
+/// If a FUSE mount sits at `path` (from an earlier daemon that died), detach it lazily.
+/// Returns true when one was cleared.
+pub fn clear_stale_fuse_mount(path: &Path) -> bool {
+    let Some(fstype) = mounted_fstype(path) else { return false };
+    if !fstype.starts_with("fuse") {
+        return false;
+    }
+    let dead = matches!(std::fs::metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    tracing::warn!(mount_point = %path.display(), fstype, dead, "2.7 found a FUSE mount left at the mount point; unmounting it lazily");
+    lazy_unmount(path);
+    mounted_fstype(path).is_none_or(|t| !t.starts_with("fuse"))
+}
+
+/// Detaches a mount now; busy users keep their references until they let go.
+pub fn lazy_unmount(path: &Path) {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return };
+    // SAFETY: umount2 with a valid NUL-terminated path.
+    let rc = unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
+    if rc != 0 {
+        // Not root: fusermount3 is setuid and may unmount the user's own FUSE mounts.
+        let _ = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(path).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octal_escapes_are_decoded() {
+        assert_eq!(unescape(r"/mnt/my\040music"), "/mnt/my music");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
+    fn the_root_is_mounted_and_a_temp_dir_is_not() {
+        assert!(mounted_fstype(Path::new("/")).is_some());
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(mounted_fstype(dir.path()), None);
+        assert!(!clear_stale_fuse_mount(dir.path()));
+    }
+}

@@ -1,0 +1,224 @@
+//! The fuser adapter: the only module that knows fuser types. It turns kernel requests into [`MusicFs`]
+//! calls and their results into replies. Metadata is answered inline from memory; reads are handed to the
+//! async runtime and answered from there, so no FUSE thread ever waits on the runtime (5.1).
+
+use crate::error::FsError;
+use crate::fs::{Attr, Kind, MusicFs};
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request, SessionACL,
+};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the kernel may cache names and attributes. Short, because a delta sync can change the tree.
+const TTL: Duration = Duration::from_secs(1);
+
+pub struct FuseAdapter {
+    fs: Arc<MusicFs>,
+    runtime: tokio::runtime::Handle,
+    uid: u32,
+    gid: u32,
+}
+
+fn errno(err: &FsError) -> Errno {
+    Errno::from_i32(err.errno())
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<MusicFs>, runtime: tokio::runtime::Handle) -> Self {
+        let uid = nix_uid();
+        FuseAdapter { fs, runtime, uid: uid.0, gid: uid.1 }
+    }
+
+    fn file_attr(&self, a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.mtime,
+            mtime: a.mtime,
+            ctime: a.mtime,
+            crtime: a.mtime,
+            kind: match a.kind {
+                Kind::Dir => FileType::Directory,
+                Kind::File => FileType::RegularFile,
+            },
+            perm: a.perm,
+            nlink: a.nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 128 * 1024,
+            flags: 0,
+        }
+    }
+}
+
+fn nix_uid() -> (u32, u32) {
+    // SAFETY: getuid/getgid cannot fail and have no preconditions.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// Mount options for a read-only music library.
+pub fn mount_config(threads: usize, allow_other: bool) -> Config {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("musicfs".into()),
+        MountOption::Subtype("musicfs".into()),
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+    ];
+    config.acl = if allow_other { SessionACL::All } else { SessionACL::Owner };
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = threads > 1;
+    config
+}
+
+/// Mounts and returns the session; the caller runs it on a thread of its own.
+pub fn mount(
+    adapter: FuseAdapter,
+    mount_point: &Path,
+    threads: usize,
+    allow_other: bool,
+) -> std::io::Result<fuser::Session<FuseAdapter>> {
+    fuser::Session::new(adapter, mount_point, &mount_config(threads, allow_other))
+}
+
+impl fuser::Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Larger reads and readahead mean fewer round trips for sequential playback and copies.
+        for size in [1 << 20, 512 << 10, 256 << 10] {
+            if config.set_max_readahead(size).is_ok() {
+                break;
+            }
+        }
+        let _ = config.set_max_write(1 << 20);
+        // The origin file may change under the same inode: let a changed mtime drop stale cached pages.
+        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.fs.lookup(parent.0, name.as_bytes()) {
+            Ok(attr) => reply.entry(&TTL, &self.file_attr(&attr), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(attr) => reply.attr(&TTL, &self.file_attr(&attr)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let wants_write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
+        match self.fs.open(ino.0, wants_write) {
+            // Content is immutable for a given fingerprint: let the kernel keep its page cache across opens.
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        // The reply travels with the task; if the task panics, fuser answers EIO when the reply is dropped.
+        self.runtime.spawn(async move {
+            match fs.read(ino.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    tracing::debug!(ino = ino.0, offset, size, error = %e, "read failed");
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(Errno::from_i32(libc::ENOTDIR)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.fs.readdir(ino.0, offset) {
+            Ok(entries) => {
+                for e in entries {
+                    let kind = if e.kind == Kind::Dir { FileType::Directory } else { FileType::RegularFile };
+                    if reply.add(INodeNo(e.ino), e.next_offset, kind, &e.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let stats = self.fs.stats();
+        reply.statfs(0, 0, 0, stats.files, 0, 4096, 255, 4096);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(errno(&FsError::ReadOnly));
+    }
+
+    fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        reply.error(errno(&FsError::ReadOnly));
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno(&FsError::ReadOnly));
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno(&FsError::ReadOnly));
+    }
+}

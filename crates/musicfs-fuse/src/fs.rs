@@ -1,0 +1,177 @@
+//! `MusicFs`: the filesystem's behaviour, independent of FUSE. Metadata comes from the in-memory tree (never
+//! blocked by an origin); reads go through the chunk reader, each bounded by the read timeout.
+
+use crate::error::FsError;
+use bytes::Bytes;
+use musicfs_cas::{FileRef, Fingerprint, Reader};
+use musicfs_meta::tree::{FileNode, NodeKind, ROOT_INO};
+use musicfs_meta::{Node, Tree};
+use musicfs_origins::SharedOrigin;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub nlink: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    /// Pass this back to continue the listing after this entry.
+    pub next_offset: u64,
+    pub kind: Kind,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FsStats {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+pub struct MusicFs {
+    tree: RwLock<Arc<Tree>>,
+    reader: Arc<Reader>,
+    origins: HashMap<String, SharedOrigin>,
+    read_timeout: Duration,
+    started: SystemTime,
+}
+
+impl MusicFs {
+    pub fn new(tree: Tree, reader: Arc<Reader>, origins: &[SharedOrigin], read_timeout: Duration) -> Self {
+        MusicFs {
+            tree: RwLock::new(Arc::new(tree)),
+            reader,
+            origins: origins.iter().map(|o| (o.id().to_owned(), o.clone())).collect(),
+            read_timeout,
+            started: SystemTime::now(),
+        }
+    }
+
+    /// The current tree (cheap: an Arc clone under a short read lock).
+    pub fn tree(&self) -> Arc<Tree> {
+        self.tree.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swaps in a tree from a sync; open files keep reading through their own file references.
+    pub fn replace_tree(&self, tree: Tree) {
+        *self.tree.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tree);
+    }
+
+    pub fn reader(&self) -> &Arc<Reader> {
+        &self.reader
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
+    fn attr_of(&self, node: &Node) -> Attr {
+        match &node.kind {
+            NodeKind::Dir { children } => Attr {
+                ino: node.ino,
+                kind: Kind::Dir,
+                size: 0,
+                mtime: self.started,
+                perm: 0o555,
+                nlink: 2 + children.len() as u32,
+            },
+            NodeKind::File(f) => Attr {
+                ino: node.ino,
+                kind: Kind::File,
+                size: f.size,
+                mtime: UNIX_EPOCH + Duration::from_nanos(f.mtime_ns.max(0) as u64),
+                perm: 0o444,
+                nlink: 1,
+            },
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, FsError> {
+        let tree = self.tree();
+        let dir = tree.get(parent).ok_or(FsError::NotFound)?;
+        if !matches!(dir.kind, NodeKind::Dir { .. }) {
+            return Err(FsError::NotDir);
+        }
+        tree.lookup(parent, name).map(|n| self.attr_of(n)).ok_or(FsError::NotFound)
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        let tree = self.tree();
+        tree.get(ino).map(|n| self.attr_of(n)).ok_or(FsError::NotFound)
+    }
+
+    /// Entries after `offset` (0 starts the listing), including `.` and `..`.
+    pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or(FsError::NotFound)?;
+        let children = tree.children(ino).ok_or(FsError::NotDir)?;
+        let parent = if ino == ROOT_INO { ROOT_INO } else { node.parent };
+        let dots = [(ino, Kind::Dir, ".".to_owned()), (parent, Kind::Dir, "..".to_owned())];
+        let all = dots.into_iter().chain(children.map(|c| {
+            let kind = if matches!(c.kind, NodeKind::Dir { .. }) { Kind::Dir } else { Kind::File };
+            (c.ino, kind, c.name.to_string())
+        }));
+        Ok(all
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, (ino, kind, name))| DirEntry { ino, next_offset: i as u64 + 1, kind, name })
+            .collect())
+    }
+
+    /// Opening for writing is refused; opening a directory as a file too.
+    pub fn open(&self, ino: u64, wants_write: bool) -> Result<(), FsError> {
+        let tree = self.tree();
+        match &tree.get(ino).ok_or(FsError::NotFound)?.kind {
+            _ if wants_write => Err(FsError::ReadOnly),
+            NodeKind::Dir { .. } => Err(FsError::IsDir),
+            NodeKind::File(_) => Ok(()),
+        }
+    }
+
+    fn file_ref(&self, file: &FileNode) -> Result<FileRef, FsError> {
+        let origin = self.origins.get(&file.origin).cloned().ok_or(FsError::NotFound)?;
+        Ok(FileRef {
+            track_id: file.track_id,
+            origin,
+            rel_path: file.rel_path.clone(),
+            fingerprint: Fingerprint { size: file.size, mtime_ns: file.mtime_ns },
+        })
+    }
+
+    /// The file behind an inode, resolved once per read.
+    pub fn file(&self, ino: u64) -> Result<FileRef, FsError> {
+        let tree = self.tree();
+        match &tree.get(ino).ok_or(FsError::NotFound)?.kind {
+            NodeKind::File(f) => self.file_ref(f),
+            NodeKind::Dir { .. } => Err(FsError::IsDir),
+        }
+    }
+
+    /// Reads up to `size` bytes at `offset`, or fails within the read timeout.
+    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let file = self.file(ino)?;
+        match tokio::time::timeout(self.read_timeout, self.reader.read(&file, offset, size)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(FsError::TimedOut(self.read_timeout)),
+        }
+    }
+
+    pub fn stats(&self) -> FsStats {
+        let tree = self.tree();
+        FsStats { files: tree.file_count() as u64, bytes: 0 }
+    }
+}

@@ -1,0 +1,9 @@
+//! The filesystem: [`fs::MusicFs`] answers lookups, attributes, listings and reads with plain Rust types and
+//! [`error::FsError`]; [`adapter`] is the only module that knows fuser, and the only place errors become errnos.
+
+pub mod adapter;
+pub mod error;
+pub mod fs;
+
+pub use error::FsError;
+pub use fs::{Attr, DirEntry, Kind, MusicFs};

@@ -1,0 +1,345 @@
+//! The metadata database (SQLite, WAL): tracks with their tags and virtual paths, stable inode numbers,
+//! and chunk manifests. A restart loads all of it instead of rescanning the origins.
+//!
+//! A database that cannot be opened or fails `quick_check` is moved aside and replaced by an empty one,
+//! which makes the daemon rescan (6.2); the damaged file is kept for inspection, never served.
+
+use crate::tags::TrackTags;
+use musicfs_cas::{Fingerprint, Manifest, ManifestStore};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tracks (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL,
+    rel_path BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    artist TEXT, album TEXT, year INTEGER, track INTEGER, title TEXT,
+    vpath TEXT NOT NULL,
+    UNIQUE (origin, rel_path)
+);
+CREATE TABLE IF NOT EXISTS inodes (path TEXT PRIMARY KEY, ino INTEGER NOT NULL UNIQUE, is_dir INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS manifests (
+    track_id INTEGER PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    chunks BLOB NOT NULL
+);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("metadata database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("metadata database at {path} is from a newer MusicFS (schema {found}, this build knows {SCHEMA_VERSION})")]
+    TooNew { path: PathBuf, found: i64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Track {
+    pub id: i64,
+    pub origin: String,
+    pub rel_path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub tags: TrackTags,
+    /// Path inside the mount, relative, `/`-separated.
+    pub vpath: String,
+}
+
+pub struct Db {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+/// What a sync wants written, applied in one transaction.
+#[derive(Default, Debug)]
+pub struct Changes {
+    /// New tracks (their `id` is ignored and assigned).
+    pub added: Vec<Track>,
+    /// Tracks whose file changed: new size, mtime and tags; their manifest is dropped.
+    pub changed: Vec<Track>,
+    pub removed: Vec<i64>,
+    /// (track id, new vpath) for existing tracks whose path moved.
+    pub renamed: Vec<(i64, String)>,
+}
+
+impl Db {
+    /// Opens the database, moving a damaged one aside and starting empty (the caller then rescans).
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        match Db::open_checked(path) {
+            Ok(db) => Ok(db),
+            Err(DbError::TooNew { path, found }) => Err(DbError::TooNew { path, found }),
+            Err(e) => {
+                let aside = path.with_extension(format!("corrupt-{}", std::process::id()));
+                tracing::error!(error = %e, moved_to = %aside.display(), "6.2 metadata database is damaged; moved aside, rebuilding by rescan");
+                let _ = std::fs::rename(path, &aside);
+                for suffix in ["-wal", "-shm"] {
+                    let mut side = path.as_os_str().to_owned();
+                    side.push(suffix);
+                    let _ = std::fs::remove_file(PathBuf::from(side));
+                }
+                Db::open_checked(path)
+            }
+        }
+    }
+
+    fn open_checked(path: &Path) -> Result<Db, DbError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(DbError::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("quick_check: {check}")),
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        let version: Option<String> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional()?;
+        match version.and_then(|v| v.parse::<i64>().ok()) {
+            Some(found) if found > SCHEMA_VERSION => return Err(DbError::TooNew { path: path.to_owned(), found }),
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
+        }
+        Ok(Db { conn: Mutex::new(conn), path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // rusqlite rolls back an unfinished transaction on drop, so a panic mid-write leaves no half state (2.9).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn track_count(&self) -> Result<u64, DbError> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM tracks", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn load_tracks(&self) -> Result<Vec<Track>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, origin, rel_path, size, mtime_ns, artist, album, year, track, title, vpath FROM tracks ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Track {
+                id: r.get(0)?,
+                origin: r.get(1)?,
+                rel_path: PathBuf::from(std::ffi::OsString::from_vec(r.get::<_, Vec<u8>>(2)?)),
+                size: r.get::<_, i64>(3)? as u64,
+                mtime_ns: r.get(4)?,
+                tags: TrackTags {
+                    artist: r.get(5)?,
+                    album: r.get(6)?,
+                    year: r.get(7)?,
+                    track: r.get(8)?,
+                    title: r.get(9)?,
+                },
+                vpath: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Applies a sync in one transaction; returns the ids given to `changes.added`, in order.
+    pub fn apply(&self, changes: &Changes) -> Result<Vec<i64>, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut ids = Vec::with_capacity(changes.added.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO tracks (origin, rel_path, size, mtime_ns, artist, album, year, track, title, vpath)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for t in &changes.added {
+                insert.execute(params![
+                    t.origin,
+                    t.rel_path.as_os_str().as_bytes(),
+                    t.size as i64,
+                    t.mtime_ns,
+                    t.tags.artist,
+                    t.tags.album,
+                    t.tags.year,
+                    t.tags.track,
+                    t.tags.title,
+                    t.vpath
+                ])?;
+                ids.push(tx.last_insert_rowid());
+            }
+            let mut update = tx.prepare_cached(
+                "UPDATE tracks SET size = ?2, mtime_ns = ?3, artist = ?4, album = ?5, year = ?6, track = ?7, title = ?8, vpath = ?9
+                 WHERE id = ?1",
+            )?;
+            let mut drop_manifest = tx.prepare_cached("DELETE FROM manifests WHERE track_id = ?1")?;
+            for t in &changes.changed {
+                update.execute(params![
+                    t.id,
+                    t.size as i64,
+                    t.mtime_ns,
+                    t.tags.artist,
+                    t.tags.album,
+                    t.tags.year,
+                    t.tags.track,
+                    t.tags.title,
+                    t.vpath
+                ])?;
+                drop_manifest.execute([t.id])?;
+            }
+            let mut delete = tx.prepare_cached("DELETE FROM tracks WHERE id = ?1")?;
+            for id in &changes.removed {
+                delete.execute([id])?;
+            }
+            let mut rename = tx.prepare_cached("UPDATE tracks SET vpath = ?2 WHERE id = ?1")?;
+            for (id, vpath) in &changes.renamed {
+                rename.execute(params![id, vpath])?;
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Inode numbers for `paths` (`""` is the root, always 1); numbers are assigned once and never reused.
+    pub fn inodes_for(&self, paths: &[(&str, bool)]) -> Result<HashMap<String, u64>, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut known: HashMap<String, u64> = HashMap::with_capacity(paths.len());
+        {
+            let mut all = tx.prepare_cached("SELECT path, ino FROM inodes")?;
+            let rows = all.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            for row in rows {
+                let (path, ino) = row?;
+                known.insert(path, ino);
+            }
+            let mut next: u64 =
+                tx.query_row("SELECT COALESCE(MAX(ino), 1) FROM inodes", [], |r| r.get::<_, i64>(0))? as u64 + 1;
+            let mut insert = tx.prepare_cached("INSERT INTO inodes (path, ino, is_dir) VALUES (?1, ?2, ?3)")?;
+            for (path, is_dir) in paths {
+                if path.is_empty() || known.contains_key(*path) {
+                    continue;
+                }
+                insert.execute(params![path, next as i64, *is_dir])?;
+                known.insert((*path).to_owned(), next);
+                next += 1;
+            }
+        }
+        tx.commit()?;
+        known.insert(String::new(), 1);
+        Ok(known)
+    }
+
+    /// Runs a WAL checkpoint (at shutdown, so the main file is complete on its own).
+    pub fn checkpoint(&self) -> Result<(), DbError> {
+        self.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(())
+    }
+}
+
+impl ManifestStore for Db {
+    fn load(&self, track_id: i64) -> Result<Option<Manifest>, String> {
+        let conn = self.conn();
+        let row: Option<(i64, i64, Vec<u8>)> = conn
+            .query_row("SELECT size, mtime_ns, chunks FROM manifests WHERE track_id = ?1", [track_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(|e| e.to_string())?;
+        Ok(row.and_then(|(size, mtime_ns, blob)| {
+            Some(Manifest {
+                fingerprint: Fingerprint { size: size as u64, mtime_ns },
+                chunks: Manifest::decode_chunks(&blob)?,
+            })
+        }))
+    }
+
+    fn save(&self, track_id: i64, manifest: &Manifest) -> Result<(), String> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO manifests (track_id, size, mtime_ns, chunks) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    track_id,
+                    manifest.fingerprint.size as i64,
+                    manifest.fingerprint.mtime_ns,
+                    Manifest::encode_chunks(&manifest.chunks)
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, track_id: i64) -> Result<(), String> {
+        self.conn()
+            .execute("DELETE FROM manifests WHERE track_id = ?1", [track_id])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(rel: &str, vpath: &str) -> Track {
+        Track {
+            id: 0,
+            origin: "o".into(),
+            rel_path: rel.into(),
+            size: 10,
+            mtime_ns: 5,
+            tags: TrackTags { title: Some("t\0with nul".into()), ..Default::default() },
+            vpath: vpath.into(),
+        }
+    }
+
+    #[test]
+    fn tracks_inodes_and_manifests_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let db = Db::open(&path).unwrap();
+        let ids = db.apply(&Changes { added: vec![track("a.flac", "A/B/a.flac")], ..Default::default() }).unwrap();
+        let inodes = db.inodes_for(&[("A", true), ("A/B", true), ("A/B/a.flac", false)]).unwrap();
+        let m = Manifest { fingerprint: Fingerprint { size: 10, mtime_ns: 5 }, chunks: vec![] };
+        db.save(ids[0], &m).unwrap();
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        let tracks = db.load_tracks().unwrap();
+        assert_eq!(tracks.len(), 1);
+        assert_eq!(tracks[0].tags.title.as_deref(), Some("t\0with nul"));
+        assert_eq!(
+            db.inodes_for(&[("A/B/a.flac", false), ("new", false)]).unwrap()["A/B/a.flac"],
+            inodes["A/B/a.flac"]
+        );
+        assert_eq!(db.load(ids[0]).unwrap(), Some(m));
+    }
+
+    #[test]
+    fn a_corrupt_database_is_moved_aside_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        std::fs::write(&path, b"this is not a database at all, just some garbage bytes".repeat(100)).unwrap();
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.track_count().unwrap(), 0);
+        let kept = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+        assert!(kept, "the damaged file is kept aside");
+    }
+}

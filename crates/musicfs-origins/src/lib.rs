@@ -1,0 +1,79 @@
+//! Origins: the places music is read from (a local directory today; S3 and SFTP later).
+//!
+//! Every backend implements [`Origin`]. Paths inside an origin are raw bytes relative to its root, so
+//! file names that are not UTF-8 still work. [`memory::MemoryOrigin`] is the in-memory test double.
+
+pub mod local;
+pub mod memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use local::LocalOrigin;
+
+/// One file as an origin lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginEntry {
+    /// Relative to the origin root; never absolute, never contains `..`.
+    pub rel_path: PathBuf,
+    pub size: u64,
+    /// Modification time in nanoseconds since the epoch, as the origin reports it (change detection only).
+    pub mtime_ns: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("not found on origin: {0}")]
+    NotFound(PathBuf),
+    #[error("origin timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("origin unavailable: {0}")]
+    Unavailable(String),
+    #[error("origin I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl OriginError {
+    pub fn from_io(err: std::io::Error, rel: &Path) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::NotFound => OriginError::NotFound(rel.to_owned()),
+            _ => OriginError::Io(err),
+        }
+    }
+}
+
+/// Something that can be read with `Read + Seek` (used by the tag scanner).
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
+/// A source of music files.
+#[async_trait]
+pub trait Origin: Send + Sync + 'static {
+    /// The configured id (stored with every track).
+    fn id(&self) -> &str;
+
+    /// Every regular file under the root, recursively.
+    async fn list(&self) -> Result<Vec<OriginEntry>, OriginError>;
+
+    /// Size and mtime of one file.
+    async fn stat(&self, rel: &Path) -> Result<OriginEntry, OriginError>;
+
+    /// Up to `len` bytes at `offset`; shorter only at end of file.
+    async fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError>;
+
+    /// A blocking seekable reader, for tag parsing on a blocking thread.
+    fn open_blocking(&self, rel: &Path) -> Result<Box<dyn ReadSeek>, OriginError>;
+
+    /// A cheap check that the origin answers.
+    async fn health_check(&self) -> Result<(), OriginError>;
+}
+
+pub type SharedOrigin = Arc<dyn Origin>;
+
+/// Rejects relative paths that could escape an origin root.
+pub fn is_safe_relative(rel: &Path) -> bool {
+    rel.components().all(|c| matches!(c, std::path::Component::Normal(_))) && rel.components().next().is_some()
+}

@@ -1,0 +1,160 @@
+//! The local origin: a directory on this machine (a disk, or an NFS/SMB mount point).
+
+use crate::{Origin, OriginEntry, OriginError, ReadSeek, is_safe_relative};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+pub struct LocalOrigin {
+    id: String,
+    root: PathBuf,
+}
+
+impl LocalOrigin {
+    pub fn new(id: impl Into<String>, root: impl Into<PathBuf>) -> Self {
+        Self { id: id.into(), root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, rel: &Path) -> Result<PathBuf, OriginError> {
+        if !is_safe_relative(rel) {
+            return Err(OriginError::NotFound(rel.to_owned()));
+        }
+        Ok(self.root.join(rel))
+    }
+}
+
+fn entry(rel: PathBuf, meta: &std::fs::Metadata) -> OriginEntry {
+    OriginEntry { rel_path: rel, size: meta.len(), mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec() }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, OriginError> + Send + 'static,
+) -> Result<T, OriginError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| OriginError::Unavailable(format!("blocking task failed: {e}")))?
+}
+
+#[async_trait]
+impl Origin for LocalOrigin {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn list(&self) -> Result<Vec<OriginEntry>, OriginError> {
+        let root = self.root.clone();
+        blocking(move || {
+            // The root itself must exist: an empty listing of a missing NAS path is not "no music".
+            std::fs::metadata(&root).map_err(|e| OriginError::from_io(e, &root))?;
+            let mut out = Vec::new();
+            for item in walkdir::WalkDir::new(&root).follow_links(true).sort_by_file_name() {
+                let item = match item {
+                    Ok(item) => item,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping unreadable entry in local origin");
+                        continue;
+                    }
+                };
+                if !item.file_type().is_file() {
+                    continue;
+                }
+                let Ok(rel) = item.path().strip_prefix(&root) else { continue };
+                match item.metadata() {
+                    Ok(meta) => out.push(entry(rel.to_owned(), &meta)),
+                    Err(e) => {
+                        tracing::warn!(path = %item.path().display(), error = %e, "skipping file without metadata")
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn stat(&self, rel: &Path) -> Result<OriginEntry, OriginError> {
+        let full = self.full(rel)?;
+        let rel = rel.to_owned();
+        blocking(move || {
+            let meta = std::fs::metadata(&full).map_err(|e| OriginError::from_io(e, &rel))?;
+            Ok(entry(rel, &meta))
+        })
+        .await
+    }
+
+    async fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError> {
+        let full = self.full(rel)?;
+        let rel = rel.to_owned();
+        blocking(move || {
+            let file = std::fs::File::open(&full).map_err(|e| OriginError::from_io(e, &rel))?;
+            let mut buf = BytesMut::zeroed(len);
+            let mut filled = 0;
+            while filled < len {
+                match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(OriginError::from_io(e, &rel)),
+                }
+            }
+            buf.truncate(filled);
+            Ok(buf.freeze())
+        })
+        .await
+    }
+
+    fn open_blocking(&self, rel: &Path) -> Result<Box<dyn ReadSeek>, OriginError> {
+        let full = self.full(rel)?;
+        let file = std::fs::File::open(&full).map_err(|e| OriginError::from_io(e, rel))?;
+        Ok(Box::new(std::io::BufReader::new(file)))
+    }
+
+    async fn health_check(&self) -> Result<(), OriginError> {
+        let root = self.root.clone();
+        blocking(move || {
+            std::fs::read_dir(&root).map_err(|e| OriginError::from_io(e, &root))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lists_and_reads_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/x.flac"), b"0123456789").unwrap();
+        let origin = LocalOrigin::new("o", dir.path());
+        let list = origin.list().await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].rel_path, Path::new("a/b/x.flac"));
+        assert_eq!(list[0].size, 10);
+        let bytes = origin.read_range(Path::new("a/b/x.flac"), 3, 4).await.unwrap();
+        assert_eq!(&bytes[..], b"3456");
+        let tail = origin.read_range(Path::new("a/b/x.flac"), 8, 100).await.unwrap();
+        assert_eq!(&tail[..], b"89");
+    }
+
+    #[tokio::test]
+    async fn refuses_paths_that_escape_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = LocalOrigin::new("o", dir.path().join("inner"));
+        std::fs::create_dir_all(dir.path().join("inner")).unwrap();
+        std::fs::write(dir.path().join("secret"), b"x").unwrap();
+        assert!(matches!(origin.read_range(Path::new("../secret"), 0, 1).await, Err(OriginError::NotFound(_))));
+        assert!(matches!(origin.read_range(Path::new("/etc/passwd"), 0, 1).await, Err(OriginError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn a_missing_root_is_an_error_not_an_empty_library() {
+        let origin = LocalOrigin::new("o", "/nonexistent/musicfs-origin");
+        assert!(origin.list().await.is_err());
+        assert!(origin.health_check().await.is_err());
+    }
+}

@@ -1,0 +1,43 @@
+//! `cargo xtask`: the single entry point for MusicFS's heavy work, the jobs too
+//! slow, too big or too tool-hungry for `cargo test` (sample libraries now;
+//! benchmarks, CI and resilience runs later).
+//!
+//! Each subcommand lives in its own module with a clap `Args` struct and a
+//! `run(args)` function; adding one means a module, a [`Command`] variant and a
+//! match arm in [`main`]. The `cargo xtask` alias is in `.cargo/config.toml`.
+
+mod sample_library;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// MusicFS developer tasks.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a real, playable, tagged sample music library (with hostile cases) into DIR.
+    SampleLibrary(sample_library::Args),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::SampleLibrary(args) => sample_library::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
