@@ -1,6 +1,7 @@
 //! Shared test helpers for MusicFS: code that tests, benchmarks and `cargo xtask`
 //! use to build the situations MusicFS must cope with.
 //!
+//! * [`daemon`] runs the real `musicfs` binary on a real FUSE mount and always cleans up.
 //! * [`sample`] writes real, playable, tagged sample music libraries, including
 //!   files with hostile tags and names, so tests can check the tag-built tree
 //!   against what the generator says it wrote.
@@ -8,4 +9,5 @@
 //! This crate is for tests and tooling only (`publish = false`); nothing in the
 //! shipped binaries depends on it.
 
+pub mod daemon;
 pub mod sample;

@@ -1,0 +1,195 @@
+//! `Daemon`: runs the real `musicfs` binary against a real FUSE mount for process-level tests, and cleans up
+//! whatever happens: on drop it kills the daemon and lazily unmounts, so a failing test leaves no mount.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How the daemon is started: a config file, or the quick form (`--origin`, `--cache-dir`, mount point).
+#[derive(Clone, Debug, Default)]
+pub struct DaemonArgs {
+    pub origins: Vec<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub mount_point: PathBuf,
+    pub config: Option<PathBuf>,
+    pub extra: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub mount_point: PathBuf,
+    log_path: PathBuf,
+    pub started_in: Duration,
+}
+
+/// The filesystem type mounted exactly at `path`, from /proc/self/mountinfo.
+pub fn mount_type(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let target = path.to_str()?.replace(' ', "\\040");
+    text.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        (fields.get(4)? == &target).then(|| fields.get(sep + 1).map(|s| (*s).to_owned()))?
+    })
+}
+
+pub fn is_fuse_mounted(path: &Path) -> bool {
+    mount_type(path).is_some_and(|t| t.starts_with("fuse"))
+}
+
+/// Lazily unmounts `path` with fusermount3 (works for the user who mounted it), then umount as a fallback.
+pub fn force_unmount(path: &Path) {
+    let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(path).stderr(Stdio::null()).status();
+    if is_fuse_mounted(path) {
+        let _ = Command::new("umount").arg("-l").arg(path).stderr(Stdio::null()).status();
+    }
+}
+
+impl Daemon {
+    /// Starts `musicfs mount …` and waits until the mount answers (or the daemon exits, which is an error
+    /// carrying its log).
+    pub fn start(binary: &Path, args: &DaemonArgs) -> Result<Daemon> {
+        let log_dir = args.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&log_dir)?;
+        let log_path = log_dir.join(format!("daemon-{}.log", unique()));
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("mount");
+        if let Some(config) = &args.config {
+            cmd.arg("--config").arg(config);
+        }
+        for origin in &args.origins {
+            cmd.arg("--origin").arg(origin);
+        }
+        if let Some(cache) = &args.cache_dir {
+            cmd.arg("--cache-dir").arg(cache);
+        }
+        cmd.args(&args.extra).arg(&args.mount_point);
+        cmd.env("RUST_LOG", std::env::var("MUSICFS_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        for (k, v) in &args.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let started = Instant::now();
+        let child = cmd.spawn().with_context(|| format!("spawning {}", binary.display()))?;
+        let mut daemon = Daemon { child: Some(child), mount_point: args.mount_point.clone(), log_path, started_in: Duration::ZERO };
+        let deadline = started + Duration::from_secs(60);
+        loop {
+            if let Some(status) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("musicfs exited with {status} before mounting; log:\n{}", daemon.log());
+            }
+            if daemon.log().contains("mounted and serving") && is_fuse_mounted(&args.mount_point) {
+                daemon.started_in = started.elapsed();
+                return Ok(daemon);
+            }
+            if Instant::now() > deadline {
+                bail!("musicfs did not mount within 60 s; log:\n{}", daemon.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Everything the daemon has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn stop(mut self) -> Result<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        self.wait(Duration::from_secs(20))
+    }
+
+    /// Waits for the daemon to exit by itself.
+    pub fn wait(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let Some(child) = self.child.as_mut() else { bail!("daemon already reaped") };
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("musicfs did not exit within {limit:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9: no cleanup at all, the mount stays behind (2.7).
+    pub fn kill9(mut self) -> Result<()> {
+        self.signal(libc::SIGKILL);
+        self.wait(Duration::from_secs(10))?;
+        Ok(())
+    }
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if is_fuse_mounted(&self.mount_point) {
+            force_unmount(&self.mount_point);
+        }
+    }
+}
+
+/// A scratch area for one test: `lib/` (the origin), `cache/`, `mnt/`.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Result<Scratch> {
+        let dir = tempfile::Builder::new().prefix("musicfs-test-").tempdir()?;
+        for sub in ["lib", "cache", "mnt"] {
+            std::fs::create_dir_all(dir.path().join(sub))?;
+        }
+        Ok(Scratch { dir })
+    }
+    pub fn lib(&self) -> PathBuf {
+        self.dir.path().join("lib")
+    }
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+    pub fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+    /// Quick-form arguments for this scratch area.
+    pub fn args(&self) -> DaemonArgs {
+        DaemonArgs { origins: vec![self.lib()], cache_dir: Some(self.cache()), mount_point: self.mnt(), ..Default::default() }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Never let tempdir removal walk into a mount.
+        if is_fuse_mounted(&self.mnt()) {
+            force_unmount(&self.mnt());
+        }
+    }
+}
