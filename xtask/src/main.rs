@@ -6,6 +6,7 @@
 //! `run(args)` function; adding one means a module, a [`Command`] variant and a
 //! match arm in [`main`]. The `cargo xtask` alias is in `.cargo/config.toml`.
 
+mod bench;
 mod sample_library;
 
 use anyhow::Result;
@@ -23,11 +24,14 @@ struct Cli {
 enum Command {
     /// Write a real, playable, tagged sample music library (with hostile cases) into DIR.
     SampleLibrary(sample_library::Args),
+    /// Measure read throughput and library-scale mount time and memory against MusicFS's targets.
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::SampleLibrary(args) => sample_library::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 

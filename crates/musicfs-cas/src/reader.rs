@@ -292,8 +292,27 @@ impl Reader {
         self.invalidate(track_id).await;
     }
 
-    /// Waits for queued chunk writes, then writes back access times (used at shutdown).
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    /// Waits (bounded) for running ingests to finish and queued chunk writes to land, then writes back
+    /// access times. Used at shutdown, so a track that was read to the end is cached with its manifest.
+    pub async fn flush(&self, ingest_wait: Duration) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + ingest_wait;
+        loop {
+            let running: Vec<_> = lock(&self.ingests).values().cloned().collect();
+            if running.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    running = running.len(),
+                    "ingests still running at shutdown; their tracks stay partly cached"
+                );
+                break;
+            }
+            for mut rx in running {
+                let _ = tokio::time::timeout_at(deadline, rx.wait_for(|p| p.finished)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         self.persist_barrier().await;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.flush_access_times().map(|_| ()))

@@ -51,6 +51,8 @@ struct Index {
     total: u64,
     /// Access times changed since the last write-back.
     dirty: HashMap<ChunkHash, u64>,
+    /// Bytes of chunk files written in the current batch but not yet indexed.
+    reserved: u64,
 }
 
 impl Index {
@@ -209,37 +211,53 @@ impl ChunkStore {
         Ok(Some(Bytes::from(data)))
     }
 
-    /// Stores chunks durably (tmp + fsync + rename, then one index transaction), then evicts beyond max_size.
+    /// Stores chunks durably (tmp + fsync + rename, then one index transaction). Room is made first, by
+    /// evicting least-recently-used chunks, so the bytes on disk never exceed `max_size`, even for a moment.
     /// Chunks already present are skipped. The caller guarantees each hash matches its bytes.
     pub fn put_batch(&self, chunks: &[(ChunkHash, Bytes)]) -> Result<(), StoreError> {
-        let mut added = Vec::new();
+        let mut added: Vec<(ChunkHash, u64)> = Vec::new();
+        let result = self.write_new_chunks(chunks, &mut added);
+        // Index whatever reached its final place, even if a later chunk failed (e.g. ENOSPC).
+        if !added.is_empty() {
+            let ticks: Vec<u64> = added.iter().map(|_| self.tick()).collect();
+            let txn = self.db.begin_write().map_err(index_err)?;
+            {
+                let mut table = txn.open_table(CHUNKS).map_err(index_err)?;
+                for ((hash, size), tick) in added.iter().zip(&ticks) {
+                    table.insert(&hash.0, (*size, *tick)).map_err(index_err)?;
+                }
+            }
+            txn.commit().map_err(index_err)?;
+            let mut index = self.lock();
+            for ((hash, size), tick) in added.iter().zip(&ticks) {
+                index.insert(*hash, Entry { size: *size, last_access: *tick });
+                index.reserved -= size;
+            }
+            self.stats.written.fetch_add(added.len() as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn write_new_chunks(
+        &self,
+        chunks: &[(ChunkHash, Bytes)],
+        added: &mut Vec<(ChunkHash, u64)>,
+    ) -> Result<(), StoreError> {
         for (hash, data) in chunks {
             if self.contains(hash) || added.iter().any(|(h, _)| h == hash) {
                 continue;
             }
-            self.write_chunk_file(hash, data)?;
-            added.push((*hash, data.len() as u64));
-        }
-        if added.is_empty() {
-            return Ok(());
-        }
-        let ticks: Vec<u64> = added.iter().map(|_| self.tick()).collect();
-        let txn = self.db.begin_write().map_err(index_err)?;
-        {
-            let mut table = txn.open_table(CHUNKS).map_err(index_err)?;
-            for ((hash, size), tick) in added.iter().zip(&ticks) {
-                table.insert(&hash.0, (*size, *tick)).map_err(index_err)?;
+            let size = data.len() as u64;
+            // Written but not yet indexed chunks count against the limit too.
+            let pending = self.lock().reserved;
+            self.evict_to(self.max_size().saturating_sub(size + pending))?;
+            self.lock().reserved += size;
+            if let Err(e) = self.write_chunk_file(hash, data) {
+                self.lock().reserved -= size;
+                return Err(e);
             }
+            added.push((*hash, size));
         }
-        txn.commit().map_err(index_err)?;
-        {
-            let mut index = self.lock();
-            for ((hash, size), tick) in added.iter().zip(&ticks) {
-                index.insert(*hash, Entry { size: *size, last_access: *tick });
-            }
-        }
-        self.stats.written.fetch_add(added.len() as u64, Ordering::Relaxed);
-        self.evict_to(self.max_size())?;
         Ok(())
     }
 

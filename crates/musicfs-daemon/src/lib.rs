@@ -38,6 +38,8 @@ fn start_err(e: impl std::fmt::Display) -> DaemonError {
 
 /// How often changed chunk access times are written back.
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(30);
+/// Bound on waiting for running ingests at shutdown.
+const INGEST_WAIT_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 /// Bound on waiting for the FUSE session thread after unmount.
 const SESSION_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -111,15 +113,15 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
     let fs = Arc::new(MusicFs::new(tree, reader.clone(), &origins, config.read_timeout()));
 
     let mount_point = config.mount_point.clone();
-    std::fs::create_dir_all(&mount_point)
-        .or_else(|e| {
-            // A dead FUSE mount makes create_dir_all fail with ENOTCONN; it is cleared just below.
-            if e.raw_os_error() == Some(libc::ENOTCONN) { Ok(()) } else { Err(e) }
-        })
-        .map_err(|source| DaemonError::Prepare { what: "mount point", path: mount_point.clone(), source })?;
+    // First clear a dead mount left by a killed daemon: until then even mkdir/stat on the path fail.
     if mounts::clear_stale_fuse_mount(&mount_point) {
         tracing::info!(mount_point = %mount_point.display(), "2.7 stale mount cleared");
     }
+    std::fs::create_dir_all(&mount_point).map_err(|source| DaemonError::Prepare {
+        what: "mount point",
+        path: mount_point.clone(),
+        source,
+    })?;
 
     let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
     let mut session = adapter::mount(adapter, &mount_point, config.fuse.threads, config.fuse.allow_other)
@@ -166,7 +168,7 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
     if tokio::time::timeout(SESSION_JOIN_TIMEOUT, joined).await.is_err() {
         tracing::warn!("FUSE thread did not finish in time");
     }
-    if let Err(e) = reader.flush().await {
+    if let Err(e) = reader.flush(INGEST_WAIT_AT_SHUTDOWN).await {
         tracing::warn!(error = %e, "could not flush the chunk cache");
     }
     if let Err(e) = db.checkpoint() {

@@ -22,6 +22,8 @@ pub struct Daemon {
     pub mount_point: PathBuf,
     log_path: PathBuf,
     pub started_in: Duration,
+    /// Set by `kill9`: the test wants the stale mount to stay.
+    leave_mount: bool,
 }
 
 /// The filesystem type mounted exactly at `path`, from /proc/self/mountinfo.
@@ -74,7 +76,13 @@ impl Daemon {
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let started = Instant::now();
         let child = cmd.spawn().with_context(|| format!("spawning {}", binary.display()))?;
-        let mut daemon = Daemon { child: Some(child), mount_point: args.mount_point.clone(), log_path, started_in: Duration::ZERO };
+        let mut daemon = Daemon {
+            child: Some(child),
+            mount_point: args.mount_point.clone(),
+            log_path,
+            started_in: Duration::ZERO,
+            leave_mount: false,
+        };
         let deadline = started + Duration::from_secs(60);
         loop {
             if let Some(status) = daemon.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -132,9 +140,11 @@ impl Daemon {
     }
 
     /// kill -9: no cleanup at all, the mount stays behind (2.7).
+    /// The dead mount is left in place on purpose; [`Scratch`] removes it at the end of the test.
     pub fn kill9(mut self) -> Result<()> {
         self.signal(libc::SIGKILL);
         self.wait(Duration::from_secs(10))?;
+        self.leave_mount = true;
         Ok(())
     }
 }
@@ -151,7 +161,7 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if is_fuse_mounted(&self.mount_point) {
+        if !self.leave_mount && is_fuse_mounted(&self.mount_point) {
             force_unmount(&self.mount_point);
         }
     }
@@ -181,7 +191,12 @@ impl Scratch {
     }
     /// Quick-form arguments for this scratch area.
     pub fn args(&self) -> DaemonArgs {
-        DaemonArgs { origins: vec![self.lib()], cache_dir: Some(self.cache()), mount_point: self.mnt(), ..Default::default() }
+        DaemonArgs {
+            origins: vec![self.lib()],
+            cache_dir: Some(self.cache()),
+            mount_point: self.mnt(),
+            ..Default::default()
+        }
     }
 }
 

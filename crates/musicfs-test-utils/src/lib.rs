@@ -10,4 +10,5 @@
 //! shipped binaries depends on it.
 
 pub mod daemon;
+pub mod files;
 pub mod sample;

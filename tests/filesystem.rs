@@ -1,0 +1,310 @@
+//! The foundation, end to end: the real `musicfs` binary on a real FUSE mount over a generated library of
+//! real tagged audio. Each test owns its scratch directory and mount, so tests run in parallel.
+
+use musicfs_test_utils::daemon::{Daemon, Scratch, is_fuse_mounted};
+use musicfs_test_utils::files::{chunk_bytes, chunk_files, pseudo_random_bytes, walk_files, write_config};
+use musicfs_test_utils::sample::{self, SampleOptions, SampleTrack};
+use std::collections::HashMap;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_musicfs");
+
+fn library(scratch: &Scratch, tracks: usize, hostile: bool) -> Vec<SampleTrack> {
+    sample::generate(&scratch.lib(), &SampleOptions { tracks, hostile, seconds: 1.0 }).expect("generate sample library")
+}
+
+fn start(scratch: &Scratch) -> Daemon {
+    Daemon::start(Path::new(BIN), &scratch.args()).expect("start musicfs")
+}
+
+fn start_with_config(scratch: &Scratch, extra_toml: &str) -> Daemon {
+    let config = scratch.dir.path().join("musicfs.toml");
+    write_config(&config, &scratch.mnt(), &scratch.cache(), &scratch.lib(), extra_toml).expect("write config");
+    let mut args = scratch.args();
+    args.origins.clear();
+    args.cache_dir = None;
+    args.config = Some(config);
+    Daemon::start(Path::new(BIN), &args).expect("start musicfs with config")
+}
+
+fn stop_cleanly(daemon: Daemon) {
+    let mount_point = daemon.mount_point.clone();
+    let status = daemon.stop().expect("stop");
+    assert!(status.success(), "SIGTERM must give exit 0, got {status}");
+    assert!(!is_fuse_mounted(&mount_point), "the mount must be gone after SIGTERM");
+}
+
+/// Origin path → content, for every generated file.
+fn origin_contents(scratch: &Scratch, tracks: &[SampleTrack]) -> HashMap<PathBuf, Vec<u8>> {
+    tracks
+        .iter()
+        .map(|t| (t.rel_path.clone(), std::fs::read(scratch.lib().join(&t.rel_path)).expect("read origin")))
+        .collect()
+}
+
+#[test]
+fn the_tree_follows_the_tags_and_reads_match_the_origin() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 24, false);
+    let daemon = start(&scratch);
+    for track in &tracks {
+        let expected = track.expected_tag_path().expect("ordinary track has a tag path");
+        let in_mount = scratch.mnt().join(&expected);
+        let bytes = std::fs::read(&in_mount).unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
+        assert_eq!(bytes, std::fs::read(scratch.lib().join(&track.rel_path)).unwrap(), "{}", expected.display());
+    }
+    let listed = walk_files(&scratch.mnt()).unwrap();
+    assert_eq!(listed.len(), tracks.len(), "every track once, nothing else: {listed:?}");
+    let top: Vec<String> =
+        std::fs::read_dir(scratch.mnt()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(top.iter().all(|name| name.starts_with("Artist ")), "{top:?}");
+    stop_cleanly(daemon);
+}
+
+#[test]
+fn random_ranges_read_byte_identical_across_chunk_boundaries() {
+    let scratch = Scratch::new().unwrap();
+    let data = pseudo_random_bytes(6 << 20, 42);
+    std::fs::write(scratch.lib().join("big.wav"), &data).unwrap();
+    // Small chunks so that reads cross many chunk boundaries.
+    let daemon =
+        start_with_config(&scratch, "[cache]\nchunk_min = \"4KiB\"\nchunk_avg = \"16KiB\"\nchunk_max = \"64KiB\"\n");
+    let path = scratch.mnt().join("Unknown Artist/Unknown Album/big.wav");
+    let mut rng_state = 7u64;
+    let mut next = |bound: u64| {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state % bound
+    };
+    // Several passes: the first runs while the file is being ingested, the later ones from chunks.
+    for pass in 0..3 {
+        let file = std::fs::File::open(&path).unwrap();
+        for _ in 0..150 {
+            let offset = next(data.len() as u64 + 100);
+            let len = 1 + next(300_000) as usize;
+            let mut buf = vec![0u8; len];
+            let mut got = 0;
+            while got < len {
+                let n = file.read_at(&mut buf[got..], offset + got as u64).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            let start = (offset as usize).min(data.len());
+            let end = (offset as usize + len).min(data.len());
+            assert_eq!(got, end - start, "pass {pass}: length at offset {offset}");
+            assert!(buf[..got] == data[start..end], "pass {pass}: bytes differ at offset {offset} len {len}");
+        }
+    }
+    assert!(chunk_files(&scratch.cache()).unwrap().len() > 50, "the file was cut into many small chunks");
+    stop_cleanly(daemon);
+}
+
+#[test]
+fn hostile_tags_give_safe_unique_paths_and_nothing_vanishes() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 6, true);
+    let origin = origin_contents(&scratch, &tracks);
+    let daemon = start(&scratch);
+    let listed = walk_files(&scratch.mnt()).unwrap();
+    assert_eq!(listed.len(), tracks.len(), "every generated file appears exactly once");
+    let mut seen_content: Vec<Vec<u8>> = Vec::new();
+    for path in &listed {
+        let rel = path.strip_prefix(scratch.mnt()).unwrap();
+        let parts: Vec<&str> = rel.iter().map(|c| c.to_str().expect("names are UTF-8")).collect();
+        assert_eq!(parts.len(), 3, "Artist/Album/File: {rel:?}");
+        for part in &parts {
+            assert!(!part.is_empty() && *part != "." && *part != "..", "{rel:?}");
+            assert!(part.len() <= 255, "{} bytes in {rel:?}", part.len());
+            assert!(!part.chars().any(|c| c.is_control() || c == '\0'), "{rel:?}");
+        }
+        seen_content.push(std::fs::read(path).unwrap());
+    }
+    let mut expected: Vec<Vec<u8>> = origin.into_values().collect();
+    expected.sort();
+    seen_content.sort();
+    assert!(expected == seen_content, "the mount holds exactly the origin's files, byte for byte");
+    stop_cleanly(daemon);
+}
+
+#[test]
+fn a_restart_reuses_the_database_and_cache_and_keeps_inode_numbers() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 12, false);
+    let daemon = start(&scratch);
+    let mut inodes = HashMap::new();
+    for path in walk_files(&scratch.mnt()).unwrap() {
+        std::fs::read(&path).unwrap();
+        inodes.insert(path.clone(), std::fs::metadata(&path).unwrap().ino());
+    }
+    stop_cleanly(daemon);
+    let chunks_before = chunk_files(&scratch.cache()).unwrap();
+    assert!(!chunks_before.is_empty());
+
+    let daemon = start(&scratch);
+    let log = daemon.log();
+    assert!(log.contains("loaded library from the database"), "{log}");
+    assert!(!log.contains("scanning the origins"), "no full rescan on restart: {log}");
+    for (path, ino) in &inodes {
+        assert_eq!(std::fs::metadata(path).unwrap().ino(), *ino, "inode of {}", path.display());
+    }
+    for track in &tracks {
+        let bytes = std::fs::read(scratch.mnt().join(track.expected_tag_path().unwrap())).unwrap();
+        assert_eq!(bytes, std::fs::read(scratch.lib().join(&track.rel_path)).unwrap());
+    }
+    assert_eq!(chunk_files(&scratch.cache()).unwrap(), chunks_before, "reading again reused the cached chunks");
+    stop_cleanly(daemon);
+}
+
+#[test]
+fn cached_tracks_keep_playing_when_the_origin_is_gone() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 8, false);
+    let (played, unplayed) = (&tracks[0], &tracks[1]);
+    let played_bytes = std::fs::read(scratch.lib().join(&played.rel_path)).unwrap();
+    let daemon = start_with_config(&scratch, "[fuse]\nread_timeout = \"3s\"\n");
+    assert_eq!(std::fs::read(scratch.mnt().join(played.expected_tag_path().unwrap())).unwrap(), played_bytes);
+    stop_cleanly(daemon);
+
+    // The NAS is gone: the origin directory disappears entirely.
+    std::fs::rename(scratch.lib(), scratch.dir.path().join("lib.away")).unwrap();
+    let daemon = start_with_config(&scratch, "[fuse]\nread_timeout = \"3s\"\n");
+    assert_eq!(
+        std::fs::read(scratch.mnt().join(played.expected_tag_path().unwrap())).unwrap(),
+        played_bytes,
+        "a track played once is served from the cache"
+    );
+    assert!(scratch.mnt().join(unplayed.expected_tag_path().unwrap()).exists(), "uncached tracks stay listed");
+    let started = Instant::now();
+    let err = std::fs::read(scratch.mnt().join(unplayed.expected_tag_path().unwrap())).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "an uncached track fails with EIO, not a hang: {err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "the failure came within the read bound");
+    stop_cleanly(daemon);
+}
+
+#[test]
+fn a_corrupted_chunk_is_detected_and_refetched() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 4, false);
+    let daemon = start(&scratch);
+    let target = scratch.mnt().join(tracks[0].expected_tag_path().unwrap());
+    let original = std::fs::read(&target).unwrap();
+    for t in &tracks[1..] {
+        std::fs::read(scratch.mnt().join(t.expected_tag_path().unwrap())).unwrap();
+    }
+    stop_cleanly(daemon);
+
+    // Flip one byte in every chunk file: whichever chunk the track uses is now rotten.
+    let chunks = chunk_files(&scratch.cache()).unwrap();
+    let mut pristine = HashMap::new();
+    for chunk in &chunks {
+        let mut bytes = std::fs::read(chunk).unwrap();
+        pristine.insert(chunk.clone(), bytes.clone());
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(chunk, bytes).unwrap();
+    }
+    let daemon = start(&scratch);
+    assert_eq!(std::fs::read(&target).unwrap(), original, "corrupt chunks are never served");
+    stop_cleanly(daemon);
+    let log = std::fs::read_dir(scratch.cache())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("daemon-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(log.contains("6.4 chunk failed its hash check"), "the corruption was detected and logged:\n{log}");
+    let repaired = chunk_files(&scratch.cache())
+        .unwrap()
+        .into_iter()
+        .filter(|c| pristine.get(c) == std::fs::read(c).ok().as_ref())
+        .count();
+    assert!(repaired >= 1, "the refetched chunk was written back with its true content");
+}
+
+#[test]
+fn eviction_keeps_the_cache_under_max_size() {
+    let scratch = Scratch::new().unwrap();
+    for i in 0..12 {
+        std::fs::write(scratch.lib().join(format!("t{i:02}.wav")), pseudo_random_bytes(200_000, i)).unwrap();
+    }
+    let daemon = start_with_config(
+        &scratch,
+        "[cache]\nmax_size = \"512KiB\"\nchunk_min = \"4KiB\"\nchunk_avg = \"16KiB\"\nchunk_max = \"64KiB\"\n",
+    );
+    for i in 0..12u64 {
+        let path = scratch.mnt().join(format!("Unknown Artist/Unknown Album/t{i:02}.wav"));
+        assert_eq!(std::fs::read(&path).unwrap(), pseudo_random_bytes(200_000, i));
+        let used = chunk_bytes(&scratch.cache()).unwrap();
+        assert!(used <= 512 << 10, "after track {i}: {used} bytes of chunks on disk");
+    }
+    stop_cleanly(daemon);
+    assert!(chunk_bytes(&scratch.cache()).unwrap() > 256 << 10, "the cache was used, not emptied");
+}
+
+#[test]
+fn writes_are_refused_with_erofs() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 2, false);
+    let daemon = start(&scratch);
+    let existing = scratch.mnt().join(tracks[0].expected_tag_path().unwrap());
+    let erofs = |r: std::io::Result<()>| assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EROFS)));
+    erofs(std::fs::write(scratch.mnt().join("new.flac"), b"x"));
+    erofs(std::fs::OpenOptions::new().write(true).open(&existing).map(|_| ()));
+    erofs(std::fs::create_dir(scratch.mnt().join("dir")));
+    erofs(std::fs::remove_file(&existing));
+    stop_cleanly(daemon);
+}
+
+#[test]
+fn a_second_daemon_on_the_same_cache_exits_1_naming_the_first() {
+    let scratch = Scratch::new().unwrap();
+    library(&scratch, 2, false);
+    let daemon = start(&scratch);
+    let other_mount = scratch.dir.path().join("mnt2");
+    let out = std::process::Command::new(BIN)
+        .args(["mount", "--origin"])
+        .arg(scratch.lib())
+        .arg("--cache-dir")
+        .arg(scratch.cache())
+        .arg(&other_mount)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("already running (PID {})", daemon.pid().unwrap())), "{stderr}");
+    assert!(!is_fuse_mounted(&other_mount));
+    stop_cleanly(daemon);
+}
+
+#[test]
+fn a_bad_config_is_one_clear_line_naming_the_key_and_file() {
+    let scratch = Scratch::new().unwrap();
+    let config = scratch.dir.path().join("bad.toml");
+    write_config(&config, &scratch.mnt(), &scratch.cache(), &scratch.lib(), "[cache]\nmax_sise = \"1GiB\"\n").unwrap();
+    let out = std::process::Command::new(BIN).args(["mount", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("max_sise") && stderr.contains("bad.toml:"), "{stderr}");
+    assert!(!is_fuse_mounted(&scratch.mnt()));
+}
+
+#[test]
+fn after_kill_9_the_next_start_clears_the_stale_mount() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 2, false);
+    let daemon = start(&scratch);
+    daemon.kill9().unwrap();
+    let stale = std::fs::metadata(scratch.mnt()).unwrap_err();
+    assert_eq!(stale.raw_os_error(), Some(libc::ENOTCONN), "kill -9 leaves a dead mount behind");
+    let daemon = start(&scratch);
+    assert!(daemon.log().contains("2.7"), "{}", daemon.log());
+    let bytes = std::fs::read(scratch.mnt().join(tracks[0].expected_tag_path().unwrap())).unwrap();
+    assert_eq!(bytes, std::fs::read(scratch.lib().join(&tracks[0].rel_path)).unwrap());
+    stop_cleanly(daemon);
+}
