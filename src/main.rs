@@ -1,7 +1,7 @@
 //! `musicfs`: the command line. Thin on purpose: parse arguments, build the config, hand over to the daemon.
 
 use clap::{Parser, Subcommand};
-use musicfs_core::config::{CacheConfig, FuseConfig, HealthConfig, LoggingConfig, OriginConfig};
+use musicfs_core::config::{CacheConfig, FuseConfig, HealthConfig, LibraryConfig, LoggingConfig, OriginConfig};
 use musicfs_core::{ByteSize, Config, OriginKind, Seconds};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +57,7 @@ fn build_config(args: MountArgs) -> Result<Config, String> {
                 cache_dir: args.cache_dir.clone().ok_or_else(|| missing("--cache-dir DIR"))?,
                 origins: Vec::new(),
                 cache: CacheConfig::default(),
+                library: LibraryConfig::default(),
                 health: HealthConfig::default(),
                 fuse: FuseConfig::default(),
                 logging: LoggingConfig::default(),

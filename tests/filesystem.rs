@@ -308,3 +308,42 @@ fn after_kill_9_the_next_start_clears_the_stale_mount() {
     assert_eq!(bytes, std::fs::read(scratch.lib().join(&tracks[0].rel_path)).unwrap());
     stop_cleanly(daemon);
 }
+
+#[test]
+fn the_background_delta_sync_picks_up_added_changed_and_removed_files() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 8, false);
+    let daemon = start_with_config(&scratch, "[library]\nsync_interval = \"1s\"\n");
+    let gone = scratch.mnt().join(tracks[0].expected_tag_path().unwrap());
+    let changed = scratch.mnt().join(tracks[1].expected_tag_path().unwrap());
+    assert!(gone.exists());
+    std::fs::remove_file(scratch.lib().join(&tracks[0].rel_path)).unwrap();
+    // A changed file: new content and size under the same tags (appended junk after the audio).
+    let mut longer = std::fs::read(scratch.lib().join(&tracks[1].rel_path)).unwrap();
+    longer.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(scratch.lib().join(&tracks[1].rel_path), &longer).unwrap();
+    std::fs::write(scratch.lib().join("new-track.wav"), pseudo_random_bytes(10_000, 3)).unwrap();
+    let added = scratch.mnt().join("Unknown Artist/Unknown Album/new-track.wav");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(added.exists()
+        && !gone.exists()
+        && std::fs::metadata(&changed).map(|m| m.len()).ok() == Some(longer.len() as u64))
+    {
+        assert!(Instant::now() < deadline, "delta sync did not show the changes:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read(&changed).unwrap(), longer, "a changed file reads its new content");
+    assert_eq!(std::fs::read(&added).unwrap(), pseudo_random_bytes(10_000, 3));
+    stop_cleanly(daemon);
+}
+
+#[test]
+fn sigint_stops_as_cleanly_as_sigterm() {
+    let scratch = Scratch::new().unwrap();
+    library(&scratch, 2, false);
+    let mut daemon = start(&scratch);
+    daemon.signal(libc::SIGINT);
+    let status = daemon.wait(Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!is_fuse_mounted(&scratch.mnt()));
+}

@@ -20,6 +20,8 @@ pub struct Config {
     #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]
+    pub library: LibraryConfig,
+    #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
     pub fuse: FuseConfig,
@@ -68,6 +70,20 @@ impl Default for CacheConfig {
             chunk_max: ByteSize(4 << 20),
             memory: ByteSize(64 << 20),
         }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LibraryConfig {
+    /// How often the origins are compared with the database to pick up added, changed and removed files
+    /// (a delta sync also runs once after every start).
+    pub sync_interval: Seconds,
+}
+
+impl Default for LibraryConfig {
+    fn default() -> Self {
+        Self { sync_interval: Seconds(Duration::from_secs(15 * 60)) }
     }
 }
 
@@ -210,6 +226,9 @@ impl Config {
         }
         if self.fuse.read_timeout.0.is_zero() {
             return Err("fuse.read_timeout: must be more than 0".into());
+        }
+        if self.library.sync_interval.0 < Duration::from_secs(1) {
+            return Err("library.sync_interval: must be at least 1s".into());
         }
         if self.health.timeout.0.is_zero() {
             return Err("health.timeout: must be more than 0".into());

@@ -7,5 +7,7 @@ pub mod config;
 pub mod logging;
 pub mod units;
 
-pub use config::{CacheConfig, Config, ConfigError, FuseConfig, HealthConfig, LoggingConfig, OriginConfig, OriginKind};
+pub use config::{
+    CacheConfig, Config, ConfigError, FuseConfig, HealthConfig, LibraryConfig, LoggingConfig, OriginConfig, OriginKind,
+};
 pub use units::{ByteSize, Seconds};

@@ -141,7 +141,13 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
     tracing::info!(mount_point = %mount_point.display(), tracks, elapsed_ms = started.elapsed().as_millis() as u64, "mounted and serving");
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("serving {tracks} tracks"))]);
 
-    let background = tokio::spawn(background_work(fs.clone(), db.clone(), origins.clone(), !first_run));
+    let background = tokio::spawn(background_work(
+        fs.clone(),
+        db.clone(),
+        origins.clone(),
+        !first_run,
+        config.library.sync_interval.0,
+    ));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(start_err)?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(start_err)?;
@@ -201,35 +207,50 @@ async fn wait_until_mount_answers(mount_point: &Path) -> Result<(), DaemonError>
     }
 }
 
-async fn background_work(fs: Arc<MusicFs>, db: Arc<Db>, origins: Vec<SharedOrigin>, delta_sync: bool) {
-    if delta_sync {
-        match sync::sync(&db, &origins, false).await {
-            Ok((report, tree)) => {
-                if report.added + report.changed + report.removed + report.renamed > 0 {
-                    fs.replace_tree(tree);
+async fn background_work(
+    fs: Arc<MusicFs>,
+    db: Arc<Db>,
+    origins: Vec<SharedOrigin>,
+    sync_now: bool,
+    sync_every: Duration,
+) {
+    let mut flush = tokio::time::interval(ACCESS_FLUSH_EVERY);
+    let mut resync = tokio::time::interval(sync_every);
+    flush.tick().await;
+    if !sync_now {
+        resync.tick().await;
+    }
+    loop {
+        tokio::select! {
+            _ = resync.tick() => delta_sync(&fs, &db, &origins).await,
+            _ = flush.tick() => {
+                let store = fs.reader().store().clone();
+                match tokio::task::spawn_blocking(move || store.flush_access_times()).await {
+                    Ok(Ok(n)) if n > 0 => tracing::debug!(chunks = n, "access times written back"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not write back access times"),
+                    _ => {}
                 }
-                tracing::info!(
-                    added = report.added,
-                    changed = report.changed,
-                    removed = report.removed,
-                    renamed = report.renamed,
-                    total = report.total,
-                    unreachable = ?report.unreachable,
-                    "delta sync done"
-                );
             }
-            Err(e) => tracing::warn!(error = %e, "delta sync failed; serving the library as loaded"),
         }
     }
-    let mut tick = tokio::time::interval(ACCESS_FLUSH_EVERY);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let store = fs.reader().store().clone();
-        match tokio::task::spawn_blocking(move || store.flush_access_times()).await {
-            Ok(Ok(n)) if n > 0 => tracing::debug!(chunks = n, "access times written back"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not write back access times"),
-            _ => {}
+}
+
+async fn delta_sync(fs: &MusicFs, db: &Arc<Db>, origins: &[SharedOrigin]) {
+    match sync::sync(db, origins, false).await {
+        Ok((report, tree)) => {
+            if report.added + report.changed + report.removed + report.renamed > 0 {
+                fs.replace_tree(tree);
+            }
+            tracing::info!(
+                added = report.added,
+                changed = report.changed,
+                removed = report.removed,
+                renamed = report.renamed,
+                total = report.total,
+                unreachable = ?report.unreachable,
+                "delta sync done"
+            );
         }
+        Err(e) => tracing::warn!(error = %e, "delta sync failed; serving the library as it was"),
     }
 }
