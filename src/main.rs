@@ -112,6 +112,14 @@ fn main() -> ExitCode {
                 }
             };
             musicfs_core::logging::init(&config.logging.level);
+            match musicfs_core::failpoints::setup_from_env() {
+                Ok(names) if !names.is_empty() => eprintln!("musicfs: failpoints active: {}", names.join(", ")),
+                Ok(_) => {}
+                Err(message) => {
+                    eprintln!("musicfs: {message}");
+                    return ExitCode::from(2);
+                }
+            }
             match musicfs_daemon::run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

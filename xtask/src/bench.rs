@@ -74,7 +74,7 @@ impl Check {
     fn print(&self) {
         let (sign, verdict) = (if self.at_least { "≥" } else { "≤" }, if self.met() { "PASS" } else { "BELOW" });
         let (value, target) =
-            (format!("{:.2}{}", self.value, self.unit), format!("{sign} {}{}", self.target, self.unit));
+            (format!("{:.2}{}", self.value, self.unit), format!("{sign} {:.1}{}", self.target, self.unit));
         println!("  {:<24} {value:>10}   target {target:<10} {verdict}", self.name);
     }
 }
@@ -196,7 +196,7 @@ fn read_bench(bytes: usize, dir: &Path, binary: &Path, report: &mut Report) -> R
     let musicfs_readahead = readahead_kib(&musicfs_mnt);
     stop(daemon, &musicfs_mnt)?;
     let daemon = Daemon::start(binary, &daemon_args).context("restarting musicfs on its cache")?;
-    let chunks = log_field(&daemon.log(), "chunk store opened", "chunks").unwrap_or_else(|| "?".into());
+    let chunks = log_number(&daemon.log(), "chunk store opened", "chunks")?;
     let warm = read_through(&daemon, "warm")?;
     stop(daemon, &musicfs_mnt)?;
 
@@ -217,7 +217,8 @@ fn read_bench(bytes: usize, dir: &Path, binary: &Path, report: &mut Report) -> R
     println!("  warm start found {chunks} chunks in the chunk store; those chunk files were just written,");
     println!("  so the warm read is probably served from the host's page cache, not the disk");
     let show = |kib: Option<u64>| kib.map_or_else(|| "?".into(), |k| format!("{k} KiB"));
-    println!("  kernel readahead: bindfs {}, musicfs {}", show(bindfs_readahead), show(musicfs_readahead));
+    let (bindfs_ra, musicfs_ra) = (show(bindfs_readahead), show(musicfs_readahead));
+    println!("  kernel readahead, the most a READ request asks for: bindfs {bindfs_ra}, musicfs {musicfs_ra}");
     let ratio = |a: &ReadResult, b: &ReadResult| a.gbps / b.gbps;
     let checks = [
         Check { name: "warm / bindfs", value: ratio(&warm, &bindfs), unit: "x", target: 1.0, at_least: true },
@@ -284,22 +285,13 @@ fn scale_bench(tracks: usize, workdir: &Path, binary: &Path, report: &mut Report
         Check { name: "idle RSS", value: rss_mb, unit: " MB", target: 50.0, at_least: false },
     ];
     checks.iter().for_each(Check::print);
-    report.figures.extend(
-        [
-            ("first_mount_daemon_ms", json!(first_ms)),
-            ("first_mount_wall_ms", json!(first_wall_ms)),
-            ("first_scan_ms", json!(scan_ms)),
-            ("second_mount_daemon_ms", json!(second_ms)),
-            ("second_mount_wall_ms", json!(second_wall_ms)),
-            ("idle_rss_mb", json!(rss_mb)),
-            ("idle_hwm_mb", json!(hwm_mb)),
-            ("rss_after_listing_mb", json!(rss_walk_mb)),
-            ("files_generated", json!(files.len())),
-            ("files_visible", json!(visible)),
-            ("listing_secs", json!(walk_secs)),
-        ]
-        .map(|(key, value)| (key.to_owned(), value)),
-    );
+    let figures = json!({
+        "first_mount_daemon_ms": first_ms, "first_mount_wall_ms": first_wall_ms, "first_scan_ms": scan_ms,
+        "second_mount_daemon_ms": second_ms, "second_mount_wall_ms": second_wall_ms, "idle_rss_mb": rss_mb,
+        "idle_hwm_mb": hwm_mb, "rss_after_listing_mb": rss_walk_mb, "listing_secs": walk_secs,
+        "files_generated": files.len(), "files_visible": visible, "delta_sync_done_at_rss": delta_sync_done,
+    });
+    report.figures.extend(figures.as_object().cloned().unwrap_or_default());
     report.checks.extend(checks);
     ensure!(served == files.len() as u64, "musicfs served {served} tracks, {} were generated", files.len());
     ensure!(visible == files.len(), "the mount lists {visible} files, {} were generated", files.len());
@@ -365,16 +357,14 @@ fn stop(daemon: Daemon, mount_point: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The value of `key=` on the last log line containing `marker`.
-fn log_field(log: &str, marker: &str, key: &str) -> Option<String> {
-    let line = log.lines().rev().find(|line| line.contains(marker))?;
-    let pattern = format!(" {key}=");
-    let start = line.find(&pattern)? + pattern.len();
-    line[start..].split_whitespace().next().map(str::to_owned)
-}
-
+/// The number after ` key=` on the last daemon log line containing `marker`.
 fn log_number(log: &str, marker: &str, key: &str) -> Result<u64> {
-    let value = log_field(log, marker, key).with_context(|| format!("no `{key}` on a `{marker}` line; log:\n{log}"))?;
+    let pattern = format!(" {key}=");
+    let value = log.lines().rev().find(|line| line.contains(marker)).and_then(|line| {
+        let start = line.find(&pattern)? + pattern.len();
+        line[start..].split_whitespace().next()
+    });
+    let value = value.with_context(|| format!("no `{key}=` on a `{marker}` line; log:\n{log}"))?;
     value.parse().with_context(|| format!("`{key}={value}` on a `{marker}` line is not a number"))
 }
 
@@ -396,10 +386,10 @@ fn count_files(dir: &Path) -> Result<usize> {
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-            let kind = entry.file_type().with_context(|| format!("typing {}", entry.path().display()))?;
+            let kind = entry.and_then(|e| Ok((e.file_type()?, e.path())));
+            let (kind, path) = kind.with_context(|| format!("listing {}", dir.display()))?;
             if kind.is_dir() {
-                pending.push(entry.path());
+                pending.push(path);
             } else if kind.is_file() {
                 count += 1;
             }
@@ -453,11 +443,9 @@ impl Drop for BindfsMount {
         if is_fuse_mounted(&self.mount_point) {
             force_unmount(&self.mount_point);
         }
-        // bindfs exits by itself once unmounted; kill it only if it has not after a moment.
-        for _ in 0..500 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
+        // bindfs exits by itself once unmounted; it is killed only if it has not after 5 s.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = self.child.kill();

@@ -8,7 +8,7 @@ use crate::chunker::ChunkParams;
 use crate::hash::ChunkHash;
 use crate::manifest::{ChunkRef, Fingerprint, Manifest, ManifestStore};
 use crate::memory::MemoryCache;
-use crate::store::{ChunkStore, StoreError};
+use crate::store::{ChunkBackend, StoreError};
 use bytes::{Bytes, BytesMut};
 use musicfs_origins::{OriginError, SharedOrigin};
 use std::collections::HashMap;
@@ -61,7 +61,7 @@ pub(crate) enum Persist {
 }
 
 pub struct Reader {
-    pub(crate) store: Arc<ChunkStore>,
+    pub(crate) store: Arc<dyn ChunkBackend>,
     pub(crate) memory: MemoryCache,
     pub(crate) manifests: Arc<dyn ManifestStore>,
     manifest_cache: Mutex<HashMap<i64, Arc<Manifest>>>,
@@ -81,7 +81,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Reader {
     /// Must be called inside a tokio runtime: it starts the task that writes chunks to the store.
     pub fn new(
-        store: Arc<ChunkStore>,
+        store: Arc<dyn ChunkBackend>,
         manifests: Arc<dyn ManifestStore>,
         params: ChunkParams,
         memory_budget: u64,
@@ -103,7 +103,7 @@ impl Reader {
         })
     }
 
-    pub fn store(&self) -> &Arc<ChunkStore> {
+    pub fn store(&self) -> &Arc<dyn ChunkBackend> {
         &self.store
     }
 
@@ -114,7 +114,15 @@ impl Reader {
             return Ok(Bytes::new());
         }
         let end = (offset + len as u64).min(size);
-        if let Some(manifest) = self.manifest(file).await? {
+        let manifest = match self.manifest(file).await {
+            Ok(manifest) => manifest,
+            // No manifest means no chunk list, not no data: the track is re-ingested or read from the origin.
+            Err(e) => {
+                tracing::warn!(track = file.track_id, error = %e, "manifest unavailable; reading without it");
+                None
+            }
+        };
+        if let Some(manifest) = manifest {
             match self.read_chunks(file, &manifest.chunks, offset, end).await {
                 Err(ReadError::Changed) => {
                     tracing::warn!(track = file.track_id, path = %file.rel_path.display(), "origin copy changed; re-ingesting");
@@ -252,6 +260,9 @@ impl Reader {
     }
 
     async fn manifest(&self, file: &FileRef) -> Result<Option<Arc<Manifest>>, ReadError> {
+        fail::fail_point!("cas::reader::manifest_fetch", |_| Err(ReadError::Internal(
+            "failpoint cas::reader::manifest_fetch".into()
+        )));
         if let Some(m) = lock(&self.manifest_cache).get(&file.track_id).cloned() {
             if m.fingerprint == file.fingerprint {
                 return Ok(Some(m));
@@ -322,7 +333,7 @@ impl Reader {
 }
 
 /// Writes queued chunks in batches (one index transaction per batch).
-async fn persist_loop(store: Arc<ChunkStore>, mut rx: mpsc::Receiver<Persist>) {
+async fn persist_loop(store: Arc<dyn ChunkBackend>, mut rx: mpsc::Receiver<Persist>) {
     let mut batch = Vec::new();
     let mut barriers = Vec::new();
     while let Some(first) = rx.recv().await {

@@ -93,6 +93,33 @@ pub struct StoreStats {
     pub written: AtomicU64,
 }
 
+/// What the reader needs from a chunk store. [`ChunkStore`] is the real one; fault-injecting wrappers
+/// (`FaultyCasStore` in musicfs-test-utils) implement it too, so faults travel the real read path.
+pub trait ChunkBackend: Send + Sync + 'static {
+    /// A verified chunk, or `Ok(None)` when absent or found corrupt (then removed).
+    fn get(&self, hash: &ChunkHash) -> Result<Option<Bytes>, StoreError>;
+    /// Stores chunks durably, evicting to stay under the size limit.
+    fn put_batch(&self, chunks: &[(ChunkHash, Bytes)]) -> Result<(), StoreError>;
+    fn contains(&self, hash: &ChunkHash) -> bool;
+    /// Writes changed access times back to the index.
+    fn flush_access_times(&self) -> Result<usize, StoreError>;
+}
+
+impl ChunkBackend for ChunkStore {
+    fn get(&self, hash: &ChunkHash) -> Result<Option<Bytes>, StoreError> {
+        ChunkStore::get(self, hash)
+    }
+    fn put_batch(&self, chunks: &[(ChunkHash, Bytes)]) -> Result<(), StoreError> {
+        ChunkStore::put_batch(self, chunks)
+    }
+    fn contains(&self, hash: &ChunkHash) -> bool {
+        ChunkStore::contains(self, hash)
+    }
+    fn flush_access_times(&self) -> Result<usize, StoreError> {
+        ChunkStore::flush_access_times(self)
+    }
+}
+
 pub struct ChunkStore {
     root: PathBuf,
     db: redb::Database,
@@ -219,6 +246,9 @@ impl ChunkStore {
         let result = self.write_new_chunks(chunks, &mut added);
         // Index whatever reached its final place, even if a later chunk failed (e.g. ENOSPC).
         if !added.is_empty() {
+            fail::fail_point!("cas::put::after_rename_before_index", |_| {
+                Err(StoreError::Index("failpoint cas::put::after_rename_before_index".into()))
+            });
             let ticks: Vec<u64> = added.iter().map(|_| self.tick()).collect();
             let txn = self.db.begin_write().map_err(index_err)?;
             {
@@ -264,10 +294,18 @@ impl ChunkStore {
     fn write_chunk_file(&self, hash: &ChunkHash, data: &[u8]) -> Result<(), StoreError> {
         let final_path = self.chunk_path(hash);
         let tmp_path = self.root.join("tmp").join(format!("{}.{}", hash.to_hex(), std::process::id()));
+        fail::fail_point!("cas::put::before_write", |_| Err(StoreError::Io {
+            path: tmp_path.clone(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        }));
         let mut file = std::fs::File::create(&tmp_path).map_err(io_err(&tmp_path))?;
         file.write_all(data).map_err(io_err(&tmp_path))?;
         file.sync_data().map_err(io_err(&tmp_path))?;
         drop(file);
+        fail::fail_point!("cas::put::after_write_before_rename", |_| Err(StoreError::Io {
+            path: tmp_path.clone(),
+            source: std::io::Error::other("failpoint cas::put::after_write_before_rename"),
+        }));
         if let Some(dir) = final_path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }

@@ -88,7 +88,7 @@ async fn a_missing_chunk_is_refetched_alone() {
     reader.flush(Duration::from_secs(5)).await.unwrap();
     let manifest = fx.manifests.load(1).unwrap().unwrap();
     let victim = manifest.chunks[manifest.chunks.len() / 2];
-    reader.store().forget(&[victim.hash]).unwrap();
+    fx.store.forget(&[victim.hash]).unwrap();
     drop(reader);
 
     let reader = fx.reader();
@@ -105,7 +105,7 @@ async fn a_rotten_chunk_is_never_served() {
     read_all(&reader, &fx.file(), 65536).await;
     reader.flush(Duration::from_secs(5)).await.unwrap();
     let first = fx.manifests.load(1).unwrap().unwrap().chunks[0];
-    let path = reader.store().chunk_path(&first.hash);
+    let path = fx.store.chunk_path(&first.hash);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[0] ^= 1;
     std::fs::write(&path, bytes).unwrap();
@@ -113,7 +113,7 @@ async fn a_rotten_chunk_is_never_served() {
 
     let reader = fx.reader();
     assert_eq!(read_all(&reader, &fx.file(), 65536).await, fx.data);
-    assert_eq!(reader.store().stats.corrupt_detected.load(Ordering::Relaxed), 1);
+    assert_eq!(fx.store.stats.corrupt_detected.load(Ordering::Relaxed), 1);
     assert_eq!(std::fs::read(&path).unwrap(), fx.data[..first.len as usize], "rewritten with the true bytes");
 }
 

@@ -4,6 +4,7 @@
 //! can depend on it.
 
 pub mod config;
+pub mod failpoints;
 pub mod logging;
 pub mod units;
 

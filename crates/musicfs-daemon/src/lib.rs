@@ -84,9 +84,15 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
     let store = Arc::new(ChunkStore::open(&config.cache_dir, config.cache.max_size.0).map_err(start_err)?);
     tracing::info!(chunks = store.chunk_count(), bytes = store.total_bytes(), "chunk store opened");
 
-    let first_run = db.track_count().map_err(start_err)? == 0;
+    let known = db.track_count().map_err(start_err)?;
+    let unnamed = db.unnamed_tracks().map_err(start_err)?;
+    let first_run = known == 0 || unnamed > 0;
     let tree = if first_run {
-        tracing::info!("first start on this cache: scanning the origins");
+        if known == 0 {
+            tracing::info!("first start on this cache: scanning the origins");
+        } else {
+            tracing::info!(already_read = known, "2.5 resuming an interrupted scan from its last committed batch");
+        }
         notify(&[sd_notify::NotifyState::Status("scanning library")]);
         let (report, tree) = sync::sync(&db, &origins, true).await.map_err(start_err)?;
         tracing::info!(tracks = report.total, elapsed_ms = started.elapsed().as_millis() as u64, "first scan done");
@@ -109,7 +115,13 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
         max: config.cache.chunk_max.0 as usize,
     };
     let manifests: Arc<dyn ManifestStore> = db.clone();
-    let reader = Reader::new(store.clone(), manifests, params, config.cache.memory.0, config.read_timeout());
+    let reader = Reader::new(
+        store.clone() as Arc<dyn musicfs_cas::ChunkBackend>,
+        manifests,
+        params,
+        config.cache.memory.0,
+        config.read_timeout(),
+    );
     let fs = Arc::new(MusicFs::new(tree, reader.clone(), &origins, config.read_timeout()));
 
     let mount_point = config.mount_point.clone();

@@ -93,6 +93,10 @@ impl Db {
     }
 
     fn open_checked(path: &Path) -> Result<Db, DbError> {
+        fail::fail_point!("meta::db::open_corrupt", |_| Err(DbError::Sql(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some("failpoint meta::db::open_corrupt".into()),
+        ))));
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -132,6 +136,11 @@ impl Db {
 
     pub fn track_count(&self) -> Result<u64, DbError> {
         Ok(self.conn().query_row("SELECT COUNT(*) FROM tracks", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Tracks committed by a scan that was interrupted before it named them (2.5): a scan must finish first.
+    pub fn unnamed_tracks(&self) -> Result<u64, DbError> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM tracks WHERE vpath = ''", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     pub fn load_tracks(&self) -> Result<Vec<Track>, DbError> {

@@ -98,53 +98,69 @@ pub async fn sync(
     // Tracks of unreachable origins stay as they are.
     keep.extend(existing.iter().filter(|t| !listed_origins.contains(&t.origin.as_str())).cloned());
 
-    let read = read_all_tags(origins, to_read, show_progress).await?;
-    let mut added = Vec::new();
-    let mut changed = Vec::new();
-    for (idx, entry, old_id, tags) in read {
-        let track = Track {
-            id: old_id.unwrap_or(0),
-            origin: origins[idx].id().to_owned(),
-            rel_path: entry.rel_path,
-            size: entry.size,
-            mtime_ns: entry.mtime_ns,
-            tags,
-            vpath: String::new(),
-        };
-        if old_id.is_some() { changed.push(track) } else { added.push(track) }
+    // Tags are read and committed batch by batch, so an interrupted scan resumes where it stopped (2.5):
+    // committed tracks match the origin's size and mtime next time and are not read again. New tracks
+    // are committed without a path; names are assigned once every batch is in.
+    let mut kept_ids: std::collections::HashSet<i64> = keep.iter().map(|t| t.id).collect();
+    let old_vpath: HashMap<i64, String> = existing.iter().map(|t| (t.id, t.vpath.clone())).collect();
+    let progress = Progress::new(to_read.len(), show_progress);
+    let mut queue = to_read.into_iter().peekable();
+    while queue.peek().is_some() {
+        let batch: Vec<_> = queue.by_ref().take(SYNC_BATCH).collect();
+        let read = read_all_tags(origins, batch, &progress).await?;
+        let mut changes = Changes::default();
+        for (idx, entry, old_id, tags) in read {
+            let track = Track {
+                id: old_id.unwrap_or(0),
+                origin: origins[idx].id().to_owned(),
+                rel_path: entry.rel_path,
+                size: entry.size,
+                mtime_ns: entry.mtime_ns,
+                tags,
+                vpath: old_id.and_then(|id| old_vpath.get(&id).cloned()).unwrap_or_default(),
+            };
+            if old_id.is_some() { changes.changed.push(track) } else { changes.added.push(track) }
+        }
+        report.added += changes.added.len();
+        report.changed += changes.changed.len();
+        let db2 = db.clone();
+        let (ids, changes) = tokio::task::spawn_blocking(move || db2.apply(&changes).map(|ids| (ids, changes)))
+            .await
+            .map_err(|e| SyncError::Task(e.to_string()))??;
+        let Changes { mut added, changed, .. } = changes;
+        for (t, id) in added.iter_mut().zip(ids) {
+            t.id = id;
+        }
+        for t in changed.into_iter().chain(added) {
+            kept_ids.insert(t.id);
+            keep.push(t);
+        }
+        fail::fail_point!("meta::sync::after_batch");
     }
+    progress.finish();
 
     // Deterministic names over the whole library.
-    let old_vpath: HashMap<i64, String> = existing.iter().map(|t| (t.id, t.vpath.clone())).collect();
-    let mut all: Vec<&mut Track> = keep.iter_mut().chain(changed.iter_mut()).chain(added.iter_mut()).collect();
+    let mut all: Vec<&mut Track> = keep.iter_mut().collect();
     all.sort_by(|a, b| (a.origin.as_str(), a.rel_path.as_path()).cmp(&(b.origin.as_str(), b.rel_path.as_path())));
     let placements: Vec<names::Placement> = all.iter().map(|t| names::placement(&t.rel_path, &t.tags)).collect();
     for (t, vpath) in all.iter_mut().zip(names::assign_unique(&placements)) {
         t.vpath = vpath;
     }
+    let stored_vpath: HashMap<i64, &str> = existing.iter().map(|t| (t.id, t.vpath.as_str())).collect();
     let renamed: Vec<(i64, String)> = keep
         .iter()
-        .filter(|t| old_vpath.get(&t.id).is_some_and(|old| *old != t.vpath))
+        .filter(|t| stored_vpath.get(&t.id).is_none_or(|old| *old != t.vpath))
         .map(|t| (t.id, t.vpath.clone()))
         .collect();
-    report.added = added.len();
-    report.changed = changed.len();
     report.removed = removed.len();
-    report.renamed = renamed.len();
+    report.renamed = renamed.iter().filter(|(id, _)| old_vpath.get(id).is_some_and(|v| !v.is_empty())).count();
+    debug_assert_eq!(kept_ids.len(), keep.len());
 
     let db2 = db.clone();
     let tree = tokio::task::spawn_blocking(move || -> Result<(Tree, usize), DbError> {
-        let changes = Changes { added, changed, removed, renamed };
-        let ids = db2.apply(&changes)?;
-        let Changes { mut added, changed, .. } = changes;
-        for (t, id) in added.iter_mut().zip(ids) {
-            t.id = id;
-        }
-        let mut tracks = keep;
-        tracks.extend(changed);
-        tracks.extend(added);
-        let total = tracks.len();
-        Ok((build_tree(&db2, &tracks)?, total))
+        db2.apply(&Changes { removed, renamed, ..Default::default() })?;
+        let total = keep.len();
+        Ok((build_tree(&db2, &keep)?, total))
     })
     .await
     .map_err(|e| SyncError::Task(e.to_string()))??;
@@ -154,21 +170,22 @@ pub async fn sync(
 
 type ReadTags = (usize, OriginEntry, Option<i64>, TrackTags);
 
-async fn read_all_tags(
-    origins: &[SharedOrigin],
-    work: Vec<(usize, OriginEntry, Option<i64>)>,
-    show_progress: bool,
-) -> Result<Vec<ReadTags>, SyncError> {
-    if work.is_empty() {
-        return Ok(Vec::new());
-    }
-    let origins: Vec<SharedOrigin> = origins.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let total = work.len();
-        let done = AtomicUsize::new(0);
-        let next = AtomicUsize::new(0);
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
-        let bar = (show_progress && std::io::stderr().is_terminal()).then(|| {
+/// Tracks committed per transaction during a scan: the most an interrupted scan has to read again.
+pub const SYNC_BATCH: usize = 500;
+
+/// Scan progress: a bar on a terminal, a log line every few seconds otherwise.
+struct Progress {
+    total: usize,
+    done: AtomicUsize,
+    bar: Option<indicatif::ProgressBar>,
+    log_lines: bool,
+    last_log: std::sync::Mutex<Instant>,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: usize, show: bool) -> Progress {
+        let bar = (show && total > 0 && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(total as u64);
             if let Ok(style) =
                 indicatif::ProgressStyle::with_template("scanning {bar:40} {pos}/{len} tracks {per_sec} eta {eta}")
@@ -177,11 +194,54 @@ async fn read_all_tags(
             }
             bar
         });
-        let started = Instant::now();
-        let mut results: Vec<Option<TrackTags>> = vec![None; total];
-        let slots: Vec<std::sync::Mutex<Option<TrackTags>>> = (0..total).map(|_| std::sync::Mutex::new(None)).collect();
+        let log_lines = show && bar.is_none();
+        Progress {
+            total,
+            done: AtomicUsize::new(0),
+            bar,
+            log_lines,
+            last_log: std::sync::Mutex::new(Instant::now()),
+            started: Instant::now(),
+        }
+    }
+
+    fn advance(&self) {
+        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(bar) = &self.bar {
+            bar.set_position(n as u64);
+        } else if self.log_lines {
+            let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() >= Duration::from_secs(2) {
+                tracing::info!(done = n, total = self.total, "scanning tags");
+                *last = Instant::now();
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        if self.total > 0 {
+            tracing::info!(tracks = self.total, elapsed_ms = self.started.elapsed().as_millis() as u64, "read tags");
+        }
+    }
+}
+
+async fn read_all_tags(
+    origins: &[SharedOrigin],
+    work: Vec<(usize, OriginEntry, Option<i64>)>,
+    progress: &Progress,
+) -> Result<Vec<ReadTags>, SyncError> {
+    let origins: Vec<SharedOrigin> = origins.to_vec();
+    let total = work.len();
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let slots: Vec<std::sync::Mutex<Option<TrackTags>>> = (0..total).map(|_| std::sync::Mutex::new(None)).collect();
+    // Tag parsing is blocking file I/O and CPU: it runs on scoped threads, off the async runtime's workers.
+    tokio::task::block_in_place(|| {
         std::thread::scope(|scope| {
-            for _ in 0..threads {
+            for _ in 0..threads.min(total) {
                 scope.spawn(|| {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -199,39 +259,20 @@ async fn read_all_tags(
                         if let Ok(mut slot) = slots[i].lock() {
                             *slot = Some(tags);
                         }
-                        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                        if let Some(bar) = &bar {
-                            bar.set_position(n as u64);
-                        }
+                        progress.advance();
                     }
                 });
             }
-            if bar.is_none() && show_progress {
-                let mut last = Instant::now();
-                while done.load(Ordering::Relaxed) < total {
-                    std::thread::sleep(Duration::from_millis(100));
-                    if last.elapsed() >= Duration::from_secs(2) {
-                        tracing::info!(done = done.load(Ordering::Relaxed), total, "scanning tags");
-                        last = Instant::now();
-                    }
-                }
-            }
-        });
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        for (slot, result) in slots.into_iter().zip(results.iter_mut()) {
-            *result = slot.into_inner().unwrap_or_else(|p| p.into_inner());
-        }
-        tracing::info!(tracks = total, elapsed_ms = started.elapsed().as_millis() as u64, "read tags");
-        Ok(work
-            .into_iter()
-            .zip(results)
-            .map(|((idx, entry, id), tags)| (idx, entry, id, tags.unwrap_or_default()))
-            .collect())
-    })
-    .await
-    .map_err(|e| SyncError::Task(e.to_string()))?
+        })
+    });
+    Ok(work
+        .into_iter()
+        .zip(slots)
+        .map(|((idx, entry, id), slot)| {
+            let tags = slot.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_default();
+            (idx, entry, id, tags)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -239,7 +280,7 @@ mod tests {
     use super::*;
     use musicfs_origins::memory::MemoryOrigin;
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn delta_sync_adds_changes_and_removes_keeping_inodes() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Db::open(&dir.path().join("meta.db")).unwrap());
