@@ -75,7 +75,7 @@ impl Check {
         let (sign, verdict) = (if self.at_least { "≥" } else { "≤" }, if self.met() { "PASS" } else { "BELOW" });
         let (value, target) =
             (format!("{:.2}{}", self.value, self.unit), format!("{sign} {:.1}{}", self.target, self.unit));
-        println!("  {:<24} {value:>10}   target {target:<10} {verdict}", self.name);
+        println!("  {:<24} {value:>10}   target {target:<11} {verdict}", self.name);
     }
 }
 
@@ -96,7 +96,7 @@ struct ReadResult {
 /// Runs the benchmark parts that were not skipped and prints their figures.
 pub fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("xtask has no parent directory")?;
+    let root = &crate::workspace_root();
     let workdir = args.workdir.clone().unwrap_or_else(|| root.join("target/bench"));
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
     let workdir = workdir.canonicalize().with_context(|| format!("resolving {}", workdir.display()))?;
@@ -108,7 +108,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let binary = match &args.binary {
         Some(binary) => binary.clone(),
-        None => build_musicfs(root)?,
+        None => crate::demo::build_musicfs(root, true)?,
     };
     println!("MusicFS bench: {} (GB = 10^9 bytes, MB = 10^6 bytes, 1 MiB read() calls)", binary.display());
 
@@ -134,19 +134,6 @@ pub fn run(args: &Args) -> Result<()> {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Builds the release binary and returns its path.
-fn build_musicfs(root: &Path) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "musicfs"])
-        .current_dir(root)
-        .status()
-        .context("running cargo build --release -p musicfs")?;
-    ensure!(status.success(), "cargo build --release -p musicfs failed ({status})");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
-    Ok(target.join("release/musicfs"))
 }
 
 /// Part 1: sequential read of one `bytes`-long file of random bytes.

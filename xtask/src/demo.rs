@@ -26,17 +26,18 @@ fn require(tool: &str, package: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds the daemon and returns the path of the binary.
-pub fn build_musicfs(release: bool) -> Result<PathBuf> {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "--quiet", "-p", "musicfs"]);
+/// Builds the daemon in the workspace at `root` and returns the path of the binary.
+pub fn build_musicfs(root: &Path, release: bool) -> Result<PathBuf> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["build", "--quiet", "-p", "musicfs"]).current_dir(root);
     if release {
         cmd.arg("--release");
     }
-    if !cmd.status().context("running cargo build")?.success() {
-        bail!("cargo build -p musicfs failed");
+    let status = cmd.status().context("running cargo build -p musicfs")?;
+    if !status.success() {
+        bail!("cargo build -p musicfs failed ({status})");
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
     Ok(target.join(if release { "release" } else { "debug" }).join("musicfs"))
 }
 
@@ -44,7 +45,7 @@ pub fn run(args: &Args) -> Result<()> {
     for (tool, package) in [("fusermount3", "fuse3"), ("ffmpeg", "ffmpeg"), ("mpv", "mpv")] {
         require(tool, package)?;
     }
-    let binary = build_musicfs(false)?;
+    let binary = build_musicfs(&crate::workspace_root(), false)?;
     let work = std::path::absolute(&args.workdir)?;
     if work.join("mnt").exists() {
         musicfs_test_utils::daemon::force_unmount(&work.join("mnt"));
@@ -56,14 +57,20 @@ pub fn run(args: &Args) -> Result<()> {
 
     let daemon = Daemon::start(
         &binary,
-        &DaemonArgs { origins: vec![lib.clone()], cache_dir: Some(cache.clone()), mount_point: mnt.clone(), ..Default::default() },
+        &DaemonArgs {
+            origins: vec![lib.clone()],
+            cache_dir: Some(cache.clone()),
+            mount_point: mnt.clone(),
+            ..Default::default()
+        },
     )?;
     println!("2. mounted at {} in {:?}:\n", mnt.display(), daemon.started_in);
     for path in walk_files(&mnt)? {
         println!("   {}", display(path.strip_prefix(&mnt).unwrap_or(&path)));
     }
 
-    let track = tracks.iter().find_map(|t| t.expected_tag_path()).context("the sample library has an ordinary track")?;
+    let track =
+        tracks.iter().find_map(|t| t.expected_tag_path()).context("the sample library has an ordinary track")?;
     let path = mnt.join(&track);
     println!("\n3. playing {} with mpv from the mount", display(&track));
     let out = Command::new("mpv").args(["--no-config", "--no-video", "--ao=null"]).arg(&path).output()?;
@@ -74,7 +81,10 @@ pub fn run(args: &Args) -> Result<()> {
     println!("   mpv: {}", text.lines().last().unwrap_or("").trim());
 
     let status = daemon.stop()?;
-    println!("\n4. SIGTERM: daemon exited with {status}; mount gone: {}", !musicfs_test_utils::daemon::is_fuse_mounted(&mnt));
+    println!(
+        "\n4. SIGTERM: daemon exited with {status}; mount gone: {}",
+        !musicfs_test_utils::daemon::is_fuse_mounted(&mnt)
+    );
     println!("   the cache in {} keeps what was played; mount again and it plays without the origin.", cache.display());
     Ok(())
 }

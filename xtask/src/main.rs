@@ -7,6 +7,7 @@
 //! match arm in [`main`]. The `cargo xtask` alias is in `.cargo/config.toml`.
 
 mod bench;
+mod demo;
 mod sample_library;
 
 use anyhow::Result;
@@ -22,14 +23,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The one-minute tour: sample library → mount → list → play with mpv → unmount.
+    Demo(demo::Args),
     /// Write a real, playable, tagged sample music library (with hostile cases) into DIR.
     SampleLibrary(sample_library::Args),
     /// Measure read throughput and library-scale mount time and memory against MusicFS's targets.
     Bench(bench::Args),
 }
 
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_owned()
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Demo(args) => demo::run(&args),
         Command::SampleLibrary(args) => sample_library::run(&args),
         Command::Bench(args) => bench::run(&args),
     }

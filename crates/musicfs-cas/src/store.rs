@@ -85,6 +85,24 @@ impl Index {
     }
 }
 
+/// Chunks re-hashed at every open, a quick probe for bit rot (the scrubber covers the rest).
+const RECHECK_SAMPLE: usize = 8;
+
+/// What [`ChunkStore::reconcile`] found and fixed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub orphans_adopted: usize,
+    pub orphans_removed: usize,
+    pub dangling_dropped: usize,
+    pub sample_rotten: usize,
+}
+
+impl ReconcileReport {
+    pub fn repaired(&self) -> bool {
+        self.orphans_adopted + self.orphans_removed + self.dangling_dropped + self.sample_rotten > 0
+    }
+}
+
 /// Counters for status and tests.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -146,17 +164,118 @@ impl ChunkStore {
             tracing::info!(leftovers, "5.7 removed unfinished chunk writes left by an earlier crash");
         }
         let db_path = root.join("index.redb");
-        let db = redb::Database::create(&db_path).map_err(index_err)?;
-        let store = ChunkStore {
+        let opened = redb::Database::create(&db_path).map_err(index_err).and_then(|db| {
+            let store = ChunkStore::with_db(root.clone(), db, max_size);
+            store.load_index().map(|()| store)
+        });
+        let store = match opened {
+            Ok(store) => store,
+            Err(e) => {
+                // The chunk files are the truth; the index can always be rebuilt from them (3.5).
+                let aside = root.join(format!("index.redb.corrupt-{}", std::process::id()));
+                tracing::error!(error = %e, moved_to = %aside.display(), "3.5 chunk index unreadable; rebuilding it from the chunk files");
+                let _ = std::fs::rename(&db_path, &aside);
+                let db = redb::Database::create(&db_path).map_err(index_err)?;
+                let store = ChunkStore::with_db(root, db, max_size);
+                store.load_index()?;
+                store
+            }
+        };
+        let report = store.reconcile()?;
+        if report.repaired() {
+            tracing::warn!(
+                adopted = report.orphans_adopted,
+                removed = report.orphans_removed,
+                dangling = report.dangling_dropped,
+                rotten = report.sample_rotten,
+                "3.5 chunk store reconciled with its index at start"
+            );
+        }
+        Ok(store)
+    }
+
+    fn with_db(root: PathBuf, db: redb::Database, max_size: u64) -> ChunkStore {
+        ChunkStore {
             root,
             db,
             index: Mutex::new(Index::default()),
             max_size: AtomicU64::new(max_size),
             clock: AtomicU64::new(0),
             stats: StoreStats::default(),
+        }
+    }
+
+    /// Makes the index and the chunk files agree (3.5): index entries without a file are dropped; files
+    /// without an index entry are adopted if their content matches their name, removed otherwise; a small
+    /// sample of indexed chunks is re-hashed (2.4). Runs at every open.
+    pub fn reconcile(&self) -> Result<ReconcileReport, StoreError> {
+        let mut report = ReconcileReport::default();
+        let mut on_disk: HashMap<ChunkHash, u64> = HashMap::new();
+        for shard in std::fs::read_dir(&self.root).map_err(io_err(&self.root))?.flatten() {
+            let name = shard.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() != 2 || !shard.path().is_dir() {
+                continue;
+            }
+            for item in std::fs::read_dir(shard.path()).map_err(io_err(&shard.path()))?.flatten() {
+                let file_name = item.file_name();
+                match file_name.to_str().and_then(ChunkHash::from_hex) {
+                    Some(hash) => {
+                        on_disk.insert(hash, item.metadata().map_or(0, |m| m.len()));
+                    }
+                    None => {
+                        let _ = std::fs::remove_file(item.path());
+                        report.orphans_removed += 1;
+                    }
+                }
+            }
+        }
+        let (dangling, orphans): (Vec<ChunkHash>, Vec<ChunkHash>) = {
+            let index = self.lock();
+            let dangling =
+                index.entries.iter().filter(|(h, e)| on_disk.get(h) != Some(&e.size)).map(|(h, _)| *h).collect();
+            let orphans = on_disk.keys().filter(|h| !index.entries.contains_key(h)).copied().collect();
+            (dangling, orphans)
         };
-        store.load_index()?;
-        Ok(store)
+        if !dangling.is_empty() {
+            // A size mismatch means a damaged file: forget() removes the file as well as the entry.
+            self.forget(&dangling)?;
+            report.dangling_dropped = dangling.len();
+        }
+        let mut adopt = Vec::new();
+        for hash in orphans {
+            let path = self.chunk_path(&hash);
+            match std::fs::read(&path) {
+                Ok(data) if ChunkHash::of(&data) == hash => adopt.push((hash, data.len() as u64)),
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                    report.orphans_removed += 1;
+                }
+            }
+        }
+        if !adopt.is_empty() {
+            let txn = self.db.begin_write().map_err(index_err)?;
+            {
+                let mut table = txn.open_table(CHUNKS).map_err(index_err)?;
+                for (hash, size) in &adopt {
+                    // Adopted chunks count as least recently used: first to go when space is needed.
+                    table.insert(&hash.0, (*size, 0)).map_err(index_err)?;
+                }
+            }
+            txn.commit().map_err(index_err)?;
+            let mut index = self.lock();
+            for (hash, size) in &adopt {
+                index.insert(*hash, Entry { size: *size, last_access: 0 });
+            }
+            report.orphans_adopted = adopt.len();
+        }
+        let sample: Vec<ChunkHash> = self.lock().entries.keys().take(RECHECK_SAMPLE).copied().collect();
+        for hash in sample {
+            if self.get(&hash)?.is_none() {
+                report.sample_rotten += 1;
+            }
+        }
+        Ok(report)
     }
 
     fn load_index(&self) -> Result<(), StoreError> {
@@ -389,6 +508,7 @@ mod tests {
         (ChunkHash::of(&data), data)
     }
 
+    /// Proves L1: 3.10
     #[test]
     fn put_get_and_reopen_keep_exact_size() {
         let dir = tempfile::tempdir().unwrap();
@@ -404,6 +524,7 @@ mod tests {
         assert_eq!(store.get(&b.0).unwrap().unwrap(), b.1);
     }
 
+    /// Proves L1: 6.4
     #[test]
     fn a_corrupt_chunk_is_detected_removed_and_reported_missing() {
         let dir = tempfile::tempdir().unwrap();
@@ -420,6 +541,7 @@ mod tests {
         assert_eq!(store.stats.corrupt_detected.load(Ordering::Relaxed), 1);
     }
 
+    /// Proves L1: 3.10
     #[test]
     fn eviction_keeps_the_store_under_max_size_dropping_least_recently_used() {
         let dir = tempfile::tempdir().unwrap();
@@ -432,6 +554,72 @@ mod tests {
         assert!(store.contains(&c.0), "the newest chunk survives");
     }
 
+    /// Proves L1: 3.5
+    #[test]
+    fn orphans_are_adopted_or_removed_and_dangling_entries_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let (kept, lost) = (chunk(1, 1000), chunk(2, 2000));
+        store.put_batch(&[kept.clone(), lost.clone()]).unwrap();
+        // A crash between rename and index: a complete chunk file the index does not know.
+        let orphan = chunk(3, 3000);
+        let orphan_path = store.chunk_path(&orphan.0);
+        std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
+        std::fs::write(&orphan_path, &orphan.1).unwrap();
+        // A half-written file under a chunk name: content does not match.
+        let torn = chunk(4, 4000);
+        let torn_path = store.chunk_path(&torn.0);
+        std::fs::create_dir_all(torn_path.parent().unwrap()).unwrap();
+        std::fs::write(&torn_path, &torn.1[..100]).unwrap();
+        // A chunk file deleted behind the index's back.
+        std::fs::remove_file(store.chunk_path(&lost.0)).unwrap();
+        drop(store);
+
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        assert!(store.contains(&kept.0));
+        assert!(store.contains(&orphan.0), "a verified orphan is adopted");
+        assert!(!store.contains(&lost.0), "a dangling entry is dropped");
+        assert!(!torn_path.exists(), "a torn orphan is removed");
+        assert_eq!(store.total_bytes(), 1000 + 3000, "size accounting matches the files");
+        assert_eq!(store.get(&orphan.0).unwrap(), Some(orphan.1));
+    }
+
+    /// Proves L1: 3.5, 2.4
+    #[test]
+    fn a_corrupt_index_is_rebuilt_from_the_chunk_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let (a, b) = (chunk(1, 1000), chunk(2, 2000));
+        store.put_batch(&[a.clone(), b.clone()]).unwrap();
+        drop(store);
+        std::fs::write(dir.path().join("chunks/v1/index.redb"), b"definitely not a redb file".repeat(50)).unwrap();
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.chunk_count(), 2);
+        assert_eq!(store.total_bytes(), 3000);
+        assert_eq!(store.get(&a.0).unwrap(), Some(a.1));
+    }
+
+    /// Proves L1: 2.9
+    #[test]
+    fn a_panic_while_holding_the_index_lock_does_not_poison_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(ChunkStore::open(dir.path(), 1 << 20).unwrap());
+        let a = chunk(1, 1000);
+        store.put_batch(&[a.clone()]).unwrap();
+        let poisoner = store.clone();
+        let joined = std::thread::spawn(move || {
+            let _guard = poisoner.index.lock();
+            panic!("writer panics while holding the index lock");
+        })
+        .join();
+        assert!(joined.is_err());
+        assert!(store.index.is_poisoned(), "the lock really is poisoned");
+        assert_eq!(store.get(&a.0).unwrap(), Some(a.1));
+        store.put_batch(&[chunk(2, 10)]).unwrap();
+        assert_eq!(store.total_bytes(), 1010);
+    }
+
+    /// Proves L1: 5.7
     #[test]
     fn unfinished_writes_are_removed_at_open() {
         let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! Every backend implements [`Origin`]. Paths inside an origin are raw bytes relative to its root, so
 //! file names that are not UTF-8 still work. [`memory::MemoryOrigin`] is the in-memory test double.
 
+pub mod health;
 pub mod local;
 pub mod memory;
 

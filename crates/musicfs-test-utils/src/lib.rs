@@ -1,6 +1,8 @@
 //! Shared test helpers for MusicFS: code that tests, benchmarks and `cargo xtask`
 //! use to build the situations MusicFS must cope with.
 //!
+//! * [`faulty_origin`] and [`faulty_cas`] inject origin and disk faults into the real read path.
+//! * [`assertions`] bound time and check error kinds.
 //! * [`daemon`] runs the real `musicfs` binary on a real FUSE mount and always cleans up.
 //! * [`sample`] writes real, playable, tagged sample music libraries, including
 //!   files with hostile tags and names, so tests can check the tag-built tree
@@ -9,6 +11,9 @@
 //! This crate is for tests and tooling only (`publish = false`); nothing in the
 //! shipped binaries depends on it.
 
+pub mod assertions;
 pub mod daemon;
+pub mod faulty_cas;
+pub mod faulty_origin;
 pub mod files;
 pub mod sample;

@@ -1,0 +1,202 @@
+//! `FaultyOrigin`: wraps any origin and injects failures, switchable while a test runs, counting every call
+//! and every injected fault so a test can prove the fault actually fired.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use musicfs_origins::{Origin, OriginEntry, OriginError, ReadSeek, SharedOrigin};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailMode {
+    /// Pass every call through.
+    Healthy,
+    /// Fail calls number n, 2n, 3n, … (counting from 1).
+    FailEveryNth(usize),
+    /// Let n calls through, then fail every call.
+    FailAfterN(usize),
+    /// Sleep this long, then fail with a timeout: a hung NFS server. Large values model a hang.
+    TimeoutMs(u64),
+    /// Reads return at most this many bytes (other calls pass).
+    PartialRead { max_bytes: usize },
+    /// Fail every call with this error kind.
+    ReturnError(io::ErrorKind),
+}
+
+pub struct FaultyOrigin {
+    inner: SharedOrigin,
+    mode: RwLock<FailMode>,
+    calls: AtomicUsize,
+    read_calls: AtomicUsize,
+    faults: AtomicUsize,
+}
+
+enum Decision {
+    Pass,
+    Fail(OriginError),
+    Hang(Duration),
+    Truncate(usize),
+}
+
+impl FaultyOrigin {
+    pub fn new(inner: SharedOrigin, mode: FailMode) -> Arc<FaultyOrigin> {
+        Arc::new(FaultyOrigin {
+            inner,
+            mode: RwLock::new(mode),
+            calls: AtomicUsize::new(0),
+            read_calls: AtomicUsize::new(0),
+            faults: AtomicUsize::new(0),
+        })
+    }
+
+    /// Changes the behaviour from the next call on (the origin "recovers" or "breaks" mid-test).
+    pub fn set_mode(&self, mode: FailMode) {
+        *self.mode.write().unwrap_or_else(|p| p.into_inner()) = mode;
+    }
+
+    pub fn mode(&self) -> FailMode {
+        self.mode.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every call, of any kind.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// `read_range` calls only.
+    pub fn read_calls(&self) -> usize {
+        self.read_calls.load(Ordering::SeqCst)
+    }
+
+    /// Calls that got a fault instead of the real answer.
+    pub fn faults_injected(&self) -> usize {
+        self.faults.load(Ordering::SeqCst)
+    }
+
+    fn decide(&self, is_read: bool) -> Decision {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if is_read {
+            self.read_calls.fetch_add(1, Ordering::SeqCst);
+        }
+        let decision = match self.mode() {
+            FailMode::Healthy => Decision::Pass,
+            FailMode::FailEveryNth(every) if every > 0 && n % every == 0 => Decision::Fail(injected("every-nth")),
+            FailMode::FailEveryNth(_) => Decision::Pass,
+            FailMode::FailAfterN(limit) if n > limit => Decision::Fail(injected("after-n")),
+            FailMode::FailAfterN(_) => Decision::Pass,
+            FailMode::TimeoutMs(ms) => Decision::Hang(Duration::from_millis(ms)),
+            FailMode::PartialRead { max_bytes } if is_read => Decision::Truncate(max_bytes),
+            FailMode::PartialRead { .. } => Decision::Pass,
+            FailMode::ReturnError(kind) => {
+                Decision::Fail(OriginError::Io(io::Error::new(kind, "injected by FaultyOrigin")))
+            }
+        };
+        if !matches!(decision, Decision::Pass) {
+            self.faults.fetch_add(1, Ordering::SeqCst);
+        }
+        decision
+    }
+
+    async fn gate(&self, is_read: bool) -> Result<Option<usize>, OriginError> {
+        match self.decide(is_read) {
+            Decision::Pass => Ok(None),
+            Decision::Fail(e) => Err(e),
+            Decision::Hang(d) => {
+                tokio::time::sleep(d).await;
+                Err(OriginError::Timeout(d))
+            }
+            Decision::Truncate(max) => Ok(Some(max)),
+        }
+    }
+}
+
+fn injected(what: &str) -> OriginError {
+    OriginError::Io(io::Error::other(format!("injected by FaultyOrigin ({what})")))
+}
+
+#[async_trait]
+impl Origin for FaultyOrigin {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    async fn list(&self) -> Result<Vec<OriginEntry>, OriginError> {
+        self.gate(false).await?;
+        self.inner.list().await
+    }
+
+    async fn stat(&self, rel: &Path) -> Result<OriginEntry, OriginError> {
+        self.gate(false).await?;
+        self.inner.stat(rel).await
+    }
+
+    async fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError> {
+        let cap = self.gate(true).await?;
+        let data = self.inner.read_range(rel, offset, len).await?;
+        Ok(match cap {
+            Some(max) if data.len() > max => data.slice(..max),
+            _ => data,
+        })
+    }
+
+    fn open_blocking(&self, rel: &Path) -> Result<Box<dyn ReadSeek>, OriginError> {
+        match self.decide(false) {
+            Decision::Pass | Decision::Truncate(_) => self.inner.open_blocking(rel),
+            Decision::Fail(e) => Err(e),
+            Decision::Hang(d) => {
+                std::thread::sleep(d);
+                Err(OriginError::Timeout(d))
+            }
+        }
+    }
+
+    async fn health_check(&self) -> Result<(), OriginError> {
+        self.gate(false).await?;
+        self.inner.health_check().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use musicfs_origins::memory::MemoryOrigin;
+
+    fn origin(mode: FailMode) -> Arc<FaultyOrigin> {
+        let inner = Arc::new(MemoryOrigin::new());
+        inner.insert("a", vec![7u8; 100], 1);
+        FaultyOrigin::new(inner, mode)
+    }
+
+    #[tokio::test]
+    async fn every_mode_injects_what_it_says_and_counts_it() {
+        let o = origin(FailMode::FailEveryNth(2));
+        assert!(o.read_range(Path::new("a"), 0, 10).await.is_ok());
+        assert!(o.read_range(Path::new("a"), 0, 10).await.is_err());
+        assert_eq!((o.calls(), o.faults_injected()), (2, 1));
+
+        let o = origin(FailMode::FailAfterN(1));
+        assert!(o.stat(Path::new("a")).await.is_ok());
+        assert!(o.stat(Path::new("a")).await.is_err());
+
+        let o = origin(FailMode::PartialRead { max_bytes: 3 });
+        assert_eq!(o.read_range(Path::new("a"), 0, 10).await.unwrap().len(), 3);
+
+        let o = origin(FailMode::ReturnError(io::ErrorKind::PermissionDenied));
+        match o.health_check().await {
+            Err(OriginError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::PermissionDenied),
+            other => panic!("{other:?}"),
+        }
+
+        let o = origin(FailMode::TimeoutMs(20));
+        let started = std::time::Instant::now();
+        assert!(matches!(o.read_range(Path::new("a"), 0, 1).await, Err(OriginError::Timeout(_))));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+
+        o.set_mode(FailMode::Healthy);
+        assert!(o.read_range(Path::new("a"), 0, 1).await.is_ok(), "the origin recovers when told");
+        assert_eq!((o.read_calls(), o.faults_injected()), (2, 1));
+    }
+}
