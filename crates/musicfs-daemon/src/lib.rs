@@ -38,6 +38,8 @@ fn start_err(e: impl std::fmt::Display) -> DaemonError {
 
 /// How often changed chunk access times are written back.
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(30);
+/// Kernel readahead for the mount: FUSE starts at 128 KiB; sequential playback and copies want larger reads.
+const READAHEAD_KIB: u32 = 1024;
 /// Bound on waiting for running ingests at shutdown.
 const INGEST_WAIT_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 /// Bound on waiting for the FUSE session thread after unmount.
@@ -99,7 +101,7 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
         tree
     } else {
         let db2 = db.clone();
-        let (tree, _) =
+        let tree =
             tokio::task::spawn_blocking(move || sync::load_tree(&db2)).await.map_err(start_err)?.map_err(start_err)?;
         tracing::info!(
             tracks = tree.file_count(),
@@ -149,6 +151,8 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Start(format!("cannot start the FUSE thread: {e}")))?;
 
     wait_until_mount_answers(&mount_point).await?;
+    mounts::raise_readahead(&mount_point, READAHEAD_KIB);
+    release_freed_memory();
     let tracks = fs.tree().file_count();
     tracing::info!(mount_point = %mount_point.display(), tracks, elapsed_ms = started.elapsed().as_millis() as u64, "mounted and serving");
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("serving {tracks} tracks"))]);
@@ -247,6 +251,15 @@ async fn background_work(
     }
 }
 
+/// Hands memory freed after a big transient allocation (loading or syncing the library) back to the
+/// system; the allocator would otherwise keep it, and RSS would stay at the peak.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks glibc's own heap structures.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 async fn delta_sync(fs: &MusicFs, db: &Arc<Db>, origins: &[SharedOrigin]) {
     match sync::sync(db, origins, false).await {
         Ok((report, tree)) => {
@@ -265,4 +278,5 @@ async fn delta_sync(fs: &MusicFs, db: &Arc<Db>, origins: &[SharedOrigin]) {
         }
         Err(e) => tracing::warn!(error = %e, "delta sync failed; serving the library as it was"),
     }
+    release_freed_memory();
 }

@@ -65,6 +65,20 @@ pub fn lazy_unmount(path: &Path) {
     }
 }
 
+/// Sets the kernel's readahead for the filesystem at `path` (its backing device info in sysfs). FUSE mounts
+/// start at 128 KiB, which caps every read request at 128 KiB; root may raise it. Failure only costs speed.
+pub fn raise_readahead(path: &Path, kib: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    match std::fs::write(&knob, kib.to_string()) {
+        Ok(()) => tracing::debug!(knob, kib, "raised readahead"),
+        Err(e) => tracing::debug!(knob, error = %e, "could not raise readahead (needs root); reads stay at 128 KiB"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

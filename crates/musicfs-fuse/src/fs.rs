@@ -123,7 +123,7 @@ impl MusicFs {
         let dots = [(ino, Kind::Dir, ".".to_owned()), (parent, Kind::Dir, "..".to_owned())];
         let all = dots.into_iter().chain(children.map(|c| {
             let kind = if matches!(c.kind, NodeKind::Dir { .. }) { Kind::Dir } else { Kind::File };
-            (c.ino, kind, c.name.to_string())
+            (c.ino, kind, tree.name(c).to_owned())
         }));
         Ok(all
             .enumerate()
@@ -142,12 +142,13 @@ impl MusicFs {
         }
     }
 
-    fn file_ref(&self, file: &FileNode) -> Result<FileRef, FsError> {
-        let origin = self.origins.get(&file.origin).cloned().ok_or(FsError::NotFound)?;
+    fn file_ref(&self, tree: &Tree, file: &FileNode) -> Result<FileRef, FsError> {
+        let origin =
+            tree.origin_id(file.origin).and_then(|id| self.origins.get(id)).cloned().ok_or(FsError::NotFound)?;
         Ok(FileRef {
             track_id: file.track_id,
             origin,
-            rel_path: file.rel_path.clone(),
+            rel_path: tree.rel_path(file).to_path_buf(),
             fingerprint: Fingerprint { size: file.size, mtime_ns: file.mtime_ns },
         })
     }
@@ -156,7 +157,7 @@ impl MusicFs {
     pub fn file(&self, ino: u64) -> Result<FileRef, FsError> {
         let tree = self.tree();
         match &tree.get(ino).ok_or(FsError::NotFound)?.kind {
-            NodeKind::File(f) => self.file_ref(f),
+            NodeKind::File(f) => self.file_ref(&tree, f),
             NodeKind::Dir { .. } => Err(FsError::IsDir),
         }
     }

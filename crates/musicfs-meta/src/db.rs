@@ -168,6 +168,37 @@ impl Db {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Builds the in-memory tree straight from two queries — directory inode numbers, then file rows joined
+    /// with theirs — streaming the rows into the tree without collecting them first.
+    pub fn load_tree(&self) -> Result<crate::tree::Tree, DbError> {
+        let conn = self.conn();
+        let mut dirs_stmt = conn.prepare_cached("SELECT path, ino FROM inodes WHERE is_dir = 1")?;
+        let dirs = dirs_stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        let mut files = conn.prepare_cached(
+            "SELECT t.id, t.origin, t.rel_path, t.size, t.mtime_ns, t.vpath, i.ino
+             FROM tracks t JOIN inodes i ON i.path = t.vpath WHERE t.vpath != ''",
+        )?;
+        let mut failure = None;
+        let rows = files.query_map([], |r| {
+            Ok(crate::tree::TreeRow {
+                track_id: r.get(0)?,
+                origin: r.get(1)?,
+                rel_path: PathBuf::from(std::ffi::OsString::from_vec(r.get::<_, Vec<u8>>(2)?)),
+                size: r.get::<_, i64>(3)? as u64,
+                mtime_ns: r.get(4)?,
+                vpath: r.get(5)?,
+                ino: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        let tree = crate::tree::Tree::build(rows.map_while(|row| row.map_err(|e| failure = Some(e)).ok()), &dirs);
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(tree),
+        }
+    }
+
     /// Applies a sync in one transaction; returns the ids given to `changes.added`, in order.
     pub fn apply(&self, changes: &Changes) -> Result<Vec<i64>, DbError> {
         let mut conn = self.conn();

@@ -5,7 +5,7 @@
 use crate::db::{Changes, Db, DbError, Track};
 use crate::names;
 use crate::tags::{self, TrackTags};
-use crate::tree::Tree;
+use crate::tree::{Tree, TreeRow};
 use musicfs_origins::{OriginEntry, SharedOrigin};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -33,20 +33,27 @@ pub enum SyncError {
     Task(String),
 }
 
-/// Loads the tree from the database alone (no origin is touched).
-pub fn load_tree(db: &Db) -> Result<(Tree, Vec<Track>), DbError> {
-    let tracks = db.load_tracks()?;
-    let tree = build_tree(db, &tracks)?;
-    Ok((tree, tracks))
+/// Loads the tree from the database alone (no origin is touched): one query for the files and their inode
+/// numbers, one for the directories. Tags are not loaded: the tree does not need them.
+pub fn load_tree(db: &Db) -> Result<Tree, DbError> {
+    db.load_tree()
 }
 
 fn build_tree(db: &Db, tracks: &[Track]) -> Result<Tree, DbError> {
-    let vpaths: Vec<&str> = tracks.iter().map(|t| t.vpath.as_str()).collect();
-    let dirs = Tree::dir_paths_of(&vpaths);
+    let dirs = Tree::dir_paths_of(tracks.iter().map(|t| t.vpath.as_str()));
     let mut wanted: Vec<(&str, bool)> = dirs.iter().map(|d| (d.as_str(), true)).collect();
-    wanted.extend(vpaths.iter().map(|v| (*v, false)));
+    wanted.extend(tracks.iter().map(|t| (t.vpath.as_str(), false)));
     let inodes = db.inodes_for(&wanted)?;
-    Ok(Tree::build(tracks, &inodes))
+    let rows = tracks.iter().map(|t| TreeRow {
+        track_id: t.id,
+        origin: t.origin.clone(),
+        rel_path: t.rel_path.clone(),
+        size: t.size,
+        mtime_ns: t.mtime_ns,
+        vpath: t.vpath.clone(),
+        ino: inodes.get(&t.vpath).copied().unwrap_or(0),
+    });
+    Ok(Tree::build(rows, &inodes))
 }
 
 /// Brings the database in line with the origins and returns the new tree.

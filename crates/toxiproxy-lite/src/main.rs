@@ -1,0 +1,27 @@
+//! `toxiproxy-lite --host H --port P`: serves the Toxiproxy HTTP API (see the library docs) until killed.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+/// A Toxiproxy-API-compatible server built on noxious.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address the API listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port the API listens on (Toxiproxy's default is 8474; 0 picks a free one).
+    #[arg(long, default_value_t = 8474)]
+    port: u16,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr().context("listener address")?;
+    eprintln!("toxiproxy-lite: API listening on http://{addr}");
+    toxiproxy_lite::serve(listener).await
+}
