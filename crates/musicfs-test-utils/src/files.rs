@@ -10,7 +10,7 @@ pub fn walk_files(root: &Path) -> Result<Vec<PathBuf>> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
-            let kind = entry.file_type()?;
+            let Ok(kind) = entry.file_type() else { continue };
             if kind.is_dir() {
                 stack.push(entry.path());
             } else if kind.is_file() {
@@ -34,11 +34,16 @@ pub fn chunk_files(cache_dir: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// Total bytes of the chunk files of a cache directory.
+/// Total bytes of the chunk files of a cache directory. A running daemon may evict a file between the
+/// listing and its stat; such a file counts as gone.
 pub fn chunk_bytes(cache_dir: &Path) -> Result<u64> {
     let mut total = 0;
     for path in chunk_files(cache_dir)? {
-        total += std::fs::metadata(path)?.len();
+        match std::fs::metadata(path) {
+            Ok(meta) => total += meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(total)
 }

@@ -7,6 +7,8 @@
 //! * [`sample`] writes real, playable, tagged sample music libraries, including
 //!   files with hostile tags and names, so tests can check the tag-built tree
 //!   against what the generator says it wrote.
+//! * [`servers`] starts real servers for the network layer (L3) on free loopback ports: OpenSSH `sshd`
+//!   (SFTP), an S3 server (MinIO or s3s-fs) and Toxiproxy (or the in-process toxiproxy-lite).
 //!
 //! This crate is for tests and tooling only (`publish = false`); nothing in the
 //! shipped binaries depends on it.
@@ -17,3 +19,4 @@ pub mod faulty_cas;
 pub mod faulty_origin;
 pub mod files;
 pub mod sample;
+pub mod servers;

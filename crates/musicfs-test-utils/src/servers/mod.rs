@@ -13,6 +13,10 @@ pub mod s3;
 pub mod sshd;
 pub mod toxiproxy;
 
+// The client crates, re-exported so tests of packages that depend only on this crate (the root package's
+// `tests/integration`) use the very versions the launchers use.
+pub use {noxious_client, object_store, tokio};
+
 use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::io::Read;
