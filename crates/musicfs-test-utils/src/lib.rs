@@ -3,6 +3,7 @@
 //!
 //! * [`faulty_origin`] and [`faulty_cas`] inject origin and disk faults into the real read path.
 //! * [`assertions`] bound time and check error kinds.
+//! * [`fixtures`] serve an in-memory library through the real filesystem logic, in-process.
 //! * [`daemon`] runs the real `musicfs` binary on a real FUSE mount and always cleans up.
 //! * [`sample`] writes real, playable, tagged sample music libraries, including
 //!   files with hostile tags and names, so tests can check the tag-built tree
@@ -18,5 +19,6 @@ pub mod daemon;
 pub mod faulty_cas;
 pub mod faulty_origin;
 pub mod files;
+pub mod fixtures;
 pub mod sample;
 pub mod servers;

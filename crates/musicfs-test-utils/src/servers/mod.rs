@@ -37,7 +37,8 @@ pub fn free_port() -> Result<u16> {
 /// Finds `name` on PATH, then in the sbin directories (sshd lives in /usr/sbin, often not on a user's PATH)
 /// and in cargo's bin directory (where `cargo install` puts s3s-fs).
 pub fn find_program(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/local/bin"].map(PathBuf::from));
     if let Some(cargo_home) = std::env::var_os("CARGO_HOME") {
         dirs.push(PathBuf::from(cargo_home).join("bin"));

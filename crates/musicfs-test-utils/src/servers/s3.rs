@@ -51,7 +51,9 @@ impl S3Server {
     pub fn start() -> Result<S3Server> {
         let (backend, program) = match find_program("minio") {
             Some(minio) => (S3Backend::Minio, minio),
-            None => (S3Backend::S3sFs, find_program("s3s-fs").with_context(|| format!("no S3 server found; {INSTALL}"))?),
+            None => {
+                (S3Backend::S3sFs, find_program("s3s-fs").with_context(|| format!("no S3 server found; {INSTALL}"))?)
+            }
         };
         let dir = tempfile::Builder::new().prefix("musicfs-s3-").tempdir().context("creating S3 temp dir")?;
         let data = dir.path().join("data");
@@ -76,9 +78,8 @@ impl S3Server {
             let mut process = ServerProcess::spawn(cmd, &dir.path().join("server.log"), &format!("{backend:?}"))?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let ready = process.wait_until(READY_TIMEOUT, || match backend {
-                S3Backend::Minio => http_status(addr, "GET", "/minio/health/ready").and_then(|status| {
-                    if status == 200 { Ok(()) } else { bail!("MinIO health: HTTP {status}") }
-                }),
+                S3Backend::Minio => http_status(addr, "GET", "/minio/health/ready")
+                    .and_then(|status| if status == 200 { Ok(()) } else { bail!("MinIO health: HTTP {status}") }),
                 S3Backend::S3sFs => tcp_accepts(addr),
             });
             match ready {
@@ -225,5 +226,8 @@ fn http_status(addr: SocketAddr, method: &str, target: &str) -> Result<u16> {
         got += n;
     }
     let text = String::from_utf8_lossy(&head[..got]);
-    text.split_whitespace().nth(1).and_then(|code| code.parse().ok()).with_context(|| format!("bad HTTP reply {text:?}"))
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("bad HTTP reply {text:?}"))
 }

@@ -43,7 +43,8 @@ impl Sshd {
             bail!("the served directory must not contain whitespace (it goes into sshd_config): {serve_dir:?}");
         }
         let sshd_bin = find_program("sshd").with_context(|| format!("`sshd` not found; {INSTALL}"))?;
-        find_program("ssh-keygen").context("`ssh-keygen` not found; install it with `apt-get install -y openssh-client`")?;
+        find_program("ssh-keygen")
+            .context("`ssh-keygen` not found; install it with `apt-get install -y openssh-client`")?;
         // sshd insists on its privilege-separation directory when started as root.
         if is_root() {
             std::fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
