@@ -131,6 +131,7 @@ fn hostile_tags_give_safe_unique_paths_and_nothing_vanishes() {
     stop_cleanly(daemon);
 }
 
+/// Proves L2: 3.10
 #[test]
 fn a_restart_reuses_the_database_and_cache_and_keeps_inode_numbers() {
     let scratch = Scratch::new().unwrap();
@@ -186,6 +187,7 @@ fn cached_tracks_keep_playing_when_the_origin_is_gone() {
     stop_cleanly(daemon);
 }
 
+/// Proves L2: 6.4
 #[test]
 fn a_corrupted_chunk_is_detected_and_refetched() {
     let scratch = Scratch::new().unwrap();
@@ -226,6 +228,7 @@ fn a_corrupted_chunk_is_detected_and_refetched() {
     assert!(repaired >= 1, "the refetched chunk was written back with its true content");
 }
 
+/// Proves L2: 3.10
 #[test]
 fn eviction_keeps_the_cache_under_max_size() {
     let scratch = Scratch::new().unwrap();
@@ -260,6 +263,7 @@ fn writes_are_refused_with_erofs() {
     stop_cleanly(daemon);
 }
 
+/// Proves L2: 3.9
 #[test]
 fn a_second_daemon_on_the_same_cache_exits_1_naming_the_first() {
     let scratch = Scratch::new().unwrap();
@@ -294,6 +298,7 @@ fn a_bad_config_is_one_clear_line_naming_the_key_and_file() {
     assert!(!is_fuse_mounted(&scratch.mnt()));
 }
 
+/// Proves L2: 2.7
 #[test]
 fn after_kill_9_the_next_start_clears_the_stale_mount() {
     let scratch = Scratch::new().unwrap();

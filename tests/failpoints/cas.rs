@@ -15,7 +15,7 @@ fn tmp_files(cache: &Path) -> usize {
     std::fs::read_dir(cache.join("chunks/v1/tmp")).map_or(0, |d| d.count())
 }
 
-/// Proves L1: 5.7, 2.8
+/// Proves L1: 5.7
 #[test]
 fn enospc_before_a_chunk_write_leaves_nothing_behind() {
     let scenario = fail::FailScenario::setup();

@@ -510,6 +510,24 @@ mod tests {
 
     /// Proves L1: 3.10
     #[test]
+    fn access_order_survives_a_restart_and_decides_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 2500).unwrap();
+        let (a, b, c) = (chunk(1, 1000), chunk(2, 1000), chunk(3, 1000));
+        store.put_batch(&[a.clone()]).unwrap();
+        store.put_batch(&[b.clone()]).unwrap();
+        store.get(&a.0).unwrap();
+        assert_eq!(store.flush_access_times().unwrap(), 1);
+        drop(store);
+        let store = ChunkStore::open(dir.path(), 2500).unwrap();
+        store.put_batch(&[c.clone()]).unwrap();
+        assert!(store.contains(&a.0), "a was read after b, so it is the more recently used");
+        assert!(!store.contains(&b.0), "b is the least recently used and makes room");
+        assert!(store.contains(&c.0));
+    }
+
+    /// Proves L1: 3.10
+    #[test]
     fn put_get_and_reopen_keep_exact_size() {
         let dir = tempfile::tempdir().unwrap();
         let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();

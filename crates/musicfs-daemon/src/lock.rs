@@ -58,6 +58,7 @@ impl CacheLock {
 mod tests {
     use super::*;
 
+    /// Proves L1: 3.9
     #[test]
     fn a_second_holder_is_refused_with_the_first_pid() {
         let dir = tempfile::tempdir().unwrap();

@@ -176,3 +176,35 @@ impl MusicFs {
         FsStats { files: tree.file_count() as u64, bytes: 0 }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use musicfs_cas::manifest::MemoryManifests;
+    use musicfs_cas::{ChunkBackend, ChunkParams, ChunkStore, ManifestStore};
+
+    fn empty_fs(dir: &std::path::Path) -> MusicFs {
+        let store: Arc<dyn ChunkBackend> = Arc::new(ChunkStore::open(dir, 1 << 20).unwrap());
+        let manifests: Arc<dyn ManifestStore> = Arc::new(MemoryManifests::default());
+        let reader = Reader::new(store, manifests, ChunkParams::default(), 1 << 20, Duration::from_secs(1));
+        MusicFs::new(Tree::build(Vec::new(), &HashMap::new()), reader, &[], Duration::from_secs(1))
+    }
+
+    /// Proves L1: 2.9
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_panicking_while_holding_the_tree_lock_does_not_stop_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Arc::new(empty_fs(dir.path()));
+        let poisoner = fs.clone();
+        let joined = std::thread::spawn(move || {
+            let _guard = poisoner.tree.write();
+            panic!("a tree swap panics halfway");
+        })
+        .join();
+        assert!(joined.is_err() && fs.tree.is_poisoned(), "the lock really is poisoned");
+        assert_eq!(fs.getattr(ROOT_INO).unwrap().kind, Kind::Dir, "metadata still answers");
+        assert!(fs.readdir(ROOT_INO, 0).unwrap().len() == 2);
+        fs.replace_tree(Tree::build(Vec::new(), &HashMap::new()));
+        assert!(matches!(fs.lookup(ROOT_INO, b"x"), Err(FsError::NotFound)));
+    }
+}

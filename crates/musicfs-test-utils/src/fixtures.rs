@@ -22,8 +22,10 @@ pub struct InProcessFs {
     pub memory: Arc<MemoryOrigin>,
     pub origin: Arc<FaultyOrigin>,
     pub store: Arc<ChunkStore>,
+    pub backend: Arc<dyn ChunkBackend>,
     pub db: Arc<Db>,
     pub fs: Arc<MusicFs>,
+    read_timeout: Duration,
 }
 
 /// Deterministic file contents for fixture tracks.
@@ -60,9 +62,21 @@ impl InProcessFs {
         let db = Arc::new(Db::open(&dir.path().join("meta.db"))?);
         let (_, tree) = sync::sync(&db, &origins, false).await?;
         let manifests: Arc<dyn ManifestStore> = db.clone();
-        let reader = Reader::new(backend, manifests, SMALL_CHUNKS, 1 << 20, read_timeout);
+        let reader = Reader::new(backend.clone(), manifests, SMALL_CHUNKS, 1 << 20, read_timeout);
         let fs = Arc::new(MusicFs::new(tree, reader, &origins, read_timeout));
-        Ok(InProcessFs { dir, memory, origin, store, db, fs })
+        Ok(InProcessFs { dir, memory, origin, store, backend, db, fs, read_timeout })
+    }
+
+    /// As after a daemon restart: a new reader and filesystem (empty memory cache) over the same database,
+    /// chunk store backend and origin. Waits for pending chunk writes first.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.fs.reader().flush(Duration::from_secs(10)).await?;
+        let tree = sync::load_tree(&self.db)?;
+        let manifests: Arc<dyn ManifestStore> = self.db.clone();
+        let reader = Reader::new(self.backend.clone(), manifests, SMALL_CHUNKS, 1 << 20, self.read_timeout);
+        let origins: Vec<SharedOrigin> = vec![self.origin.clone()];
+        self.fs = Arc::new(MusicFs::new(tree, reader, &origins, self.read_timeout));
+        Ok(())
     }
 
     /// The inode of fixture track `i`.

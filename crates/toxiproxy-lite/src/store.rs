@@ -100,6 +100,13 @@ impl Entry {
 
     /// Applies a toxic change: through the runner (which re-links live connections) or to the stored list.
     async fn apply(&mut self, kind: ToxicEventKind) -> Result<(), ApiError> {
+        if let (Some(_), ToxicEventKind::RemoveAllToxics) = (&self.running, &kind) {
+            // noxious' RemoveAllToxics stops after clearing the upstream list: remove them one by one.
+            for toxic in self.current_toxics().into_vec() {
+                Box::pin(self.apply(ToxicEventKind::RemoveToxic(toxic.name))).await?;
+            }
+            return Ok(());
+        }
         match &self.running {
             Some(running) => {
                 let event = ToxicEvent::new(self.config.name.clone(), kind);

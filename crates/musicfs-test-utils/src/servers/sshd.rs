@@ -181,9 +181,9 @@ impl Sshd {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
 
-    /// The real `sftp` client, set up for this server's keys in batch mode, connecting to 127.0.0.1:`port`
-    /// (this server's port, or a proxy in front of it). Add `-b <file>` (or `-b -` with stdin) yourself.
-    pub fn sftp_command(&self, port: u16) -> Command {
+    /// The real `sftp` client in batch mode, set up for this server's user, keys and known_hosts, running the
+    /// commands in `batch_file` (`-` for stdin) against 127.0.0.1:`port`: this server's port, or a proxy's.
+    pub fn sftp_command(&self, port: u16, batch_file: &Path) -> Command {
         let mut cmd = Command::new("sftp");
         cmd.arg("-F").arg("/dev/null").arg("-i").arg(self.client_key_path()).arg("-P").arg(port.to_string());
         for option in [
@@ -196,7 +196,7 @@ impl Sshd {
         ] {
             cmd.arg("-o").arg(option);
         }
-        cmd.arg(format!("{}@127.0.0.1", self.user));
+        cmd.arg("-b").arg(batch_file).arg(format!("{}@127.0.0.1", self.user));
         cmd
     }
 }

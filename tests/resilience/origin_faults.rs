@@ -1,0 +1,69 @@
+//! Origins that hang or fail, in-process: reads stay bounded (3.8), health rounds stay bounded (4.2.2).
+
+use musicfs_origins::health::{self, LibraryState};
+use musicfs_origins::memory::MemoryOrigin;
+use musicfs_origins::{OriginError, SharedOrigin};
+use musicfs_test_utils::assertions::completes_within;
+use musicfs_test_utils::faulty_origin::{FailMode, FaultyOrigin};
+use musicfs_test_utils::fixtures::{InProcessFs, track_bytes};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Proves L1: 3.8
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_origin_gives_eio_within_the_read_timeout_while_metadata_stays_answered() {
+    let read_timeout = Duration::from_millis(500);
+    let fx = InProcessFs::new(2, 100_000, read_timeout).await.unwrap();
+    let ino = fx.ino(0).unwrap();
+    fx.origin.set_mode(FailMode::TimeoutMs(60_000));
+
+    // Twenty readers hang on the origin; metadata must not wait for them.
+    let mut readers = Vec::new();
+    for i in 0..20u64 {
+        let fs = fx.fs.clone();
+        readers.push(tokio::spawn(async move { fs.read(ino, i * 4096, 4096).await }));
+    }
+    let fs = fx.fs.clone();
+    completes_within(Duration::from_secs(2), "1000 lookups and getattrs during hung reads", async move {
+        for _ in 0..1000 {
+            fs.getattr(ino).unwrap();
+            fs.lookup(1, b"Unknown Artist").unwrap();
+        }
+    })
+    .await;
+    for reader in readers {
+        let (result, took) = completes_within(Duration::from_secs(10), "a read from a hung origin", reader).await;
+        let err = result.unwrap().unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+        assert!(took <= Duration::from_secs(10));
+    }
+    assert!(fx.origin.faults_injected() >= 1, "the hang was really injected");
+
+    fx.origin.set_mode(FailMode::Healthy);
+    assert_eq!(fx.read_all(ino, 65536).await.unwrap(), track_bytes(0, 100_000), "reads work again once it recovers");
+}
+
+/// Proves L1: 4.2.2, 4.2.1
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_origins_do_not_stall_the_health_round() {
+    let healthy: SharedOrigin = Arc::new(MemoryOrigin::new());
+    let mut origins = vec![healthy];
+    let mut hung = Vec::new();
+    for _ in 0..5 {
+        let origin = FaultyOrigin::new(Arc::new(MemoryOrigin::new()), FailMode::TimeoutMs(60_000));
+        hung.push(origin.clone());
+        origins.push(origin);
+    }
+    // Five hung origins checked one after another would take 5 × 400 ms; together they take one timeout.
+    let (round, took) = completes_within(
+        Duration::from_secs(10),
+        "a health round",
+        health::check_all(&origins, Duration::from_millis(400)),
+    )
+    .await;
+    assert!(took < Duration::from_millis(1500), "the round took {took:?}: origins were not checked concurrently");
+    assert!(round[0].outcome.is_ok());
+    assert!(round[1..].iter().all(|r| matches!(r.outcome, Err(OriginError::Timeout(_)))));
+    assert_eq!(health::state_of(&round), LibraryState::Degraded);
+    assert!(hung.iter().all(|o| o.faults_injected() == 1));
+}
