@@ -3,6 +3,7 @@
 //!
 //! * [`faulty_origin`] and [`faulty_cas`] inject origin and disk faults into the real read path.
 //! * [`assertions`] bound time and check error kinds.
+//! * [`coverage`] reads the failure-mode catalogue, the tests' `Proves` lines and the failpoints.
 //! * [`fixtures`] serve an in-memory library through the real filesystem logic, in-process.
 //! * [`daemon`] runs the real `musicfs` binary on a real FUSE mount and always cleans up.
 //! * [`sample`] writes real, playable, tagged sample music libraries, including
@@ -15,6 +16,7 @@
 //! shipped binaries depends on it.
 
 pub mod assertions;
+pub mod coverage;
 pub mod daemon;
 pub mod faulty_cas;
 pub mod faulty_origin;

@@ -1,5 +1,5 @@
-//! The foundation, end to end: the real `musicfs` binary on a real FUSE mount over a generated library of
-//! real tagged audio. Each test owns its scratch directory and mount, so tests run in parallel.
+//! The filesystem end to end: tree layout, byte-identical reads, hostile tags, restarts, offline playback,
+//! corrupt chunks, eviction, read-only, the cache lock, bad configs, stale mounts, delta sync, signals.
 
 use musicfs_test_utils::daemon::{Daemon, Scratch, is_fuse_mounted};
 use musicfs_test_utils::files::{chunk_bytes, chunk_files, pseudo_random_bytes, walk_files, write_config};

@@ -1,0 +1,6 @@
+//! Layer 2: the real `musicfs` binary on a real FUSE mount, over generated libraries of real tagged audio.
+//! Tests start, signal, kill and restart the daemon; each owns its scratch directory and mount point, so
+//! they run in parallel. Every test that proves a failure mode names it (`/// Proves L2: <ids>`).
+
+mod crash_recovery;
+mod filesystem;
