@@ -8,6 +8,7 @@
 
 mod bench;
 mod demo;
+mod resilience;
 mod sample_library;
 
 use anyhow::Result;
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run every layer of the resilience suite this machine can run and write the coverage report.
+    Resilience(resilience::Args),
     /// The one-minute tour: sample library → mount → list → play with mpv → unmount.
     Demo(demo::Args),
     /// Write a real, playable, tagged sample music library (with hostile cases) into DIR.
@@ -40,6 +43,7 @@ pub fn workspace_root() -> std::path::PathBuf {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Demo(args) => demo::run(&args),
+        Command::Resilience(args) => resilience::run(&args),
         Command::SampleLibrary(args) => sample_library::run(&args),
         Command::Bench(args) => bench::run(&args),
     }
