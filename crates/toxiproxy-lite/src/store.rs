@@ -64,7 +64,7 @@ impl Entry {
     }
 
     /// Binds the listen address and spawns the noxious runner. A listen port of 0 means "any free port":
-    /// one is picked by binding 127.0.0.1:0 and releasing it (retried if someone takes it meanwhile).
+    /// one is picked by binding `host:0` and releasing it (retried if someone takes it meanwhile).
     async fn start(&mut self, parent: &Stop) -> Result<(), ApiError> {
         let mut last_err = None;
         for _ in 0..5 {

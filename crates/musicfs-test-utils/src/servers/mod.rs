@@ -179,5 +179,5 @@ pub(crate) fn block_on<T: Send>(future: impl Future<Output = Result<T>> + Send) 
 
 /// Logs how long a server took to start, so slow machines show up in test output.
 pub(crate) fn report_start(what: &str, addr: &str, took: Duration) {
-    eprintln!("[servers] {what} ready on {addr} in {} ms", took.as_millis());
+    eprintln!("[servers] {what} ready on {addr} in {:.1} ms", took.as_secs_f64() * 1000.0);
 }

@@ -38,10 +38,11 @@ pub enum S3Backend {
 
 /// A running S3 server; dropping it kills the server and removes its data.
 pub struct S3Server {
+    // Fields drop in order: the server is killed before its data dir is removed.
+    process: ServerProcess,
     dir: TempDir,
     backend: S3Backend,
     port: u16,
-    process: ServerProcess,
     /// How long the server took to start (until it accepted connections, and for MinIO reported healthy).
     pub started_in: Duration,
 }

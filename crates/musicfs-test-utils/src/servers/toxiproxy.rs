@@ -77,7 +77,11 @@ impl Toxiproxy {
                         toxiproxy_lite::serve(listener).await
                     };
                     tokio::select! {
-                        result = serve => if let Err(err) = result { eprintln!("[servers] toxiproxy-lite failed: {err:#}") },
+                        result = serve => {
+                            if let Err(err) = result {
+                                eprintln!("[servers] toxiproxy-lite failed: {err:#}");
+                            }
+                        }
                         _ = stop => {}
                     }
                 });
@@ -86,11 +90,13 @@ impl Toxiproxy {
             })
             .context("spawning the toxiproxy-lite thread")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        tcp_accepts(addr)?;
-        let started_in = started.elapsed();
-        report_start("Toxiproxy (toxiproxy-lite, in-process)", &addr.to_string(), started_in);
         let running = Running::Lite { shutdown: Some(shutdown), thread: Some(thread) };
-        Ok(Toxiproxy { kind: ToxiproxyKind::Lite, port, running, started_in })
+        // From here on, dropping `toxiproxy` (also on the error path) stops the thread.
+        let mut toxiproxy = Toxiproxy { kind: ToxiproxyKind::Lite, port, running, started_in: Duration::ZERO };
+        tcp_accepts(addr).context("the toxiproxy-lite API does not accept connections")?;
+        toxiproxy.started_in = started.elapsed();
+        report_start("Toxiproxy (toxiproxy-lite, in-process)", &addr.to_string(), toxiproxy.started_in);
+        Ok(toxiproxy)
     }
 
     /// Runs `toxiproxy-server -host 127.0.0.1 -port P` as a child process.

@@ -1,0 +1,20 @@
+//! The network layer (L3) of the resilience suite: real servers, started by the tests themselves on free
+//! loopback ports (OpenSSH `sshd` for SFTP, an S3 server, Toxiproxy), never assumed running. A missing tool
+//! fails the test with the command that installs it; CI installs them all:
+//!
+//! ```text
+//! apt-get install -y openssh-server openssh-client libssl-dev pkg-config
+//! cargo install s3s-fs --version 0.14.1 --locked --features binary   # unless MinIO is on PATH
+//! ```
+//!
+//! These tests prove the launchers in `musicfs_test_utils::servers` give working servers, so the S3 and SFTP
+//! origin tests built on them can trust their tools. Every test starts its own servers, so they run in
+//! parallel; timings are asserted with generous lower bounds (a 300 ms latency toxic must add 300 ms) and
+//! upper bounds of seconds only. `docker-compose.yml` here is for people who want the same servers in
+//! Docker; the tests do not use it.
+
+mod s3;
+mod sshd;
+mod support;
+mod through_proxy;
+mod toxiproxy;
