@@ -17,6 +17,66 @@ struct Cli {
 enum Command {
     /// Mount the library and serve it in the foreground until SIGTERM/SIGINT.
     Mount(MountArgs),
+    /// Offline cache maintenance (the daemon must not be running on this cache).
+    Cache {
+        #[command(subcommand)]
+        op: CacheOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheOp {
+    /// Re-hash every chunk; rotten ones are removed and refetched when next read.
+    Verify(CacheArgs),
+    /// Rebuild the chunk index from the chunk files, then verify every chunk.
+    Repair(CacheArgs),
+}
+
+#[derive(clap::Args)]
+struct CacheArgs {
+    /// Config file naming the cache directory.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The cache directory (instead of --config).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+fn cache_op(args: CacheArgs, rebuild: bool) -> ExitCode {
+    let (cache_dir, max_size) = match (args.cache_dir, args.config) {
+        (Some(dir), _) => (dir, CacheConfig::default().max_size),
+        (None, Some(file)) => match Config::load(&file) {
+            Ok(config) => (config.cache_dir, config.cache.max_size),
+            Err(e) => {
+                eprintln!("musicfs: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {
+            eprintln!("musicfs: give --cache-dir DIR or --config FILE");
+            return ExitCode::from(2);
+        }
+    };
+    musicfs_core::logging::init("info");
+    match musicfs_daemon::cache_maintenance(&cache_dir, max_size.0, rebuild) {
+        Ok(report) if report.rotten == 0 => {
+            println!("checked {} chunks ({}): all sound", report.checked, ByteSize(report.bytes));
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            println!(
+                "checked {} chunks ({}): {} rotten chunks removed; they are fetched again from the origin when next read",
+                report.checked,
+                ByteSize(report.bytes),
+                report.rotten
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("musicfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -103,6 +163,8 @@ fn build_config(args: MountArgs) -> Result<Config, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Cache { op: CacheOp::Verify(args) } => cache_op(args, false),
+        Command::Cache { op: CacheOp::Repair(args) } => cache_op(args, true),
         Command::Mount(args) => {
             let config = match build_config(args) {
                 Ok(config) => config,

@@ -99,7 +99,11 @@ fn three_players_decode_the_same_uncached_track_at_once() {
     let lib = mounted_library(6);
     for track in lib.tracks.iter().filter(|t| matches!(t.format, Format::Flac | Format::Mp3 | Format::OggVorbis)) {
         let file = in_mount(&lib, track);
-        let runs = [("mpv", mpv(&file), "(End of file)"), ("cvlc", cvlc(&file), "EOF reached"), ("ffmpeg", ffmpeg(&file), "muxing overhead")];
+        let runs = [
+            ("mpv", mpv(&file), "(End of file)"),
+            ("cvlc", cvlc(&file), "EOF reached"),
+            ("ffmpeg", ffmpeg(&file), "muxing overhead"),
+        ];
         let handles: Vec<_> = runs
             .into_iter()
             .map(|(name, cmd, marker)| {
@@ -111,7 +115,10 @@ fn three_players_decode_the_same_uncached_track_at_once() {
             h.join().unwrap();
         }
         let origin = std::fs::read(lib.scratch.lib().join(&track.rel_path)).unwrap();
-        assert!(std::fs::read(&file).unwrap() == origin, "the track reads byte-identical after the concurrent first reads");
+        assert!(
+            std::fs::read(&file).unwrap() == origin,
+            "the track reads byte-identical after the concurrent first reads"
+        );
     }
     assert!(lib.daemon.stop().unwrap().success());
 }

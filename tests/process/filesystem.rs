@@ -353,3 +353,42 @@ fn sigint_stops_as_cleanly_as_sigterm() {
     assert!(status.success(), "{status}");
     assert!(!is_fuse_mounted(&scratch.mnt()));
 }
+
+/// Proves L2: 6.4, 6.3
+#[test]
+fn cache_verify_and_repair_find_rot_offline_and_refuse_to_race_the_daemon() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 4, false);
+    let daemon = start(&scratch);
+    for t in &tracks {
+        std::fs::read(scratch.mnt().join(t.expected_tag_path().unwrap())).unwrap();
+    }
+    let busy =
+        std::process::Command::new(BIN).args(["cache", "verify", "--cache-dir"]).arg(scratch.cache()).output().unwrap();
+    assert_eq!(busy.status.code(), Some(1), "{}", String::from_utf8_lossy(&busy.stderr));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("already running"));
+    stop_cleanly(daemon);
+
+    let chunks = chunk_files(&scratch.cache()).unwrap();
+    let victim = &chunks[0];
+    let mut bytes = std::fs::read(victim).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(victim, bytes).unwrap();
+    let verify =
+        std::process::Command::new(BIN).args(["cache", "verify", "--cache-dir"]).arg(scratch.cache()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success() && stdout.contains("1 rotten chunks removed"), "{stdout}");
+    assert!(!victim.exists());
+
+    std::fs::write(scratch.cache().join("chunks/v1/index.redb"), b"garbage").unwrap();
+    let repair =
+        std::process::Command::new(BIN).args(["cache", "repair", "--cache-dir"]).arg(scratch.cache()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&repair.stdout);
+    assert!(repair.status.success() && stdout.contains(&format!("checked {} chunks", chunks.len() - 1)), "{stdout}");
+    let daemon = start(&scratch);
+    for t in &tracks {
+        let got = std::fs::read(scratch.mnt().join(t.expected_tag_path().unwrap())).unwrap();
+        assert_eq!(got, std::fs::read(scratch.lib().join(&t.rel_path)).unwrap());
+    }
+    stop_cleanly(daemon);
+}

@@ -103,6 +103,14 @@ impl ReconcileReport {
     }
 }
 
+/// What a verification pass found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub checked: u64,
+    pub bytes: u64,
+    pub rotten: u64,
+}
+
 /// Counters for status and tests.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -271,7 +279,7 @@ impl ChunkStore {
         }
         let sample: Vec<ChunkHash> = self.lock().entries.keys().take(RECHECK_SAMPLE).copied().collect();
         for hash in sample {
-            if self.get(&hash)?.is_none() {
+            if self.read_verified(&hash)?.is_none() {
                 report.sample_rotten += 1;
             }
         }
@@ -331,7 +339,74 @@ impl ChunkStore {
     }
 
     /// Reads and verifies a chunk. `Ok(None)` when absent, or when it was corrupt (it is then removed).
+    /// A read counts as a use for eviction.
     pub fn get(&self, hash: &ChunkHash) -> Result<Option<Bytes>, StoreError> {
+        let data = self.read_verified(hash)?;
+        if data.is_some() {
+            let tick = self.tick();
+            self.lock().touch(*hash, tick);
+        }
+        Ok(data)
+    }
+
+    /// Re-hashes every chunk; rotten ones are removed (and refetched when next read). `musicfs cache verify`.
+    pub fn verify_all(&self) -> Result<VerifyReport, StoreError> {
+        let mut report = VerifyReport::default();
+        let mut cursor = None;
+        loop {
+            let (next, step) = self.scrub_step(cursor, 256)?;
+            report.checked += step.checked;
+            report.bytes += step.bytes;
+            report.rotten += step.rotten;
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(report),
+            }
+        }
+    }
+
+    /// Verifies up to `count` chunks after `after` in hash order; returns where to continue (None: done, start
+    /// over). The background scrubber calls this a little at a time to find bit rot before a reader does (6.4).
+    pub fn scrub_step(
+        &self,
+        after: Option<ChunkHash>,
+        count: usize,
+    ) -> Result<(Option<ChunkHash>, VerifyReport), StoreError> {
+        let mut batch: Vec<(ChunkHash, u64)> = self
+            .lock()
+            .entries
+            .iter()
+            .filter(|(h, _)| after.is_none_or(|a| **h > a))
+            .map(|(h, e)| (*h, e.size))
+            .collect();
+        batch.sort_unstable();
+        let more = batch.len() > count;
+        batch.truncate(count);
+        let mut report = VerifyReport::default();
+        for (hash, size) in &batch {
+            report.checked += 1;
+            report.bytes += size;
+            if self.read_verified(hash)?.is_none() {
+                report.rotten += 1;
+            }
+        }
+        let next = if more { batch.last().map(|(h, _)| *h) } else { None };
+        Ok((next, report))
+    }
+
+    /// Throws the index away and rebuilds it from the chunk files, verifying each (`musicfs cache repair`).
+    pub fn rebuild(cache_dir: &Path, max_size: u64) -> Result<ChunkStore, StoreError> {
+        let index = cache_dir.join("chunks").join(LAYOUT).join("index.redb");
+        if index.exists() {
+            let aside = index.with_extension(format!("redb.replaced-{}", std::process::id()));
+            std::fs::rename(&index, &aside).map_err(io_err(&index))?;
+            tracing::info!(moved_to = %aside.display(), "6.3 old chunk index set aside; rebuilding from the chunk files");
+        }
+        ChunkStore::open(cache_dir, max_size)
+    }
+
+    /// Reads and verifies a chunk without counting it as a use (integrity checks, scrubbing).
+    pub fn read_verified(&self, hash: &ChunkHash) -> Result<Option<Bytes>, StoreError> {
         if !self.contains(hash) {
             return Ok(None);
         }
@@ -352,8 +427,6 @@ impl ChunkStore {
             self.forget(&[*hash])?;
             return Ok(None);
         }
-        let tick = self.tick();
-        self.lock().touch(*hash, tick);
         Ok(Some(Bytes::from(data)))
     }
 
@@ -615,6 +688,41 @@ mod tests {
         assert_eq!(store.chunk_count(), 2);
         assert_eq!(store.total_bytes(), 3000);
         assert_eq!(store.get(&a.0).unwrap(), Some(a.1));
+    }
+
+    /// Proves L1: 6.4, 6.3
+    #[test]
+    fn verify_finds_rot_everywhere_and_repair_rebuilds_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let chunks: Vec<_> = (1..=20).map(|n| chunk(n, 500)).collect();
+        store.put_batch(&chunks).unwrap();
+        for (hash, _) in &chunks[..3] {
+            let path = store.chunk_path(hash);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[7] ^= 0x10;
+            std::fs::write(&path, bytes).unwrap();
+        }
+        // The scrubber's small steps cover every chunk exactly once per round.
+        let (mut cursor, mut seen) = (None, 0);
+        loop {
+            let (next, step) = store.scrub_step(cursor, 6).unwrap();
+            seen += step.checked;
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, 20);
+        assert_eq!(store.chunk_count(), 17, "the three rotten chunks were found and removed");
+        assert_eq!(store.verify_all().unwrap(), VerifyReport { checked: 17, bytes: 17 * 500, rotten: 0 });
+        drop(store);
+        let store = ChunkStore::rebuild(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            (store.chunk_count(), store.total_bytes()),
+            (17, 17 * 500),
+            "repair rebuilt the index from the files"
+        );
     }
 
     /// Proves L1: 2.9
