@@ -166,6 +166,7 @@ fn main() -> ExitCode {
         Command::Cache { op: CacheOp::Verify(args) } => cache_op(args, false),
         Command::Cache { op: CacheOp::Repair(args) } => cache_op(args, true),
         Command::Mount(args) => {
+            let config_file = args.config.clone();
             let config = match build_config(args) {
                 Ok(config) => config,
                 Err(message) => {
@@ -174,6 +175,7 @@ fn main() -> ExitCode {
                 }
             };
             musicfs_core::logging::init(&config.logging.level);
+            musicfs_core::logging::install_panic_hook();
             match musicfs_core::failpoints::setup_from_env() {
                 Ok(names) if !names.is_empty() => eprintln!("musicfs: failpoints active: {}", names.join(", ")),
                 Ok(_) => {}
@@ -182,7 +184,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            match musicfs_daemon::run(config) {
+            match musicfs_daemon::run(config, config_file) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("musicfs: {e}");

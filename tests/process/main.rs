@@ -4,3 +4,4 @@
 
 mod crash_recovery;
 mod filesystem;
+mod lifecycle;

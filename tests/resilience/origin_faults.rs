@@ -39,7 +39,14 @@ async fn a_hung_origin_gives_eio_within_the_read_timeout_while_metadata_stays_an
     }
     assert!(fx.origin.faults_injected() >= 1, "the hang was really injected");
 
+    // Right after the timeouts, reads from the hung origin fail fast instead of each waiting a full timeout.
+    let (fast, took) =
+        completes_within(Duration::from_secs(5), "a read while the breaker is open", fx.fs.read(ino, 0, 4096)).await;
+    assert_eq!(fast.unwrap_err().errno(), libc::EIO);
+    assert!(took < read_timeout / 2, "failed fast: {took:?}");
+
     fx.origin.set_mode(FailMode::Healthy);
+    tokio::time::sleep(read_timeout).await;
     assert_eq!(fx.read_all(ino, 65536).await.unwrap(), track_bytes(0, 100_000), "reads work again once it recovers");
 }
 

@@ -70,6 +70,8 @@ pub struct Reader {
     pub(crate) params: ChunkParams,
     pub(crate) origin_timeout: Duration,
     persist_tx: mpsc::Sender<Persist>,
+    /// Origins whose reads fail fast until the instant given (see `open_breaker`).
+    breakers: Mutex<HashMap<String, std::time::Instant>>,
     pub stats: ReaderStats,
 }
 
@@ -99,6 +101,7 @@ impl Reader {
             params,
             origin_timeout,
             persist_tx,
+            breakers: Mutex::new(HashMap::new()),
             stats: ReaderStats::default(),
         })
     }
@@ -165,9 +168,23 @@ impl Reader {
     }
 
     pub(crate) async fn origin_read(&self, file: &FileRef, offset: u64, len: usize) -> Result<Bytes, ReadError> {
-        let data = tokio::time::timeout(self.origin_timeout, file.origin.read_range(&file.rel_path, offset, len))
+        let id = file.origin.id();
+        if let Some(left) = self.breaker_open_for(id) {
+            return Err(OriginError::Unavailable(format!(
+                "origin `{id}` did not answer within {:?}; reads fail fast for another {left:?}",
+                self.origin_timeout
+            ))
+            .into());
+        }
+        let data = match tokio::time::timeout(self.origin_timeout, file.origin.read_range(&file.rel_path, offset, len))
             .await
-            .map_err(|_| OriginError::Timeout(self.origin_timeout))??;
+        {
+            Ok(result) => result?,
+            Err(_) => {
+                self.open_breaker(id);
+                return Err(OriginError::Timeout(self.origin_timeout).into());
+            }
+        };
         self.stats.origin_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(data)
     }
@@ -245,6 +262,28 @@ impl Reader {
     }
 
     /// Queues a verified chunk for the store. Never fails the read: a full or broken cache only costs caching.
+    /// After an origin read times out, further reads from that origin fail at once for one timeout's length
+    /// instead of each waiting a full timeout: with many readers (and the kernel retrying page reads) a hung
+    /// origin would otherwise stack their waits (5.1, 3.8). The first read after the window tries again.
+    fn open_breaker(&self, origin: &str) {
+        let until = std::time::Instant::now() + self.origin_timeout;
+        let mut open = lock(&self.breakers);
+        if open.insert(origin.to_owned(), until).is_none() {
+            tracing::warn!(origin, timeout = ?self.origin_timeout, "3.8 origin read timed out; failing its reads fast for one timeout");
+        }
+    }
+
+    fn breaker_open_for(&self, origin: &str) -> Option<Duration> {
+        let mut open = lock(&self.breakers);
+        let until = *open.get(origin)?;
+        let now = std::time::Instant::now();
+        if now >= until {
+            open.remove(origin);
+            return None;
+        }
+        Some(until - now)
+    }
+
     pub(crate) async fn persist(&self, hash: ChunkHash, data: Bytes) {
         if self.persist_tx.send(Persist::Chunk(hash, data)).await.is_err() {
             tracing::warn!("chunk writer has stopped; chunk not cached");

@@ -338,6 +338,14 @@ impl ChunkStore {
         self.max_size.load(Ordering::Relaxed)
     }
 
+    /// Changes the size limit at runtime (config reload) and evicts down to it.
+    pub fn set_max_size(&self, max_size: u64) {
+        self.max_size.store(max_size, Ordering::Relaxed);
+        if let Err(e) = self.evict_to(max_size) {
+            tracing::warn!(error = %e, "could not evict down to the new size limit");
+        }
+    }
+
     /// Reads and verifies a chunk. `Ok(None)` when absent, or when it was corrupt (it is then removed).
     /// A read counts as a use for eviction.
     pub fn get(&self, hash: &ChunkHash) -> Result<Option<Bytes>, StoreError> {

@@ -17,3 +17,20 @@ pub fn init(level: &str) {
     // journald stamps every line itself.
     let _ = if under_systemd { builder.without_time().try_init() } else { builder.try_init() };
 }
+
+/// Panics go to the log (2.2): thread, location, payload and a backtrace, through `tracing`, so they reach
+/// the journal like every other line. What happens next is up to the code that caught the panic.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(non-string payload)".into());
+        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())).unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        tracing::error!(thread = thread.name().unwrap_or("unnamed"), location, payload, %backtrace, "2.2 panic");
+    }));
+}

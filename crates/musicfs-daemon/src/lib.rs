@@ -1,12 +1,17 @@
 //! The MusicFS daemon: everything between "here is a config" and "the mount is gone, exit 0".
 //!
-//! Start: lock the cache (3.9), open the database and chunk store, load the tree (or scan on first run),
-//! clear a stale mount (2.7), mount, check that the mount answers, then tell systemd `READY=1` (2.10).
-//! Run: a delta sync in the background, periodic write-back of access times. Stop on SIGTERM/SIGINT or when
-//! the mount goes away: `STOPPING=1`, unmount, flush chunk writes and access times, checkpoint SQLite.
+//! Start: lock the cache (3.9), open the database and chunk store, load the tree (or scan on first run,
+//! resumably), clear a stale mount (2.7), mount, check that the mount answers, then `READY=1` (2.10).
+//! Run: background work under one cancellation token, the watchdog (3.1), status updates, SIGHUP reloads
+//! (3.6). Stop (2.1, 2.3): refuse new reads and drain in-flight ones, cancel background work, flush chunk
+//! writes and access times, checkpoint SQLite, unmount, exit 0 — a second signal exits at once. A FUSE
+//! connection aborted under the live daemon (3.4) ends it with exit 1, so systemd restarts it.
 
+pub mod background;
 pub mod lock;
 pub mod mounts;
+pub mod signals;
+pub mod systemd;
 
 use musicfs_cas::{ChunkParams, ChunkStore, ManifestStore, Reader};
 use musicfs_core::{Config, OriginKind};
@@ -14,9 +19,11 @@ use musicfs_fuse::MusicFs;
 use musicfs_fuse::adapter::{self, FuseAdapter};
 use musicfs_meta::{Db, sync};
 use musicfs_origins::{LocalOrigin, SharedOrigin};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 pub use lock::{CacheLock, LockError};
 
@@ -30,30 +37,26 @@ pub enum DaemonError {
     Start(String),
     #[error("cannot mount at {path}: {source}")]
     Mount { path: std::path::PathBuf, source: std::io::Error },
+    #[error(
+        "3.4 the FUSE session ended without a shutdown request (connection aborted or unmounted from outside); exiting 1 so the service restarts"
+    )]
+    Aborted,
 }
 
 fn start_err(e: impl std::fmt::Display) -> DaemonError {
     DaemonError::Start(e.to_string())
 }
 
-/// How often changed chunk access times are written back.
-const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(30);
-/// The scrubber re-hashes a few chunks a minute (6.4): a full pass over 10 000 chunks (10 GiB) takes under
-/// two days, at about 4 MiB of reads a minute.
-const SCRUB_EVERY: Duration = Duration::from_secs(60);
-const SCRUB_CHUNKS: usize = 4;
 /// Kernel readahead for the mount: FUSE starts at 128 KiB; sequential playback and copies want larger reads.
 const READAHEAD_KIB: u32 = 1024;
+/// Bound on draining in-flight reads at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on waiting for running ingests at shutdown.
 const INGEST_WAIT_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 /// Bound on waiting for the FUSE session thread after unmount.
 const SESSION_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn notify(states: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!(error = %e, "sd_notify failed");
-    }
-}
+/// How often STATUS= is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 fn build_origins(config: &Config) -> Vec<SharedOrigin> {
     let mut origins: Vec<&musicfs_core::OriginConfig> = config.origins.iter().collect();
@@ -86,7 +89,8 @@ pub fn cache_maintenance(
 }
 
 /// Runs the daemon in the foreground until it is told to stop. Returns Ok after a clean shutdown.
-pub fn run(config: Config) -> Result<(), DaemonError> {
+/// `config_file` is re-read on SIGHUP.
+pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
     let started = Instant::now();
     std::fs::create_dir_all(&config.cache_dir).map_err(|source| DaemonError::Prepare {
         what: "cache directory",
@@ -100,10 +104,15 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(|e| DaemonError::Start(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(serve(config, started))
+    let result = runtime.block_on(serve(config, config_file, started));
+    // Blocking tasks still waiting on a hung origin must not hold the exit hostage.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
-async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
+async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instant) -> Result<(), DaemonError> {
+    let mount_point = config.mount_point.clone();
+    let mut requests = signals::listen(mount_point.clone()).map_err(start_err)?;
     let origins = build_origins(&config);
     let db = Arc::new(Db::open(&config.cache_dir.join("meta.db")).map_err(start_err)?);
     let store = Arc::new(ChunkStore::open(&config.cache_dir, config.cache.max_size.0).map_err(start_err)?);
@@ -118,8 +127,14 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
         } else {
             tracing::info!(already_read = known, "2.5 resuming an interrupted scan from its last committed batch");
         }
-        notify(&[sd_notify::NotifyState::Status("scanning library")]);
-        let (report, tree) = sync::sync(&db, &origins, true).await.map_err(start_err)?;
+        systemd::status("scanning library");
+        let (report, tree) = tokio::select! {
+            scanned = sync::sync(&db, &origins, true) => scanned.map_err(start_err)?,
+            Some(signals::Request::Shutdown(signal)) = requests.recv() => {
+                tracing::info!(signal, "2.1 stopping during the first scan; it resumes from its last batch next time");
+                return Ok(());
+            }
+        };
         tracing::info!(tracks = report.total, elapsed_ms = started.elapsed().as_millis() as u64, "first scan done");
         tree
     } else {
@@ -145,11 +160,11 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
         manifests,
         params,
         config.cache.memory.0,
-        config.read_timeout(),
+        // Origin calls give up a little before the FUSE read does, so the reader sees the timeout itself.
+        config.read_timeout() * 9 / 10,
     );
     let fs = Arc::new(MusicFs::new(tree, reader.clone(), &origins, config.read_timeout()));
 
-    let mount_point = config.mount_point.clone();
     // First clear a dead mount left by a killed daemon: until then even mkdir/stat on the path fail.
     if mounts::clear_stale_fuse_mount(&mount_point) {
         tracing::info!(mount_point = %mount_point.display(), "2.7 stale mount cleared");
@@ -164,48 +179,100 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
     let mut session = adapter::mount(adapter, &mount_point, config.fuse.threads, config.fuse.allow_other)
         .map_err(|source| DaemonError::Mount { path: mount_point.clone(), source })?;
     let mut unmounter = session.unmount_callable();
+    let session_alive = Arc::new(AtomicBool::new(true));
     let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+    let alive = session_alive.clone();
     let session_thread = std::thread::Builder::new()
         .name("musicfs-fuse".into())
         .spawn(move || {
             let result = session.run();
+            alive.store(false, Ordering::SeqCst);
             let _ = ended_tx.send(result);
         })
         .map_err(|e| DaemonError::Start(format!("cannot start the FUSE thread: {e}")))?;
 
     wait_until_mount_answers(&mount_point).await?;
     mounts::raise_readahead(&mount_point, READAHEAD_KIB);
-    release_freed_memory();
+    background::release_freed_memory();
     let tracks = fs.tree().file_count();
     tracing::info!(mount_point = %mount_point.display(), tracks, elapsed_ms = started.elapsed().as_millis() as u64, "mounted and serving");
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("serving {tracks} tracks"))]);
+    systemd::ready(&status_line(&fs, &store));
 
-    let background = tokio::spawn(background_work(
-        fs.clone(),
-        store.clone(),
-        db.clone(),
-        origins.clone(),
-        !first_run,
-        config.library.sync_interval.0,
-    ));
-
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(start_err)?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(start_err)?;
-    let reason = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
-        result = &mut ended_rx => {
-            match result {
-                Ok(Err(e)) => tracing::error!(error = %e, "FUSE session ended with an error"),
-                _ => tracing::warn!("the mount went away (unmounted from outside)"),
+    let cancel = CancellationToken::new();
+    let background_alive = Arc::new(AtomicBool::new(true));
+    let work = background::Background {
+        fs: fs.clone(),
+        store: store.clone(),
+        db: db.clone(),
+        origins: origins.clone(),
+        sync_now: !first_run,
+        sync_every: config.library.sync_interval.0,
+    };
+    let (token, alive_flag) = (cancel.child_token(), background_alive.clone());
+    let background = tokio::spawn(async move {
+        let _alive = ClearOnDrop(alive_flag);
+        work.run(token).await;
+    });
+    if let Some(interval) = systemd::watchdog_interval() {
+        tracing::info!(?interval, "3.1 systemd watchdog enabled");
+        let (mp, alive, cancel) = (mount_point.clone(), session_alive.clone(), cancel.child_token());
+        let background_alive = background_alive.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = systemd::watchdog_loop(
+                    interval,
+                    move || self_check(mp.clone(), alive.clone(), background_alive.clone()),
+                    || systemd::notify(&[sd_notify::NotifyState::Watchdog]),
+                ) => {}
             }
-            "mount gone"
+        });
+    }
+    let (status_fs, status_store, status_cancel) = (fs.clone(), store.clone(), cancel.child_token());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tokio::select! {
+                _ = status_cancel.cancelled() => return,
+                _ = tick.tick() => systemd::status(&status_line(&status_fs, &status_store)),
+            }
+        }
+    });
+
+    let reason = loop {
+        tokio::select! {
+            request = requests.recv() => match request {
+                Some(signals::Request::Shutdown(signal)) => break signal,
+                Some(signals::Request::Reload) => reload(&mut config, config_file.as_deref(), &fs, &store),
+                None => break "signal thread ended",
+            },
+            result = &mut ended_rx => {
+                cancel.cancel();
+                background.abort();
+                return session_ended(result, &mount_point, &reader, &db).await;
+            }
         }
     };
+
+    // Ordered shutdown (2.3).
     let stopping = Instant::now();
     tracing::info!(reason, "2.1 shutting down");
-    notify(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status("shutting down")]);
-    background.abort();
+    systemd::stopping();
+    fs.gate.close();
+    let undrained = fs.gate.drain(DRAIN_TIMEOUT).await;
+    if undrained > 0 {
+        tracing::warn!(reads = undrained, "2.3 reads still running after the drain timeout; they get EIO");
+    }
+    let drained_ms = stopping.elapsed().as_millis() as u64;
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), background).await;
+    if let Err(e) = reader.flush(INGEST_WAIT_AT_SHUTDOWN).await {
+        tracing::warn!(error = %e, "could not flush the chunk cache");
+    }
+    if let Err(e) = db.checkpoint() {
+        tracing::warn!(error = %e, "could not checkpoint the database");
+    }
+    let flushed_ms = stopping.elapsed().as_millis() as u64;
     if let Err(e) = unmounter.unmount() {
         tracing::warn!(error = %e, "unmount failed (mount busy?); detaching lazily");
         mounts::lazy_unmount(&mount_point);
@@ -214,14 +281,127 @@ async fn serve(config: Config, started: Instant) -> Result<(), DaemonError> {
     if tokio::time::timeout(SESSION_JOIN_TIMEOUT, joined).await.is_err() {
         tracing::warn!("FUSE thread did not finish in time");
     }
-    if let Err(e) = reader.flush(INGEST_WAIT_AT_SHUTDOWN).await {
-        tracing::warn!(error = %e, "could not flush the chunk cache");
-    }
-    if let Err(e) = db.checkpoint() {
-        tracing::warn!(error = %e, "could not checkpoint the database");
-    }
-    tracing::info!(elapsed_ms = stopping.elapsed().as_millis() as u64, "stopped cleanly");
+    tracing::info!(
+        drained_ms,
+        flushed_ms,
+        total_ms = stopping.elapsed().as_millis() as u64,
+        "2.3 stopped cleanly: reads drained, background stopped, cache flushed, database checkpointed, unmounted"
+    );
     Ok(())
+}
+
+/// The FUSE session ended without a shutdown request: the connection was aborted (3.4) or someone unmounted
+/// it from outside. fuser has already detached the mount either way; nothing serves the library any more, so
+/// this is a failure: exit 1 and let systemd's Restart=on-failure bring the mount back.
+async fn session_ended(
+    result: Result<std::io::Result<()>, tokio::sync::oneshot::error::RecvError>,
+    mount_point: &Path,
+    reader: &Arc<Reader>,
+    db: &Db,
+) -> Result<(), DaemonError> {
+    if let Ok(Err(e)) = &result {
+        tracing::error!(error = %e, "FUSE session ended with an error");
+    }
+    let _ = reader.flush(INGEST_WAIT_AT_SHUTDOWN).await;
+    let _ = db.checkpoint();
+    if mounts::mounted_fstype(mount_point).is_some_and(|t| t.starts_with("fuse")) {
+        mounts::lazy_unmount(mount_point);
+    }
+    Err(DaemonError::Aborted)
+}
+
+/// Clears a liveness flag when dropped: when the task holding it ends, normally or by a panic.
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The watchdog's self-check (3.1): the FUSE thread and the background task are alive, the mount answers a
+/// listing (which always reaches the daemon, unlike a cached stat), and the runtime ran this check at all.
+async fn self_check(
+    mount_point: PathBuf,
+    session_alive: Arc<AtomicBool>,
+    background: Arc<AtomicBool>,
+) -> Result<(), String> {
+    #[cfg(feature = "failpoints")]
+    if fail::eval("daemon::watchdog::selfcheck_stall", |_| ()).is_some() {
+        std::future::pending::<()>().await;
+    }
+    if !session_alive.load(Ordering::SeqCst) {
+        return Err("the FUSE session thread has ended".into());
+    }
+    if !background.load(Ordering::SeqCst) {
+        return Err("the background task has died".into());
+    }
+    tokio::task::spawn_blocking(move || {
+        std::fs::read_dir(&mount_point).map(|mut d| d.next()).map_err(|e| format!("the mount does not answer: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    Ok(())
+}
+
+fn status_line(fs: &MusicFs, store: &ChunkStore) -> String {
+    format!(
+        "serving {} tracks; cache {} of {}; {} reads in flight",
+        fs.tree().file_count(),
+        musicfs_core::ByteSize(store.total_bytes()),
+        musicfs_core::ByteSize(store.max_size()),
+        fs.gate.in_flight()
+    )
+}
+
+/// SIGHUP (3.6): re-read and validate the config file; apply what can change live, report the rest, keep
+/// the old config if the new one is invalid.
+fn reload(config: &mut Config, file: Option<&Path>, fs: &MusicFs, store: &ChunkStore) {
+    let Some(file) = file else {
+        tracing::warn!("3.6 SIGHUP: started without --config, nothing to reload");
+        return;
+    };
+    let new = match Config::load(file) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(error = %e, "3.6 SIGHUP: new config rejected; keeping the running one");
+            return;
+        }
+    };
+    let mut applied = Vec::new();
+    if new.cache.max_size != config.cache.max_size {
+        store.set_max_size(new.cache.max_size.0);
+        applied.push(format!("cache.max_size {} -> {}", config.cache.max_size, new.cache.max_size));
+    }
+    if new.fuse.read_timeout != config.fuse.read_timeout {
+        fs.set_read_timeout(new.fuse.read_timeout.0);
+        applied.push(format!("fuse.read_timeout {:?} -> {:?}", config.fuse.read_timeout.0, new.fuse.read_timeout.0));
+    }
+    let mut restart = Vec::new();
+    let live = Config {
+        cache: musicfs_core::CacheConfig { max_size: new.cache.max_size, ..config.cache.clone() },
+        fuse: musicfs_core::FuseConfig { read_timeout: new.fuse.read_timeout, ..config.fuse.clone() },
+        ..config.clone()
+    };
+    if live != new {
+        for (name, changed) in [
+            ("mount_point", new.mount_point != config.mount_point),
+            ("cache_dir", new.cache_dir != config.cache_dir),
+            ("origins", new.origins != config.origins),
+            ("cache (chunk sizes, memory)", new.cache != live.cache),
+            ("library", new.library != config.library),
+            ("health", new.health != config.health),
+            ("fuse (threads, allow_other)", new.fuse != live.fuse),
+            ("logging", new.logging != config.logging),
+        ] {
+            if changed {
+                restart.push(name);
+            }
+        }
+    }
+    tracing::info!(applied = ?applied, needs_restart = ?restart, "3.6 SIGHUP: config reloaded");
+    config.cache.max_size = new.cache.max_size;
+    config.fuse.read_timeout = new.fuse.read_timeout;
 }
 
 /// READY=1 only once the kernel routes requests to us: stat the mount root from a blocking thread.
@@ -245,79 +425,4 @@ async fn wait_until_mount_answers(mount_point: &Path) -> Result<(), DaemonError>
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn background_work(
-    fs: Arc<MusicFs>,
-    store: Arc<ChunkStore>,
-    db: Arc<Db>,
-    origins: Vec<SharedOrigin>,
-    sync_now: bool,
-    sync_every: Duration,
-) {
-    let mut flush = tokio::time::interval(ACCESS_FLUSH_EVERY);
-    let mut scrub = tokio::time::interval(SCRUB_EVERY);
-    let mut scrub_cursor = None;
-    let mut resync = tokio::time::interval(sync_every);
-    flush.tick().await;
-    if !sync_now {
-        resync.tick().await;
-    }
-    loop {
-        tokio::select! {
-            _ = resync.tick() => delta_sync(&fs, &db, &origins).await,
-            _ = scrub.tick() => {
-                let store = store.clone();
-                let cursor = scrub_cursor;
-                match tokio::task::spawn_blocking(move || store.scrub_step(cursor, SCRUB_CHUNKS)).await {
-                    Ok(Ok((next, report))) => {
-                        scrub_cursor = next;
-                        if report.rotten > 0 {
-                            tracing::warn!(rotten = report.rotten, checked = report.checked, "6.4 scrubber removed rotten chunks; they are refetched on the next read");
-                        }
-                    }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "scrubber could not verify chunks"),
-                    Err(e) => tracing::warn!(error = %e, "scrubber task failed"),
-                }
-            }
-            _ = flush.tick() => {
-                let store = store.clone();
-                match tokio::task::spawn_blocking(move || store.flush_access_times()).await {
-                    Ok(Ok(n)) if n > 0 => tracing::debug!(chunks = n, "access times written back"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "could not write back access times"),
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
-/// Hands memory freed after a big transient allocation (loading or syncing the library) back to the
-/// system; the allocator would otherwise keep it, and RSS would stay at the peak.
-fn release_freed_memory() {
-    // SAFETY: malloc_trim only walks glibc's own heap structures.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-async fn delta_sync(fs: &MusicFs, db: &Arc<Db>, origins: &[SharedOrigin]) {
-    match sync::sync(db, origins, false).await {
-        Ok((report, tree)) => {
-            if report.added + report.changed + report.removed + report.renamed > 0 {
-                fs.replace_tree(tree);
-            }
-            tracing::info!(
-                added = report.added,
-                changed = report.changed,
-                removed = report.removed,
-                renamed = report.renamed,
-                total = report.total,
-                unreachable = ?report.unreachable,
-                "delta sync done"
-            );
-        }
-        Err(e) => tracing::warn!(error = %e, "delta sync failed; serving the library as it was"),
-    }
-    release_freed_memory();
 }

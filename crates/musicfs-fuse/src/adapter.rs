@@ -15,6 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Outstanding background (read-ahead and async read) requests the kernel may send at once.
+const MAX_BACKGROUND: u16 = 1024;
+
 /// How long the kernel may cache names and attributes. Short, because a delta sync can change the tree.
 const TTL: Duration = Duration::from_secs(1);
 
@@ -27,6 +30,28 @@ pub struct FuseAdapter {
 
 fn errno(err: &FsError) -> Errno {
     Errno::from_i32(err.errno())
+}
+
+/// Runs a request handler so that a panic inside it cannot take the FUSE thread (and the mount) down (2.2):
+/// the panic is logged by the panic hook, the reply it owned is dropped, and fuser answers that request EIO.
+fn contained(op: &'static str, handler: impl FnOnce()) {
+    let guarded = move || {
+        inject_panic(op);
+        handler();
+    };
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(guarded)).is_err() {
+        tracing::error!(op, "2.2 a FUSE request handler panicked; answered EIO, the mount keeps serving");
+    }
+}
+
+/// Failpoint `fuse::request::panic`: configured as `return(OP)`, makes every request of kind OP (`read`,
+/// `lookup`, `getattr`, …) panic inside its handler, to prove panics are contained (2.2).
+fn inject_panic(op: &str) {
+    #[cfg(feature = "failpoints")]
+    if fail::eval("fuse::request::panic", |arg| arg).flatten().is_some_and(|target| target == op) {
+        panic!("failpoint fuse::request::panic in {op}");
+    }
+    let _ = op;
 }
 
 impl FuseAdapter {
@@ -102,32 +127,39 @@ impl fuser::Filesystem for FuseAdapter {
             }
         }
         let _ = config.set_max_write(1 << 20);
+        // Reads are answered on the async runtime, never on the FUSE thread, so many can be in flight. The
+        // kernel's default of 12 outstanding background requests would queue readers behind a hung origin,
+        // each waiting its turn for a full read timeout (5.1); let the kernel send far more at once.
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         // The origin file may change under the same inode: let a changed mtime drop stale cached pages.
         let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name.as_bytes()) {
+        contained("lookup", move || match self.fs.lookup(parent.0, name.as_bytes()) {
             Ok(attr) => reply.entry(&TTL, &self.file_attr(&attr), Generation(0)),
             Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+        contained("getattr", move || match self.fs.getattr(ino.0) {
             Ok(attr) => reply.attr(&TTL, &self.file_attr(&attr)),
             Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let wants_write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
-        match self.fs.open(ino.0, wants_write) {
-            // Content is immutable for a given fingerprint: let the kernel keep its page cache across opens.
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
-        }
+        contained("open", move || {
+            let wants_write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
+            match self.fs.open(ino.0, wants_write) {
+                // Content is immutable for a given fingerprint: let the kernel keep its page cache across opens.
+                Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn read(
@@ -144,6 +176,7 @@ impl fuser::Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         // The reply travels with the task; if the task panics, fuser answers EIO when the reply is dropped.
         self.runtime.spawn(async move {
+            inject_panic("read");
             match fs.read(ino.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
@@ -173,15 +206,15 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.getattr(ino.0) {
+        contained("opendir", move || match self.fs.getattr(ino.0) {
             Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(Errno::from_i32(libc::ENOTDIR)),
             Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match self.fs.readdir(ino.0, offset) {
+        contained("readdir", move || match self.fs.readdir(ino.0, offset) {
             Ok(entries) => {
                 for e in entries {
                     let kind = if e.kind == Kind::Dir { FileType::Directory } else { FileType::RegularFile };
@@ -192,7 +225,7 @@ impl fuser::Filesystem for FuseAdapter {
                 reply.ok();
             }
             Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

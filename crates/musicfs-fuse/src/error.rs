@@ -13,6 +13,8 @@ pub enum FsError {
     IsDir,
     #[error("read-only filesystem")]
     ReadOnly,
+    #[error("shutting down")]
+    ShuttingDown,
     #[error("read timed out after {0:?}")]
     TimedOut(std::time::Duration),
     #[error(transparent)]
@@ -30,6 +32,7 @@ impl FsError {
             // A read that cannot be served is an I/O error to the player, whatever the cause behind it:
             // origin down, origin hung, cache disk broken, origin copy changed.
             FsError::TimedOut(_) => libc::EIO,
+            FsError::ShuttingDown => libc::EIO,
             FsError::Read(ReadError::Origin(OriginError::NotFound(_))) => libc::EIO,
             FsError::Read(_) => libc::EIO,
         }

@@ -42,21 +42,70 @@ pub struct FsStats {
     pub bytes: u64,
 }
 
+/// Counts reads in flight and, once shutdown starts, turns new ones away (2.3).
+#[derive(Debug, Default)]
+pub struct ReadGate {
+    in_flight: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Held for the life of one read; dropping it (also by a panic) counts the read as finished.
+pub struct ReadTicket<'a>(&'a ReadGate);
+
+impl Drop for ReadTicket<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl ReadGate {
+    /// A ticket for a new read, or None once the gate is closed.
+    pub fn enter(&self) -> Option<ReadTicket<'_>> {
+        use std::sync::atomic::Ordering;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(ReadTicket(self))
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until no read is in flight or `limit` passes; returns the reads still running.
+    pub async fn drain(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.in_flight()
+    }
+}
+
 pub struct MusicFs {
+    pub gate: ReadGate,
     tree: RwLock<Arc<Tree>>,
     reader: Arc<Reader>,
     origins: HashMap<String, SharedOrigin>,
-    read_timeout: Duration,
+    /// Milliseconds; changeable at runtime (config reload).
+    read_timeout_ms: std::sync::atomic::AtomicU64,
     started: SystemTime,
 }
 
 impl MusicFs {
     pub fn new(tree: Tree, reader: Arc<Reader>, origins: &[SharedOrigin], read_timeout: Duration) -> Self {
         MusicFs {
+            gate: ReadGate::default(),
             tree: RwLock::new(Arc::new(tree)),
             reader,
             origins: origins.iter().map(|o| (o.id().to_owned(), o.clone())).collect(),
-            read_timeout,
+            read_timeout_ms: std::sync::atomic::AtomicU64::new(read_timeout.as_millis() as u64),
             started: SystemTime::now(),
         }
     }
@@ -76,7 +125,11 @@ impl MusicFs {
     }
 
     pub fn read_timeout(&self) -> Duration {
-        self.read_timeout
+        Duration::from_millis(self.read_timeout_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        self.read_timeout_ms.store(timeout.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn attr_of(&self, node: &Node) -> Attr {
@@ -164,10 +217,12 @@ impl MusicFs {
 
     /// Reads up to `size` bytes at `offset`, or fails within the read timeout.
     pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let _ticket = self.gate.enter().ok_or(FsError::ShuttingDown)?;
         let file = self.file(ino)?;
-        match tokio::time::timeout(self.read_timeout, self.reader.read(&file, offset, size)).await {
+        let limit = self.read_timeout();
+        match tokio::time::timeout(limit, self.reader.read(&file, offset, size)).await {
             Ok(result) => Ok(result?),
-            Err(_) => Err(FsError::TimedOut(self.read_timeout)),
+            Err(_) => Err(FsError::TimedOut(limit)),
         }
     }
 

@@ -88,6 +88,8 @@ impl Origin for LocalOrigin {
         let full = self.full(rel)?;
         let rel = rel.to_owned();
         blocking(move || {
+            // An origin that stops answering mid-read (a dead NAS): `sleep(MS)` holds this read that long.
+            fail::fail_point!("origins::read::stall");
             let file = std::fs::File::open(&full).map_err(|e| OriginError::from_io(e, &rel))?;
             let mut buf = BytesMut::zeroed(len);
             let mut filled = 0;

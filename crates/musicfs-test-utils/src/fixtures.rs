@@ -62,7 +62,7 @@ impl InProcessFs {
         let db = Arc::new(Db::open(&dir.path().join("meta.db"))?);
         let (_, tree) = sync::sync(&db, &origins, false).await?;
         let manifests: Arc<dyn ManifestStore> = db.clone();
-        let reader = Reader::new(backend.clone(), manifests, SMALL_CHUNKS, 1 << 20, read_timeout);
+        let reader = Reader::new(backend.clone(), manifests, SMALL_CHUNKS, 1 << 20, read_timeout * 9 / 10);
         let fs = Arc::new(MusicFs::new(tree, reader, &origins, read_timeout));
         Ok(InProcessFs { dir, memory, origin, store, backend, db, fs, read_timeout })
     }
@@ -73,7 +73,7 @@ impl InProcessFs {
         self.fs.reader().flush(Duration::from_secs(10)).await?;
         let tree = sync::load_tree(&self.db)?;
         let manifests: Arc<dyn ManifestStore> = self.db.clone();
-        let reader = Reader::new(self.backend.clone(), manifests, SMALL_CHUNKS, 1 << 20, self.read_timeout);
+        let reader = Reader::new(self.backend.clone(), manifests, SMALL_CHUNKS, 1 << 20, self.read_timeout * 9 / 10);
         let origins: Vec<SharedOrigin> = vec![self.origin.clone()];
         self.fs = Arc::new(MusicFs::new(tree, reader, &origins, self.read_timeout));
         Ok(())

@@ -177,7 +177,11 @@ fn every_format_plays_in_mpv() {
     to_play.extend(["invalid-utf8-title", "long-artist", "nul-title"].map(|c| hostile(&tracks, c)));
     for track in to_play {
         let path = dir.path().join(&track.rel_path);
-        let output = match Command::new("mpv").args(["--no-config", "--no-video", "--ao=null", "--ao-null-untimed"]).arg(&path).output() {
+        let output = match Command::new("mpv")
+            .args(["--no-config", "--no-video", "--ao=null", "--ao-null-untimed"])
+            .arg(&path)
+            .output()
+        {
             Ok(output) => output,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 panic!("mpv not found on PATH: install Debian package mpv (needed to check audio plays)")
