@@ -17,6 +17,27 @@ struct Cli {
 enum Command {
     /// Mount the library and serve it in the foreground until SIGTERM/SIGINT.
     Mount(MountArgs),
+    /// Show the running daemon's state: library state, tracks, cache use, origins, FUSE ops, fds, memory.
+    Status {
+        #[command(flatten)]
+        target: CacheArgs,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon for an ordered shutdown and wait until it has exited (systemd's ExecStop).
+    Shutdown {
+        #[command(flatten)]
+        target: CacheArgs,
+        /// How long in-flight reads may take to finish, e.g. 5s.
+        #[arg(long, value_parser = Seconds::parse)]
+        drain_timeout: Option<Seconds>,
+    },
+    /// Print the running daemon's metrics in Prometheus text format.
+    Metrics {
+        #[command(flatten)]
+        target: CacheArgs,
+    },
     /// Offline cache maintenance (the daemon must not be running on this cache).
     Cache {
         #[command(subcommand)]
@@ -42,18 +63,114 @@ struct CacheArgs {
     cache_dir: Option<PathBuf>,
 }
 
+/// The cache directory and size limit named by `--cache-dir` or `--config`.
+fn target_cache(args: CacheArgs) -> Result<(PathBuf, ByteSize), String> {
+    match (args.cache_dir, args.config) {
+        (Some(dir), _) => Ok((dir, CacheConfig::default().max_size)),
+        (None, Some(file)) => Config::load(&file).map(|c| (c.cache_dir, c.cache.max_size)).map_err(|e| e.to_string()),
+        (None, None) => Err("give --cache-dir DIR or --config FILE".into()),
+    }
+}
+
+fn control(args: CacheArgs, command: &str) -> Result<String, String> {
+    let (cache_dir, _) = target_cache(args)?;
+    let socket = musicfs_daemon::control::socket_path(&cache_dir);
+    musicfs_daemon::control::request(&socket, command)
+        .map_err(|e| format!("no running daemon answers on {} ({e})", socket.display()))
+}
+
+fn status(args: CacheArgs, json: bool) -> ExitCode {
+    let answer = match control(args, r#"{"cmd":"status"}"#) {
+        Ok(answer) => answer,
+        Err(e) => {
+            eprintln!("musicfs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        print!("{answer}");
+        return ExitCode::SUCCESS;
+    }
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+    let bytes = |key: &str| ByteSize(v[key].as_u64().unwrap_or(0));
+    println!("state:      {}  (pid {}, up {} s)", v["state"].as_str().unwrap_or("?"), v["pid"], v["uptime_secs"]);
+    println!("mount:      {}  ({} tracks)", v["mount_point"].as_str().unwrap_or("?"), v["tracks"]);
+    println!(
+        "cache:      {} of {}  ({} chunks, hit ratio {:.2})",
+        bytes("cache_bytes"),
+        bytes("cache_max_bytes"),
+        v["chunks"],
+        v["cache_hit_ratio"].as_f64().unwrap_or(0.0)
+    );
+    for o in v["origins"].as_array().into_iter().flatten() {
+        let state = if o["healthy"].as_bool() == Some(true) {
+            "up".to_owned()
+        } else {
+            format!("DOWN: {}", o["last_error"].as_str().unwrap_or(""))
+        };
+        println!("origin:     {}  {state}", o["id"].as_str().unwrap_or("?"));
+    }
+    let ops: Vec<String> = v["fuse_ops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|op| format!("{} {} ({} errors)", op[0].as_str().unwrap_or("?"), op[1], op[2]))
+        .collect();
+    println!("fuse ops:   {}; {} reads in flight", ops.join(", "), v["reads_in_flight"]);
+    println!("resources:  {} of {} fds, {} resident", v["open_fds"], v["fd_limit"], bytes("rss_bytes"));
+    let tasks: Vec<String> = v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            format!("{} {}", t[0].as_str().unwrap_or("?"), if t[1].as_bool() == Some(true) { "alive" } else { "DEAD" })
+        })
+        .collect();
+    println!("tasks:      {}", tasks.join(", "));
+    ExitCode::SUCCESS
+}
+
+fn shutdown(args: CacheArgs, drain: Option<Seconds>) -> ExitCode {
+    let command = match drain {
+        Some(d) => format!(r#"{{"cmd":"shutdown","drain_timeout_secs":{}}}"#, d.0.as_secs_f64()),
+        None => r#"{"cmd":"shutdown"}"#.to_owned(),
+    };
+    let answer = match control(args, &command) {
+        Ok(answer) => answer,
+        Err(e) => {
+            eprintln!("musicfs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pid = serde_json::from_str::<serde_json::Value>(&answer).ok().and_then(|v| v["pid"].as_u64());
+    let Some(pid) = pid else {
+        eprintln!("musicfs: unexpected answer: {answer}");
+        return ExitCode::FAILURE;
+    };
+    // Wait for the daemon to finish its ordered shutdown, so that ExecStop returns when it is done.
+    let limit = drain.map_or(std::time::Duration::from_secs(5), |d| d.0) + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + limit;
+    // Gone, or a zombie waiting for its parent to reap it: either way it has finished.
+    let running = |pid: u64| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    };
+    while running(pid) {
+        if std::time::Instant::now() > deadline {
+            eprintln!("musicfs: daemon {pid} still running after {limit:?}");
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    println!("musicfs {pid} stopped");
+    ExitCode::SUCCESS
+}
+
 fn cache_op(args: CacheArgs, rebuild: bool) -> ExitCode {
-    let (cache_dir, max_size) = match (args.cache_dir, args.config) {
-        (Some(dir), _) => (dir, CacheConfig::default().max_size),
-        (None, Some(file)) => match Config::load(&file) {
-            Ok(config) => (config.cache_dir, config.cache.max_size),
-            Err(e) => {
-                eprintln!("musicfs: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        (None, None) => {
-            eprintln!("musicfs: give --cache-dir DIR or --config FILE");
+    let (cache_dir, max_size) = match target_cache(args) {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("musicfs: {e}");
             return ExitCode::from(2);
         }
     };
@@ -163,6 +280,18 @@ fn build_config(args: MountArgs) -> Result<Config, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Status { target, json } => status(target, json),
+        Command::Shutdown { target, drain_timeout } => shutdown(target, drain_timeout),
+        Command::Metrics { target } => match control(target, r#"{"cmd":"metrics"}"#) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("musicfs: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Cache { op: CacheOp::Verify(args) } => cache_op(args, false),
         Command::Cache { op: CacheOp::Repair(args) } => cache_op(args, true),
         Command::Mount(args) => {

@@ -150,7 +150,7 @@ fn systemd_hears_ready_status_watchdog_and_stopping_and_the_pets_stop_when_the_s
     let daemon = Daemon::start(Path::new(BIN), &args).unwrap();
     let messages = recv_all(&socket, Instant::now() + Duration::from_secs(3));
     let ready = messages.iter().position(|(_, m)| m.contains("READY=1")).expect("READY=1 was sent");
-    assert!(messages[ready].1.contains("STATUS=serving 1 tracks"), "{messages:?}");
+    assert!(messages[ready].1.contains("STATUS=ready: 1 tracks"), "{messages:?}");
     let pets: Vec<Instant> = messages.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).map(|(t, _)| *t).collect();
     assert!((3..=5).contains(&pets.len()), "four passing self-checks, four pets, then none: {} pets", pets.len());
     let last_pet = *pets.last().unwrap();

@@ -2,6 +2,7 @@
 //! Tests start, signal, kill and restart the daemon; each owns its scratch directory and mount point, so
 //! they run in parallel. Every test that proves a failure mode names it (`/// Proves L2: <ids>`).
 
+mod control;
 mod crash_recovery;
 mod filesystem;
 mod lifecycle;

@@ -17,6 +17,9 @@ const SCRUB_EVERY: Duration = Duration::from_secs(60);
 const SCRUB_CHUNKS: usize = 4;
 
 pub struct Background {
+    pub shared: Arc<crate::state::Shared>,
+    pub health_every: Duration,
+    pub health_timeout: Duration,
     pub fs: Arc<MusicFs>,
     pub store: Arc<ChunkStore>,
     pub db: Arc<Db>,
@@ -31,6 +34,9 @@ impl Background {
         let mut scrub = tokio::time::interval(SCRUB_EVERY);
         let mut resync = tokio::time::interval(self.sync_every);
         let mut scrub_cursor = None;
+        let mut health = tokio::time::interval(self.health_every);
+        let mut resources = tokio::time::interval(RESOURCE_CHECK_EVERY);
+        let mut fd_warned = false;
         flush.tick().await;
         scrub.tick().await;
         if !self.sync_now {
@@ -42,8 +48,14 @@ impl Background {
                 _ = resync.tick() => self.delta_sync().await,
                 _ = flush.tick() => self.flush_access_times().await,
                 _ = scrub.tick() => scrub_cursor = self.scrub(scrub_cursor).await,
+                _ = health.tick() => self.health_round().await,
+                _ = resources.tick() => fd_warned = watch_resources(fd_warned),
             }
         }
+    }
+
+    async fn health_round(&self) {
+        health_round_impl(&self.shared, &self.origins, self.health_timeout).await;
     }
 
     async fn delta_sync(&self) {
@@ -99,6 +111,49 @@ impl Background {
             }
         }
     }
+}
+
+/// One health round (4.2.1, 4.2.2): every origin checked at once, each bounded by the timeout; state
+/// changes are logged once, not per read.
+async fn health_round_impl(shared: &crate::state::Shared, origins: &[SharedOrigin], timeout: Duration) {
+    let before = shared.library_state();
+    let results = musicfs_origins::health::check_all(origins, timeout).await;
+    {
+        let mut states = shared.origins.write().unwrap_or_else(|p| p.into_inner());
+        *states = results
+            .iter()
+            .map(|r| crate::state::OriginStatus {
+                id: r.origin.clone(),
+                healthy: r.outcome.is_ok(),
+                last_error: r.outcome.as_ref().err().map(|e| e.to_string()),
+            })
+            .collect();
+    }
+    let after = shared.library_state();
+    if after != before {
+        let down: Vec<String> = results.iter().filter(|r| r.outcome.is_err()).map(|r| r.origin.clone()).collect();
+        tracing::warn!(from = before.as_str(), to = after.as_str(), down = ?down, "4.2.3 library state changed");
+    }
+}
+
+/// How often descriptor and memory use are checked.
+const RESOURCE_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Warns once when open descriptors pass 80 % of the limit (5.3), and again after they drop back.
+fn watch_resources(warned: bool) -> bool {
+    let (open, limit) = crate::state::fd_usage();
+    let high = limit > 0 && open * 10 >= limit * 8;
+    if high && !warned {
+        tracing::warn!(
+            open,
+            limit,
+            rss_bytes = crate::state::rss_bytes(),
+            "5.3 file descriptors above 80% of the limit"
+        );
+    } else if !high && warned {
+        tracing::info!(open, limit, "5.3 file descriptor use back under 80% of the limit");
+    }
+    high
 }
 
 /// Hands memory freed after a big transient allocation (loading or syncing the library) back to the

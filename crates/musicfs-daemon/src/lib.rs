@@ -8,9 +8,11 @@
 //! connection aborted under the live daemon (3.4) ends it with exit 1, so systemd restarts it.
 
 pub mod background;
+pub mod control;
 pub mod lock;
 pub mod mounts;
 pub mod signals;
+pub mod state;
 pub mod systemd;
 
 use musicfs_cas::{ChunkParams, ChunkStore, ManifestStore, Reader};
@@ -106,13 +108,16 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
         .map_err(|e| DaemonError::Start(format!("cannot start the async runtime: {e}")))?;
     let result = runtime.block_on(serve(config, config_file, started));
     // Blocking tasks still waiting on a hung origin must not hold the exit hostage.
+    let exiting = Instant::now();
     runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::debug!(elapsed_ms = exiting.elapsed().as_millis() as u64, "runtime stopped");
     result
 }
 
 async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instant) -> Result<(), DaemonError> {
     let mount_point = config.mount_point.clone();
-    let mut requests = signals::listen(mount_point.clone()).map_err(start_err)?;
+    let (request_tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    signals::listen(mount_point.clone(), request_tx.clone()).map_err(start_err)?;
     let origins = build_origins(&config);
     let db = Arc::new(Db::open(&config.cache_dir.join("meta.db")).map_err(start_err)?);
     let store = Arc::new(ChunkStore::open(&config.cache_dir, config.cache.max_size.0).map_err(start_err)?);
@@ -130,7 +135,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         systemd::status("scanning library");
         let (report, tree) = tokio::select! {
             scanned = sync::sync(&db, &origins, true) => scanned.map_err(start_err)?,
-            Some(signals::Request::Shutdown(signal)) = requests.recv() => {
+            Some(signals::Request::Shutdown(signal, _)) = requests.recv() => {
                 tracing::info!(signal, "2.1 stopping during the first scan; it resumes from its last batch next time");
                 return Ok(());
             }
@@ -196,11 +201,31 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
     background::release_freed_memory();
     let tracks = fs.tree().file_count();
     tracing::info!(mount_point = %mount_point.display(), tracks, elapsed_ms = started.elapsed().as_millis() as u64, "mounted and serving");
-    systemd::ready(&status_line(&fs, &store));
-
     let cancel = CancellationToken::new();
     let background_alive = Arc::new(AtomicBool::new(true));
+    let shared = Arc::new(state::Shared {
+        fs: fs.clone(),
+        store: store.clone(),
+        reader: reader.clone(),
+        mount_point: mount_point.clone(),
+        started,
+        origins: std::sync::RwLock::new(
+            origins
+                .iter()
+                .map(|o| state::OriginStatus { id: o.id().to_owned(), healthy: true, last_error: None })
+                .collect(),
+        ),
+        background_alive: background_alive.clone(),
+        stopping: AtomicBool::new(false),
+    });
+    let socket = control::socket_path(&config.cache_dir);
+    control::start(&socket, shared.clone(), request_tx.clone(), cancel.child_token()).map_err(start_err)?;
+    systemd::ready(&shared.status_line());
+
     let work = background::Background {
+        shared: shared.clone(),
+        health_every: config.health.interval.0,
+        health_timeout: config.health.timeout.0,
         fs: fs.clone(),
         store: store.clone(),
         db: db.clone(),
@@ -228,23 +253,23 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
             }
         });
     }
-    let (status_fs, status_store, status_cancel) = (fs.clone(), store.clone(), cancel.child_token());
+    let (status_shared, status_cancel) = (shared.clone(), cancel.child_token());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(STATUS_EVERY);
         loop {
             tokio::select! {
                 _ = status_cancel.cancelled() => return,
-                _ = tick.tick() => systemd::status(&status_line(&status_fs, &status_store)),
+                _ = tick.tick() => systemd::status(&status_shared.status_line()),
             }
         }
     });
 
-    let reason = loop {
+    let (reason, drain_timeout) = loop {
         tokio::select! {
             request = requests.recv() => match request {
-                Some(signals::Request::Shutdown(signal)) => break signal,
+                Some(signals::Request::Shutdown(who, drain)) => break (who, drain.unwrap_or(DRAIN_TIMEOUT)),
                 Some(signals::Request::Reload) => reload(&mut config, config_file.as_deref(), &fs, &store),
-                None => break "signal thread ended",
+                None => break ("signal thread ended", DRAIN_TIMEOUT),
             },
             result = &mut ended_rx => {
                 cancel.cancel();
@@ -256,10 +281,11 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
 
     // Ordered shutdown (2.3).
     let stopping = Instant::now();
-    tracing::info!(reason, "2.1 shutting down");
+    tracing::info!(reason, ?drain_timeout, "2.1 shutting down");
+    shared.stopping.store(true, Ordering::SeqCst);
     systemd::stopping();
     fs.gate.close();
-    let undrained = fs.gate.drain(DRAIN_TIMEOUT).await;
+    let undrained = fs.gate.drain(drain_timeout).await;
     if undrained > 0 {
         tracing::warn!(reads = undrained, "2.3 reads still running after the drain timeout; they get EIO");
     }
@@ -344,16 +370,6 @@ async fn self_check(
     Ok(())
 }
 
-fn status_line(fs: &MusicFs, store: &ChunkStore) -> String {
-    format!(
-        "serving {} tracks; cache {} of {}; {} reads in flight",
-        fs.tree().file_count(),
-        musicfs_core::ByteSize(store.total_bytes()),
-        musicfs_core::ByteSize(store.max_size()),
-        fs.gate.in_flight()
-    )
-}
-
 /// SIGHUP (3.6): re-read and validate the config file; apply what can change live, report the rest, keep
 /// the old config if the new one is invalid.
 fn reload(config: &mut Config, file: Option<&Path>, fs: &MusicFs, store: &ChunkStore) {
@@ -424,5 +440,42 @@ async fn wait_until_mount_answers(mount_point: &Path) -> Result<(), DaemonError>
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use musicfs_cas::manifest::MemoryManifests;
+
+    /// Proves L1: 3.6
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_applies_live_fields_and_rejects_an_invalid_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("musicfs.toml");
+        let text = |max: &str, timeout: &str, threads: u32| {
+            format!(
+                "mount_point = \"/m\"\ncache_dir = \"/c\"\n[[origins]]\nid = \"o\"\ntype = \"local\"\npath = \"/o\"\n\
+                 [cache]\nmax_size = \"{max}\"\n[fuse]\nread_timeout = \"{timeout}\"\nthreads = {threads}\n"
+            )
+        };
+        std::fs::write(&file, text("1GiB", "30s", 2)).unwrap();
+        let mut config = Config::load(&file).unwrap();
+        let store = Arc::new(ChunkStore::open(dir.path(), config.cache.max_size.0).unwrap());
+        let manifests: Arc<dyn ManifestStore> = Arc::new(MemoryManifests::default());
+        let reader = Reader::new(store.clone(), manifests, ChunkParams::default(), 1 << 20, Duration::from_secs(1));
+        let tree = musicfs_meta::Tree::build(Vec::new(), &std::collections::HashMap::new());
+        let fs = MusicFs::new(tree, reader, &[], config.read_timeout());
+
+        std::fs::write(&file, text("512MiB", "7s", 4)).unwrap();
+        reload(&mut config, Some(&file), &fs, &store);
+        assert_eq!(store.max_size(), 512 << 20);
+        assert_eq!(fs.read_timeout(), Duration::from_secs(7));
+        assert_eq!(config.fuse.threads, 2, "threads need a restart: the running value stays");
+
+        std::fs::write(&file, "max_size = = broken").unwrap();
+        reload(&mut config, Some(&file), &fs, &store);
+        assert_eq!(store.max_size(), 512 << 20, "an invalid file changes nothing");
+        assert_eq!(fs.read_timeout(), Duration::from_secs(7));
     }
 }

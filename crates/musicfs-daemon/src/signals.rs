@@ -10,17 +10,17 @@ use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
-    Shutdown(&'static str),
+    /// Who asked, and an optional drain timeout (from `musicfs shutdown --drain-timeout`).
+    Shutdown(&'static str, Option<std::time::Duration>),
     Reload,
 }
 
 /// Exit code after a forced (second-signal) exit.
 pub const FORCED_EXIT_CODE: i32 = 1;
 
-/// Starts the signal thread; requests arrive on the returned channel.
-pub fn listen(mount_point: PathBuf) -> std::io::Result<mpsc::UnboundedReceiver<Request>> {
+/// Starts the signal thread; requests go to `tx` (which the control socket shares).
+pub fn listen(mount_point: PathBuf, tx: mpsc::UnboundedSender<Request>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    let (tx, rx) = mpsc::unbounded_channel();
     std::thread::Builder::new().name("musicfs-signals".into()).spawn(move || {
         let mut stopping = false;
         for signal in signals.forever() {
@@ -38,8 +38,8 @@ pub fn listen(mount_point: PathBuf) -> std::io::Result<mpsc::UnboundedReceiver<R
                 std::process::exit(FORCED_EXIT_CODE);
             }
             stopping = true;
-            let _ = tx.send(Request::Shutdown(name));
+            let _ = tx.send(Request::Shutdown(name, None));
         }
     })?;
-    Ok(rx)
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 use crate::error::FsError;
 use crate::fs::{Attr, Kind, MusicFs};
+use crate::stats::Op;
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
     MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
@@ -138,23 +139,33 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        contained("lookup", move || match self.fs.lookup(parent.0, name.as_bytes()) {
-            Ok(attr) => reply.entry(&TTL, &self.file_attr(&attr), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
+        contained("lookup", move || {
+            let result = self.fs.lookup(parent.0, name.as_bytes());
+            self.fs.stats.record(Op::Lookup, result.is_ok());
+            match result {
+                Ok(attr) => reply.entry(&TTL, &self.file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        contained("getattr", move || match self.fs.getattr(ino.0) {
-            Ok(attr) => reply.attr(&TTL, &self.file_attr(&attr)),
-            Err(e) => reply.error(errno(&e)),
+        contained("getattr", move || {
+            let result = self.fs.getattr(ino.0);
+            self.fs.stats.record(Op::Getattr, result.is_ok());
+            match result {
+                Ok(attr) => reply.attr(&TTL, &self.file_attr(&attr)),
+                Err(e) => reply.error(errno(&e)),
+            }
         });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         contained("open", move || {
             let wants_write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
-            match self.fs.open(ino.0, wants_write) {
+            let result = self.fs.open(ino.0, wants_write);
+            self.fs.stats.record(Op::Open, result.is_ok());
+            match result {
                 // Content is immutable for a given fingerprint: let the kernel keep its page cache across opens.
                 Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
                 Err(e) => reply.error(errno(&e)),
@@ -175,9 +186,12 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         // The reply travels with the task; if the task panics, fuser answers EIO when the reply is dropped.
+        let started = std::time::Instant::now();
         self.runtime.spawn(async move {
             inject_panic("read");
-            match fs.read(ino.0, offset, size).await {
+            let result = fs.read(ino.0, offset, size).await;
+            fs.stats.record_read(started.elapsed(), result.is_ok());
+            match result {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
                     tracing::debug!(ino = ino.0, offset, size, error = %e, "read failed");
@@ -214,17 +228,21 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        contained("readdir", move || match self.fs.readdir(ino.0, offset) {
-            Ok(entries) => {
-                for e in entries {
-                    let kind = if e.kind == Kind::Dir { FileType::Directory } else { FileType::RegularFile };
-                    if reply.add(INodeNo(e.ino), e.next_offset, kind, &e.name) {
-                        break;
+        contained("readdir", move || {
+            let result = self.fs.readdir(ino.0, offset);
+            self.fs.stats.record(Op::Readdir, result.is_ok());
+            match result {
+                Ok(entries) => {
+                    for e in entries {
+                        let kind = if e.kind == Kind::Dir { FileType::Directory } else { FileType::RegularFile };
+                        if reply.add(INodeNo(e.ino), e.next_offset, kind, &e.name) {
+                            break;
+                        }
                     }
+                    reply.ok();
                 }
-                reply.ok();
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
         });
     }
 

@@ -90,6 +90,7 @@ impl ReadGate {
 
 pub struct MusicFs {
     pub gate: ReadGate,
+    pub stats: crate::stats::OpStats,
     tree: RwLock<Arc<Tree>>,
     reader: Arc<Reader>,
     origins: HashMap<String, SharedOrigin>,
@@ -102,6 +103,7 @@ impl MusicFs {
     pub fn new(tree: Tree, reader: Arc<Reader>, origins: &[SharedOrigin], read_timeout: Duration) -> Self {
         MusicFs {
             gate: ReadGate::default(),
+            stats: crate::stats::OpStats::default(),
             tree: RwLock::new(Arc::new(tree)),
             reader,
             origins: origins.iter().map(|o| (o.id().to_owned(), o.clone())).collect(),
@@ -243,6 +245,22 @@ mod tests {
         let manifests: Arc<dyn ManifestStore> = Arc::new(MemoryManifests::default());
         let reader = Reader::new(store, manifests, ChunkParams::default(), 1 << 20, Duration::from_secs(1));
         MusicFs::new(Tree::build(Vec::new(), &HashMap::new()), reader, &[], Duration::from_secs(1))
+    }
+
+    /// Proves L1: 2.3
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_turns_new_reads_away_and_waits_a_bounded_time_for_running_ones() {
+        let gate = Arc::new(ReadGate::default());
+        let ticket = gate.enter().expect("open gate admits reads");
+        assert_eq!(gate.in_flight(), 1);
+        gate.close();
+        assert!(gate.enter().is_none(), "a closed gate turns new reads away");
+        assert_eq!(gate.drain(Duration::from_millis(100)).await, 1, "the drain gives up after its bound");
+        let g = gate.clone();
+        let drained = tokio::spawn(async move { g.drain(Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(ticket);
+        assert_eq!(drained.await.unwrap(), 0, "the drain ends as soon as the last read finishes");
     }
 
     /// Proves L1: 2.9

@@ -4,6 +4,7 @@
 pub mod adapter;
 pub mod error;
 pub mod fs;
+pub mod stats;
 
 pub use error::FsError;
 pub use fs::{Attr, DirEntry, Kind, MusicFs};

@@ -1,0 +1,194 @@
+//! What the running daemon knows about itself, in one place: read by `musicfs status`, the Prometheus
+//! metrics, STATUS= for systemd and the watchdog; written by the health monitor and the resource watcher.
+
+use musicfs_cas::{ChunkStore, Reader};
+use musicfs_fuse::MusicFs;
+use musicfs_fuse::stats::{Op, READ_BUCKETS};
+use musicfs_origins::health::LibraryState;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OriginStatus {
+    pub id: String,
+    pub healthy: bool,
+    pub last_error: Option<String>,
+}
+
+pub struct Shared {
+    pub fs: Arc<MusicFs>,
+    pub store: Arc<ChunkStore>,
+    pub reader: Arc<Reader>,
+    pub mount_point: PathBuf,
+    pub started: Instant,
+    pub origins: RwLock<Vec<OriginStatus>>,
+    pub background_alive: Arc<AtomicBool>,
+    pub stopping: AtomicBool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub pid: u32,
+    pub state: &'static str,
+    pub uptime_secs: u64,
+    pub mount_point: String,
+    pub tracks: u64,
+    pub cache_bytes: u64,
+    pub cache_max_bytes: u64,
+    pub chunks: u64,
+    pub cache_hit_ratio: f64,
+    pub reads_in_flight: u64,
+    pub origins: Vec<OriginStatus>,
+    pub fuse_ops: Vec<(String, u64, u64)>,
+    pub open_fds: u64,
+    pub fd_limit: u64,
+    pub rss_bytes: u64,
+    pub tasks: Vec<(String, bool)>,
+}
+
+/// Open descriptors of this process and its soft limit.
+pub fn fd_usage() -> (u64, u64) {
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (open, if ok { limit.rlim_cur } else { 0 })
+}
+
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+impl Shared {
+    pub fn library_state(&self) -> LibraryState {
+        let origins = self.origins.read().unwrap_or_else(|p| p.into_inner());
+        let healthy = origins.iter().filter(|o| o.healthy).count();
+        match healthy {
+            n if n == origins.len() => LibraryState::Ready,
+            0 => LibraryState::Offline,
+            _ => LibraryState::Degraded,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let (open_fds, fd_limit) = fd_usage();
+        let stats = &self.reader.stats;
+        let hits = stats.chunk_hits.load(Ordering::Relaxed);
+        let misses = stats.chunk_misses.load(Ordering::Relaxed);
+        Status {
+            pid: std::process::id(),
+            state: if self.stopping.load(Ordering::SeqCst) { "stopping" } else { self.library_state().as_str() },
+            uptime_secs: self.started.elapsed().as_secs(),
+            mount_point: self.mount_point.display().to_string(),
+            tracks: self.fs.tree().file_count() as u64,
+            cache_bytes: self.store.total_bytes(),
+            cache_max_bytes: self.store.max_size(),
+            chunks: self.store.chunk_count() as u64,
+            cache_hit_ratio: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+            reads_in_flight: self.fs.gate.in_flight() as u64,
+            origins: self.origins.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            fuse_ops: Op::ALL
+                .iter()
+                .map(|op| (op.name().to_owned(), self.fs.stats.count(*op), self.fs.stats.errors(*op)))
+                .collect(),
+            open_fds,
+            fd_limit,
+            rss_bytes: rss_bytes(),
+            tasks: vec![("background".into(), self.background_alive.load(Ordering::SeqCst))],
+        }
+    }
+
+    /// One line for systemd's STATUS=.
+    pub fn status_line(&self) -> String {
+        let s = self.status();
+        let down: Vec<&str> = s.origins.iter().filter(|o| !o.healthy).map(|o| o.id.as_str()).collect();
+        format!(
+            "{}: {} tracks; cache {} of {}; {} reads in flight{}",
+            s.state,
+            s.tracks,
+            musicfs_core::ByteSize(s.cache_bytes),
+            musicfs_core::ByteSize(s.cache_max_bytes),
+            s.reads_in_flight,
+            if down.is_empty() { String::new() } else { format!("; origins down: {}", down.join(", ")) }
+        )
+    }
+
+    /// Prometheus text exposition format.
+    pub fn metrics(&self) -> String {
+        let s = self.status();
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, value: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        };
+        gauge("musicfs_open_fds", "Open file descriptors.", s.open_fds as f64);
+        gauge("musicfs_fd_limit", "RLIMIT_NOFILE soft limit.", s.fd_limit as f64);
+        gauge("musicfs_rss_bytes", "Resident memory.", s.rss_bytes as f64);
+        gauge("musicfs_tracks", "Tracks in the mounted library.", s.tracks as f64);
+        gauge("musicfs_cache_bytes", "Chunk bytes in the cache.", s.cache_bytes as f64);
+        gauge("musicfs_cache_max_bytes", "Cache size limit.", s.cache_max_bytes as f64);
+        gauge("musicfs_cache_chunks", "Chunks in the cache.", s.chunks as f64);
+        gauge(
+            "musicfs_cache_hit_ratio",
+            "Chunk lookups served from the cache, of all chunk lookups.",
+            s.cache_hit_ratio,
+        );
+        gauge("musicfs_reads_in_flight", "FUSE reads being served.", s.reads_in_flight as f64);
+        let store = &self.store.stats;
+        let _ = writeln!(
+            out,
+            "# HELP musicfs_chunks_corrupt_total Chunks that failed their hash check.\n# TYPE musicfs_chunks_corrupt_total counter\nmusicfs_chunks_corrupt_total {}",
+            store.corrupt_detected.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP musicfs_chunks_evicted_total Chunks evicted to stay under the limit.\n# TYPE musicfs_chunks_evicted_total counter\nmusicfs_chunks_evicted_total {}",
+            store.evicted.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP musicfs_origin_up Whether the origin answered its last health check.\n# TYPE musicfs_origin_up gauge"
+        );
+        for o in &s.origins {
+            let _ = writeln!(out, "musicfs_origin_up{{origin=\"{}\"}} {}", o.id, u8::from(o.healthy));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP musicfs_fuse_ops_total FUSE operations answered.\n# TYPE musicfs_fuse_ops_total counter"
+        );
+        for (op, count, _) in &s.fuse_ops {
+            let _ = writeln!(out, "musicfs_fuse_ops_total{{op=\"{op}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP musicfs_fuse_op_errors_total FUSE operations answered with an error.\n# TYPE musicfs_fuse_op_errors_total counter"
+        );
+        for (op, _, errors) in &s.fuse_ops {
+            let _ = writeln!(out, "musicfs_fuse_op_errors_total{{op=\"{op}\"}} {errors}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP musicfs_read_duration_seconds Time to answer a FUSE read.\n# TYPE musicfs_read_duration_seconds histogram"
+        );
+        let buckets = self.fs.stats.read_histogram();
+        let mut cumulative = 0;
+        for (i, count) in buckets.iter().enumerate() {
+            cumulative += count;
+            let le = READ_BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "musicfs_read_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "musicfs_read_duration_seconds_sum {}\nmusicfs_read_duration_seconds_count {cumulative}",
+            self.fs.stats.read_seconds_total()
+        );
+        out
+    }
+}

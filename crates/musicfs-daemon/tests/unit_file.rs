@@ -1,0 +1,88 @@
+//! The shipped systemd unit (dist/musicfs.service) says what the failure modes need: notify readiness, a
+//! watchdog, a real ExecStop, a lazy-unmount ExecStopPost, restarts, resource limits — and no hardening
+//! option that would put the service in its own mount namespace and hide the mount from everyone else.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+fn unit() -> HashMap<String, Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/musicfs.service");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut keys: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with('[') || line.is_empty() {
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not key=value: {line}"));
+        keys.entry(key.to_owned()).or_default().push(value.to_owned());
+    }
+    keys
+}
+
+fn one<'a>(unit: &'a HashMap<String, Vec<String>>, key: &str) -> &'a str {
+    match unit.get(key).map(Vec::as_slice) {
+        Some([value]) => value,
+        other => panic!("{key}: expected exactly one value, got {other:?}"),
+    }
+}
+
+/// Proves L1: 3.7, 2.10, 3.1, 2.7
+#[test]
+fn the_unit_stops_through_the_daemon_and_never_leaves_a_dead_mount() {
+    let u = unit();
+    assert_eq!(one(&u, "Type"), "notify");
+    assert_eq!(one(&u, "NotifyAccess"), "main");
+    assert!(one(&u, "WatchdogSec").trim_end_matches('s').parse::<u32>().is_ok_and(|s| s > 0));
+    assert!(one(&u, "ExecStart").contains("musicfs mount --config ${MUSICFS_CONFIG}"));
+    assert!(one(&u, "ExecStop").contains("musicfs shutdown --config ${MUSICFS_CONFIG}"));
+    let post = one(&u, "ExecStopPost");
+    assert!(post.starts_with('-') && post.contains("fusermount3 -uz ${MUSICFS_MOUNT_POINT}"), "{post}");
+    assert_eq!(one(&u, "Restart"), "on-failure");
+    assert!(u.contains_key("RestartSec") && u.contains_key("TimeoutStopSec"));
+    assert_eq!(one(&u, "ExecReload"), "/bin/kill -HUP $MAINPID");
+
+    // The unit's environment and the example config agree on the mount point.
+    let env: Vec<&String> = u["Environment"].iter().collect();
+    assert!(env.iter().any(|e| *e == "MUSICFS_MOUNT_POINT=/mnt/music"), "{env:?}");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/musicfs.toml");
+    let config = musicfs_core::Config::load(&example).unwrap();
+    assert_eq!(config.mount_point, Path::new("/mnt/music"));
+    assert!(config.fuse.allow_other, "a system mount serves other users");
+}
+
+/// Proves L1: 5.8
+#[test]
+fn the_unit_bounds_resources_and_hardens_without_hiding_the_mount() {
+    let u = unit();
+    for key in ["LimitNOFILE", "MemoryHigh", "MemoryMax", "TasksMax", "OOMScoreAdjust"] {
+        assert!(u.contains_key(key), "{key} is set");
+    }
+    assert!(one(&u, "LimitNOFILE").parse::<u64>().is_ok_and(|n| n >= 4096));
+    assert_eq!(one(&u, "DeviceAllow"), "/dev/fuse rw");
+    assert_eq!(one(&u, "NoNewPrivileges"), "yes");
+    assert!(one(&u, "CapabilityBoundingSet").contains("CAP_SYS_ADMIN"), "mounting needs it");
+    for namespacing in [
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "PrivateMounts",
+        "PrivateUsers",
+        "ReadWritePaths",
+        "ReadOnlyPaths",
+        "InaccessiblePaths",
+        "TemporaryFileSystem",
+        "BindPaths",
+        "BindReadOnlyPaths",
+        "ProtectKernelModules",
+        "ProtectKernelTunables",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectHostname",
+        "ProtectProc",
+        "MountFlags",
+        "RootDirectory",
+    ] {
+        assert!(!u.contains_key(namespacing), "{namespacing} would hide the FUSE mount from everyone else");
+    }
+}
