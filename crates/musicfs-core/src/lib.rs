@@ -1,4 +1,5 @@
-//! Shared foundations of MusicFS: the configuration file, byte-size and duration values, and logging setup.
+//! Shared foundations of MusicFS: the configuration file, byte-size and duration values, logging and the
+//! panic hook, and the task supervisor.
 //!
 //! Everything here is plain data and has no I/O beyond reading the config file, so every other crate
 //! can depend on it.
@@ -6,6 +7,7 @@
 pub mod config;
 pub mod failpoints;
 pub mod logging;
+pub mod supervisor;
 pub mod units;
 
 pub use config::{

@@ -34,3 +34,38 @@ pub fn install_panic_hook() {
         tracing::error!(thread = thread.name().unwrap_or("unnamed"), location, payload, %backtrace, "2.2 panic");
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Proves L1: 2.2
+    #[test]
+    fn the_panic_hook_logs_thread_location_payload_and_backtrace() {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).init();
+        super::install_panic_hook();
+        let joined =
+            std::thread::Builder::new().name("musicfs-worker".into()).spawn(|| panic!("disk on fire")).unwrap().join();
+        assert!(joined.is_err());
+        let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        for needle in ["2.2 panic", "musicfs-worker", "disk on fire", "logging.rs", "backtrace"] {
+            assert!(log.contains(needle), "{needle} missing from:\n{log}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! The daemon's background work, all stopped by one cancellation token: periodic delta sync, write-back of
-//! chunk access times, the chunk scrubber (6.4), and returning freed memory to the system.
+//! The daemon's background work, as three loops the supervisor runs (and restarts) and one cancellation
+//! token stops: the origin health monitor, the library watcher (delta sync), and cache upkeep (access-time
+//! write-back, the chunk scrubber of 6.4, the descriptor watch of 5.3).
 
 use musicfs_cas::ChunkStore;
 use musicfs_fuse::MusicFs;
@@ -29,26 +30,48 @@ pub struct Background {
 }
 
 impl Background {
-    pub async fn run(self, cancel: CancellationToken) {
-        let mut flush = tokio::time::interval(ACCESS_FLUSH_EVERY);
-        let mut scrub = tokio::time::interval(SCRUB_EVERY);
+    /// The health monitor (critical): one bounded, concurrent round of origin checks per interval.
+    pub async fn health_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+        let mut tick = tokio::time::interval(self.health_every);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => self.health_round().await,
+            }
+        }
+    }
+
+    /// The library watcher (critical): a delta sync after start (unless the start scanned) and then every
+    /// sync interval.
+    pub async fn sync_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
         let mut resync = tokio::time::interval(self.sync_every);
-        let mut scrub_cursor = None;
-        let mut health = tokio::time::interval(self.health_every);
-        let mut resources = tokio::time::interval(RESOURCE_CHECK_EVERY);
-        let mut fd_warned = false;
-        flush.tick().await;
-        scrub.tick().await;
         if !self.sync_now {
             resync.tick().await;
         }
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return Ok(()),
                 _ = resync.tick() => self.delta_sync().await,
+            }
+        }
+    }
+
+    /// Cache upkeep: access-time write-back, the scrubber, and the descriptor watch.
+    pub async fn maintenance_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+        let mut flush = tokio::time::interval(ACCESS_FLUSH_EVERY);
+        let mut scrub = tokio::time::interval(SCRUB_EVERY);
+        let mut resources = tokio::time::interval(RESOURCE_CHECK_EVERY);
+        let (mut scrub_cursor, mut fd_warned) = (None, false);
+        flush.tick().await;
+        scrub.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.flush_access_times().await;
+                    return Ok(());
+                }
                 _ = flush.tick() => self.flush_access_times().await,
                 _ = scrub.tick() => scrub_cursor = self.scrub(scrub_cursor).await,
-                _ = health.tick() => self.health_round().await,
                 _ = resources.tick() => fd_warned = watch_resources(fd_warned),
             }
         }

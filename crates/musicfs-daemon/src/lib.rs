@@ -202,7 +202,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
     let tracks = fs.tree().file_count();
     tracing::info!(mount_point = %mount_point.display(), tracks, elapsed_ms = started.elapsed().as_millis() as u64, "mounted and serving");
     let cancel = CancellationToken::new();
-    let background_alive = Arc::new(AtomicBool::new(true));
+    let supervisor = musicfs_core::supervisor::Supervisor::new(cancel.child_token());
     let shared = Arc::new(state::Shared {
         fs: fs.clone(),
         store: store.clone(),
@@ -215,14 +215,14 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
                 .map(|o| state::OriginStatus { id: o.id().to_owned(), healthy: true, last_error: None })
                 .collect(),
         ),
-        background_alive: background_alive.clone(),
+        supervisor: supervisor.clone(),
         stopping: AtomicBool::new(false),
     });
     let socket = control::socket_path(&config.cache_dir);
     control::start(&socket, shared.clone(), request_tx.clone(), cancel.child_token()).map_err(start_err)?;
     systemd::ready(&shared.status_line());
 
-    let work = background::Background {
+    let work = Arc::new(background::Background {
         shared: shared.clone(),
         health_every: config.health.interval.0,
         health_timeout: config.health.timeout.0,
@@ -232,22 +232,24 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         origins: origins.clone(),
         sync_now: !first_run,
         sync_every: config.library.sync_interval.0,
-    };
-    let (token, alive_flag) = (cancel.child_token(), background_alive.clone());
-    let background = tokio::spawn(async move {
-        let _alive = ClearOnDrop(alive_flag);
-        work.run(token).await;
     });
+    let w = work.clone();
+    supervisor.spawn("health monitor", true, move |token| w.clone().health_loop(token));
+    let w = work.clone();
+    supervisor.spawn("library watcher", true, move |token| w.clone().sync_loop(token));
+    let w = work.clone();
+    supervisor.spawn("cache upkeep", false, move |token| w.clone().maintenance_loop(token));
+
     if let Some(interval) = systemd::watchdog_interval() {
         tracing::info!(?interval, "3.1 systemd watchdog enabled");
         let (mp, alive, cancel) = (mount_point.clone(), session_alive.clone(), cancel.child_token());
-        let background_alive = background_alive.clone();
+        let supervisor = supervisor.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = systemd::watchdog_loop(
                     interval,
-                    move || self_check(mp.clone(), alive.clone(), background_alive.clone()),
+                    move || self_check(mp.clone(), alive.clone(), supervisor.clone()),
                     || systemd::notify(&[sd_notify::NotifyState::Watchdog]),
                 ) => {}
             }
@@ -273,7 +275,6 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
             },
             result = &mut ended_rx => {
                 cancel.cancel();
-                background.abort();
                 return session_ended(result, &mount_point, &reader, &db).await;
             }
         }
@@ -291,7 +292,8 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
     }
     let drained_ms = stopping.elapsed().as_millis() as u64;
     cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), background).await;
+    // The supervised loops see the token at their next await; give them a moment to write back state.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     if let Err(e) = reader.flush(INGEST_WAIT_AT_SHUTDOWN).await {
         tracing::warn!(error = %e, "could not flush the chunk cache");
     }
@@ -336,21 +338,12 @@ async fn session_ended(
     Err(DaemonError::Aborted)
 }
 
-/// Clears a liveness flag when dropped: when the task holding it ends, normally or by a panic.
-struct ClearOnDrop(Arc<AtomicBool>);
-
-impl Drop for ClearOnDrop {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
-
-/// The watchdog's self-check (3.1): the FUSE thread and the background task are alive, the mount answers a
+/// The watchdog's self-check (3.1): the FUSE thread is alive, no critical task has been given up, the mount answers a
 /// listing (which always reaches the daemon, unlike a cached stat), and the runtime ran this check at all.
 async fn self_check(
     mount_point: PathBuf,
     session_alive: Arc<AtomicBool>,
-    background: Arc<AtomicBool>,
+    supervisor: musicfs_core::supervisor::Supervisor,
 ) -> Result<(), String> {
     #[cfg(feature = "failpoints")]
     if fail::eval("daemon::watchdog::selfcheck_stall", |_| ()).is_some() {
@@ -359,8 +352,9 @@ async fn self_check(
     if !session_alive.load(Ordering::SeqCst) {
         return Err("the FUSE session thread has ended".into());
     }
-    if !background.load(Ordering::SeqCst) {
-        return Err("the background task has died".into());
+    let dead = supervisor.dead_critical();
+    if !dead.is_empty() {
+        return Err(format!("critical tasks given up: {}", dead.join(", ")));
     }
     tokio::task::spawn_blocking(move || {
         std::fs::read_dir(&mount_point).map(|mut d| d.next()).map_err(|e| format!("the mount does not answer: {e}"))

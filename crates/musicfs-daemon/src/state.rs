@@ -9,6 +9,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ pub struct Shared {
     pub mount_point: PathBuf,
     pub started: Instant,
     pub origins: RwLock<Vec<OriginStatus>>,
-    pub background_alive: Arc<AtomicBool>,
+    pub supervisor: musicfs_core::supervisor::Supervisor,
     pub stopping: AtomicBool,
 }
 
@@ -47,7 +48,7 @@ pub struct Status {
     pub open_fds: u64,
     pub fd_limit: u64,
     pub rss_bytes: u64,
-    pub tasks: Vec<(String, bool)>,
+    pub tasks: Vec<musicfs_core::supervisor::TaskHealth>,
 }
 
 /// Open descriptors of this process and its soft limit.
@@ -102,7 +103,7 @@ impl Shared {
             open_fds,
             fd_limit,
             rss_bytes: rss_bytes(),
-            tasks: vec![("background".into(), self.background_alive.load(Ordering::SeqCst))],
+            tasks: self.supervisor.health(),
         }
     }
 
