@@ -102,6 +102,9 @@ fn status(args: CacheArgs, json: bool) -> ExitCode {
         v["chunks"],
         v["cache_hit_ratio"].as_f64().unwrap_or(0.0)
     );
+    if let Some(why) = v["cache_write_failure"].as_str() {
+        println!("            NOT CACHING: {why}");
+    }
     for o in v["origins"].as_array().into_iter().flatten() {
         let state = if o["healthy"].as_bool() == Some(true) {
             "up".to_owned()

@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod resilience;
 mod sample_library;
+mod system_test;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Command {
     Resilience(resilience::Args),
     /// The one-minute tour: sample library → mount → list → play with mpv → unmount.
     Demo(demo::Args),
+    /// Boot the real unit under systemd in an nspawn container and run every probe scenario inside.
+    SystemTest(system_test::Args),
     /// Write a real, playable, tagged sample music library (with hostile cases) into DIR.
     SampleLibrary(sample_library::Args),
     /// Measure read throughput and library-scale mount time and memory against MusicFS's targets.
@@ -43,6 +46,7 @@ pub fn workspace_root() -> std::path::PathBuf {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Demo(args) => demo::run(&args),
+        Command::SystemTest(args) => system_test::run_system_test(&args),
         Command::Resilience(args) => resilience::run(&args),
         Command::SampleLibrary(args) => sample_library::run(&args),
         Command::Bench(args) => bench::run(&args),

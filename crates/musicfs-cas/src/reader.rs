@@ -222,6 +222,11 @@ impl Reader {
     async fn chunk_bytes(&self, file: &FileRef, c: &ChunkRef) -> Result<Bytes, ReadError> {
         if let Some(data) = self.memory.get(&c.hash) {
             self.stats.chunk_hits.fetch_add(1, Ordering::Relaxed);
+            // A chunk the store lost (evicted, or never written while the disk was full) is written back
+            // when it is used again, so caching resumes for music that is still being played (2.8).
+            if !self.store.contains(&c.hash) {
+                self.persist(c.hash, data.clone()).await;
+            }
             return Ok(data);
         }
         let cell = lock(&self.loading).entry(c.hash).or_default().clone();

@@ -85,6 +85,10 @@ impl Index {
     }
 }
 
+/// 2.8 watermark on the cache filesystem's real use: above it, evict harder (a tenth of the cache). Chunks
+/// are written only with 1 % of the disk to spare; without it, caching stops and reads come from the origin.
+const WATERMARK_EVICT_HARDER: f64 = 0.90;
+
 /// Chunks re-hashed at every open, a quick probe for bit rot (the scrubber covers the rest).
 const RECHECK_SAMPLE: usize = 8;
 
@@ -153,6 +157,10 @@ pub struct ChunkStore {
     max_size: AtomicU64,
     /// The LRU clock: one tick per access.
     clock: AtomicU64,
+    /// Set while chunk writes fail (2.8, 6.6); cleared by the next successful write.
+    write_failure: Mutex<Option<String>>,
+    /// The cache filesystem is above the eviction watermark (logged once per episode).
+    squeezed: std::sync::atomic::AtomicBool,
     pub stats: StoreStats,
 }
 
@@ -209,6 +217,8 @@ impl ChunkStore {
             index: Mutex::new(Index::default()),
             max_size: AtomicU64::new(max_size),
             clock: AtomicU64::new(0),
+            write_failure: Mutex::new(None),
+            squeezed: std::sync::atomic::AtomicBool::new(false),
             stats: StoreStats::default(),
         }
     }
@@ -478,17 +488,88 @@ impl ChunkStore {
                 continue;
             }
             let size = data.len() as u64;
+            // 2.8: the filesystem under the cache may fill up for reasons of its own (other files, a small
+            // disk): watermarks on its real free space, not only on max_size.
+            if !self.make_disk_room(size)? {
+                self.note_write_failure("cache disk full: not caching, reading from the origin");
+                return Ok(());
+            }
             // Written but not yet indexed chunks count against the limit too.
             let pending = self.lock().reserved;
             self.evict_to(self.max_size().saturating_sub(size + pending))?;
             self.lock().reserved += size;
             if let Err(e) = self.write_chunk_file(hash, data) {
                 self.lock().reserved -= size;
+                self.note_write_failure(&e.to_string());
                 return Err(e);
             }
             added.push((*hash, size));
         }
+        if !added.is_empty() {
+            self.clear_write_failure();
+        }
         Ok(())
+    }
+
+    /// (free bytes, total bytes) of the cache filesystem (statvfs), if it can be read.
+    pub fn disk_space(&self) -> Option<(u64, u64)> {
+        let c_path = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: an all-zero statvfs is a valid value for this plain C struct.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: statvfs writes into the struct we own; the path is NUL-terminated.
+        if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
+            return None;
+        }
+        Some((st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
+    }
+
+    /// Watermarks (2.8): above 90 % use, evict a tenth of the cache; a chunk is written only if it fits with
+    /// 1 % of the disk to spare, evicting least-recently-used chunks to make it fit. False: no room (the
+    /// disk is full of other things), so do not cache now.
+    fn make_disk_room(&self, size: u64) -> Result<bool, StoreError> {
+        let Some((free, total)) = self.disk_space() else { return Ok(true) };
+        let above = (total - free) as f64 >= total as f64 * WATERMARK_EVICT_HARDER;
+        if above != self.squeezed.swap(above, Ordering::Relaxed) {
+            if above {
+                tracing::warn!(free, total, "2.8 cache disk above 90%: evicting harder to keep room");
+            } else {
+                tracing::info!(free, total, "2.8 cache disk back under 90%");
+            }
+        }
+        if above {
+            self.evict_to(self.total_bytes() * 9 / 10)?;
+        }
+        let spare = total / 100;
+        let Some((free, _)) = self.disk_space() else { return Ok(true) };
+        if free >= size + spare {
+            return Ok(true);
+        }
+        let missing = size + spare - free;
+        if self.total_bytes() < missing {
+            return Ok(false);
+        }
+        self.evict_to(self.total_bytes() - missing)?;
+        Ok(self.disk_space().is_none_or(|(free, _)| free >= size + spare))
+    }
+
+    fn note_write_failure(&self, why: &str) {
+        let mut failing = self.write_failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failing.is_none() {
+            tracing::warn!(why, "2.8 cache writes stopped; reads are served from the origin (degraded)");
+        }
+        *failing = Some(why.to_owned());
+    }
+
+    fn clear_write_failure(&self) {
+        let mut failing = self.write_failure.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = failing.take() {
+            tracing::info!(was = why, "2.8 cache writes work again");
+        }
+    }
+
+    /// Why the cache cannot take new chunks right now (disk full, read-only, I/O errors), if it cannot.
+    pub fn write_failure(&self) -> Option<String> {
+        self.write_failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn write_chunk_file(&self, hash: &ChunkHash, data: &[u8]) -> Result<(), StoreError> {
@@ -498,10 +579,15 @@ impl ChunkStore {
             path: tmp_path.clone(),
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         }));
-        let mut file = std::fs::File::create(&tmp_path).map_err(io_err(&tmp_path))?;
-        file.write_all(data).map_err(io_err(&tmp_path))?;
-        file.sync_data().map_err(io_err(&tmp_path))?;
-        drop(file);
+        let written = std::fs::File::create(&tmp_path).and_then(|mut file| {
+            file.write_all(data)?;
+            file.sync_data()
+        });
+        if let Err(e) = written {
+            // A half-written temp file on a full disk would only make it fuller.
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(StoreError::Io { path: tmp_path, source: e });
+        }
         fail::fail_point!("cas::put::after_write_before_rename", |_| Err(StoreError::Io {
             path: tmp_path.clone(),
             source: std::io::Error::other("failpoint cas::put::after_write_before_rename"),

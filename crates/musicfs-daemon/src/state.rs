@@ -40,6 +40,7 @@ pub struct Status {
     pub tracks: u64,
     pub cache_bytes: u64,
     pub cache_max_bytes: u64,
+    pub cache_write_failure: Option<String>,
     pub chunks: u64,
     pub cache_hit_ratio: f64,
     pub reads_in_flight: u64,
@@ -79,6 +80,22 @@ impl Shared {
         }
     }
 
+    /// Why the cache cannot grow right now (2.8, 6.6): writes failing, or its disk (nearly) full of other
+    /// files. Music keeps playing from the origins; the state is "degraded".
+    pub fn cache_trouble(&self) -> Option<String> {
+        if let Some(why) = self.store.write_failure() {
+            return Some(why);
+        }
+        let (free, total) = self.store.disk_space()?;
+        (free < total / 50).then(|| {
+            format!(
+                "cache disk nearly full: {} free of {}",
+                musicfs_core::ByteSize(free),
+                musicfs_core::ByteSize(total)
+            )
+        })
+    }
+
     pub fn status(&self) -> Status {
         let (open_fds, fd_limit) = fd_usage();
         let stats = &self.reader.stats;
@@ -86,7 +103,15 @@ impl Shared {
         let misses = stats.chunk_misses.load(Ordering::Relaxed);
         Status {
             pid: std::process::id(),
-            state: if self.stopping.load(Ordering::SeqCst) { "stopping" } else { self.library_state().as_str() },
+            state: if self.stopping.load(Ordering::SeqCst) {
+                "stopping"
+            } else if self.library_state() == LibraryState::Ready && self.cache_trouble().is_some() {
+                // 2.8, 6.6: the cache cannot take chunks; music still plays from the origins.
+                "degraded"
+            } else {
+                self.library_state().as_str()
+            },
+            cache_write_failure: self.cache_trouble(),
             uptime_secs: self.started.elapsed().as_secs(),
             mount_point: self.mount_point.display().to_string(),
             tracks: self.fs.tree().file_count() as u64,

@@ -74,15 +74,22 @@ pub fn scan_proofs(root: &Path) -> Result<Vec<Proof>> {
             let Some((layer, ids)) = rest.split_once(':') else {
                 bail!("{}:{}: expected `/// Proves L<n>: <ids>`", file.display(), i + 1);
             };
-            let test_fn = lines[i + 1..]
+            // The item the doc comment belongs to: the first line after it that is not doc or attribute.
+            let item = lines[i + 1..]
                 .iter()
                 .map(|l| l.trim())
-                .find_map(|l| {
-                    let after = l.strip_prefix("async fn ").or_else(|| l.strip_prefix("fn "))?;
-                    after.split(['(', '<']).next().map(str::to_owned)
-                })
+                .find(|l| !(l.starts_with("///") || l.starts_with("#[") || l.starts_with("//") || l.is_empty()))
+                .unwrap_or("");
+            let mut decl = item;
+            for prefix in ["pub(crate) ", "pub ", "async ", "unsafe "] {
+                decl = decl.strip_prefix(prefix).unwrap_or(decl);
+            }
+            let test_fn = decl
+                .strip_prefix("fn ")
+                .and_then(|after| after.split(['(', '<']).next())
+                .map(str::to_owned)
                 .with_context(|| {
-                    format!("{}:{}: a Proves line without a test function after it", file.display(), i + 1)
+                    format!("{}:{}: a Proves line must document a test function, found `{item}`", file.display(), i + 1)
                 })?;
             proofs.push(Proof {
                 test_fn,

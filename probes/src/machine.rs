@@ -1,0 +1,276 @@
+//! The machine under test as the probe sees it: the unit (systemctl, unit properties, the journal), the
+//! mount (mountinfo, reads), the origin (the bytes every read is checked against) and the cache directory.
+
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub struct Machine {
+    pub unit: String,
+    pub config: String,
+    pub mount_point: PathBuf,
+    pub cache_dir: PathBuf,
+    pub origin: PathBuf,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum MountState {
+    Absent,
+    Serving,
+    /// A FUSE mount that no longer answers: what a killed daemon leaves without cleanup.
+    Dead,
+}
+
+pub fn now_epoch() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn hash_file(path: &Path) -> Result<[u8; 32]> {
+    Ok(*blake3::hash(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?).as_bytes())
+}
+
+fn walk(root: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            walk(&entry.path(), out)?;
+        } else {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
+}
+
+impl Machine {
+    pub fn new(unit: &str, config: &str) -> Result<Machine> {
+        let text = std::fs::read_to_string(config).with_context(|| format!("reading {config}"))?;
+        let value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {config}"))?;
+        let get = |v: Option<&toml::Value>, what: &str| -> Result<PathBuf> {
+            v.and_then(|v| v.as_str()).map(PathBuf::from).with_context(|| format!("{config} has no {what}"))
+        };
+        Ok(Machine {
+            unit: unit.to_owned(),
+            config: config.to_owned(),
+            mount_point: get(value.get("mount_point"), "mount_point")?,
+            cache_dir: get(value.get("cache_dir"), "cache_dir")?,
+            origin: get(value.get("origins").and_then(|o| o.get(0)).and_then(|o| o.get("path")), "origins[0].path")?,
+        })
+    }
+
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<(bool, String)> {
+        let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        Ok((out.status.success(), text))
+    }
+
+    pub fn systemctl(&self, args: &[&str]) -> Result<String> {
+        let mut full: Vec<&str> = args.to_vec();
+        full.push(&self.unit);
+        let (ok, text) = self.run("systemctl", &full)?;
+        if !ok {
+            bail!("systemctl {} {} failed: {text}", args.join(" "), self.unit);
+        }
+        Ok(text)
+    }
+
+    pub fn prop(&self, name: &str) -> String {
+        self.run("systemctl", &["show", "-p", name, "--value", &self.unit])
+            .map(|(_, t)| t.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.prop("NRestarts").parse().unwrap_or(0)
+    }
+
+    pub fn main_pid(&self) -> u64 {
+        self.prop("MainPID").parse().unwrap_or(0)
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.prop("ActiveState") == "active"
+    }
+
+    /// Stopped for good: inactive or failed, not merely deactivating.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.prop("ActiveState").as_str(), "inactive" | "failed")
+    }
+
+    /// The unit's journal (systemd's lines about it and the daemon's own) since `epoch`.
+    pub fn journal_since(&self, epoch: u64) -> String {
+        let since = format!("@{epoch}");
+        self.run("journalctl", &["-u", &self.unit, "--since", &since, "-o", "cat", "--no-pager"])
+            .map(|(_, t)| t)
+            .unwrap_or_default()
+    }
+
+    pub fn mount_state(&self) -> MountState {
+        let target = self.mount_point.to_string_lossy().replace(' ', "\\040");
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().any(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            f.get(4) == Some(&target.as_str()) && l.contains(" - fuse")
+        });
+        match (mounted, std::fs::read_dir(&self.mount_point)) {
+            (false, _) => MountState::Absent,
+            (true, Ok(_)) => MountState::Serving,
+            (true, Err(_)) => MountState::Dead,
+        }
+    }
+
+    /// Content hash → origin path, for every file of the origin.
+    pub fn origin_hashes(&self) -> Result<BTreeMap<[u8; 32], PathBuf>> {
+        let mut files = Vec::new();
+        walk(&self.origin, &mut files)?;
+        files.into_iter().map(|p| Ok((hash_file(&p)?, p))).collect()
+    }
+
+    /// Reads every file through the mount; each must equal an origin file byte for byte, and every origin
+    /// file must appear. Returns the number of files checked.
+    pub fn verify_mount(&self) -> Result<usize> {
+        let origin = self.origin_hashes()?;
+        let mut files = Vec::new();
+        walk(&self.mount_point, &mut files)?;
+        let mut seen = BTreeMap::new();
+        for path in &files {
+            let hash = hash_file(path)?;
+            if !origin.contains_key(&hash) {
+                bail!("{} matches no origin file", path.display());
+            }
+            seen.insert(hash, path.clone());
+        }
+        if seen.len() != origin.len() {
+            bail!("{} of {} origin files seen through the mount", seen.len(), origin.len());
+        }
+        Ok(files.len())
+    }
+
+    /// Waits until the unit is active and the mount serves byte-identical files; returns how long it took.
+    pub fn wait_serving(&self, limit: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < limit {
+            if self.is_active() && self.mount_state() == MountState::Serving {
+                match self.verify_mount() {
+                    Ok(_) => return Ok(started.elapsed()),
+                    Err(e) => last = format!("{e:#}"),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "not serving within {limit:?} (active: {}, mount: {:?}, last error: {last})",
+            self.is_active(),
+            self.mount_state()
+        )
+    }
+
+    pub fn wait_until(&self, limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if done() {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{what} did not happen within {limit:?}")
+    }
+
+    /// Installs a runtime drop-in for the unit and reloads systemd.
+    pub fn dropin(&self, name: &str, content: &str) -> Result<()> {
+        let dir = PathBuf::from(format!("/run/systemd/system/{}.d", self.unit));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("{name}.conf")), content)?;
+        self.run("systemctl", &["daemon-reload"])?;
+        Ok(())
+    }
+
+    pub fn remove_dropin(&self, name: &str) -> Result<()> {
+        let path = PathBuf::from(format!("/run/systemd/system/{}.d/{name}.conf", self.unit));
+        if path.exists() {
+            std::fs::remove_file(path)?;
+            self.run("systemctl", &["daemon-reload"])?;
+        }
+        Ok(())
+    }
+
+    /// `musicfs status --json` through the control socket.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let (ok, text) = self.run("musicfs", &["status", "--json", "--config", &self.config])?;
+        if !ok {
+            bail!("musicfs status failed: {text}");
+        }
+        Ok(serde_json::from_str(text.trim())?)
+    }
+
+    /// Back to a serving unit after a scenario, whatever state it left.
+    pub fn recover(&self) -> Result<()> {
+        let _ = self.remove_dropin("probe");
+        let _ = self.run("systemctl", &["kill", "-s", "SIGCONT", &self.unit]);
+        let _ = self.run("systemctl", &["reset-failed", &self.unit]);
+        if !self.is_active() {
+            let _ = self.run("systemctl", &["start", &self.unit]);
+        }
+        self.wait_serving(Duration::from_secs(60)).map(|_| ())
+    }
+}
+
+/// A player streaming one track through the mount in small reads until told to stop; every byte it gets
+/// is checked against the origin. Errors after the daemon is stopped are expected and only counted.
+pub struct Streamer {
+    stop: Arc<AtomicBool>,
+    pub bytes: Arc<AtomicU64>,
+    handle: std::thread::JoinHandle<Result<u64>>,
+}
+
+impl Streamer {
+    pub fn start(machine: &Machine) -> Result<Streamer> {
+        let origin = machine.origin_hashes()?;
+        let mut files = Vec::new();
+        walk(&machine.mount_point, &mut files)?;
+        let largest = files
+            .into_iter()
+            .max_by_key(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .context("the mount is empty")?;
+        let expected = {
+            let hash = hash_file(&largest)?;
+            std::fs::read(origin.get(&hash).context("the streamed track is not an origin file")?)?
+        };
+        let (stop, bytes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (s, b) = (stop.clone(), bytes.clone());
+        let handle = std::thread::spawn(move || -> Result<u64> {
+            use std::os::unix::fs::FileExt;
+            let mut errors = 0;
+            let mut offset = 0u64;
+            let mut buf = vec![0u8; 64 * 1024];
+            while !s.load(Ordering::SeqCst) {
+                let result = std::fs::File::open(&largest).and_then(|f| f.read_at(&mut buf, offset));
+                match result {
+                    Ok(0) => offset = 0,
+                    Ok(n) => {
+                        let at = offset as usize;
+                        if buf[..n] != expected[at..at + n] {
+                            bail!("wrong bytes at offset {offset} of {}", largest.display());
+                        }
+                        offset += n as u64;
+                        b.fetch_add(n as u64, Ordering::SeqCst);
+                    }
+                    Err(_) => errors += 1,
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(errors)
+        });
+        Ok(Streamer { stop, bytes, handle })
+    }
+
+    /// Stops the stream; returns (bytes read and verified, read errors seen).
+    pub fn finish(self) -> Result<(u64, u64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        let errors = self.handle.join().map_err(|_| anyhow::anyhow!("the streaming thread panicked"))??;
+        Ok((self.bytes.load(Ordering::SeqCst), errors))
+    }
+}

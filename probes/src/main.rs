@@ -1,0 +1,85 @@
+//! `musicfs-probe`: the system layer's scenario driver. It runs inside the machine under test (a NixOS VM
+//! or the nspawn container of `cargo xtask system-test`), drives `musicfs.service` through systemctl,
+//! reads through the mount and checks every byte against the origin, checks the journal and unit
+//! properties, measures recovery, prints one JSON object per scenario and exits non-zero on failure.
+
+mod machine;
+mod scenarios;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "musicfs-probe", about = "Break the real musicfs unit on purpose and check it recovers")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// The unit under test.
+    #[arg(long, global = true, default_value = "musicfs.service")]
+    unit: String,
+    /// The daemon's config (mount point, cache dir, origin).
+    #[arg(long, global = true, default_value = "/etc/musicfs/musicfs.toml")]
+    config: String,
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// SIGTERM while a reader streams a track: clean exit, mount gone, cache consistent; start again.
+    Sigterm,
+    /// kill -9 during reads: systemd restarts it, the stale mount is cleaned, reads byte-identical again.
+    Kill9,
+    /// A frozen daemon (SIGSTOP) and a stalled self-check are restarted by the watchdog.
+    Watchdog,
+    /// systemctl stop runs `musicfs shutdown`; with the daemon frozen, the kill and ExecStopPost follow.
+    Execstop,
+    /// The cache filesystem fills (by MusicFS, and by another process): reads go on, status degraded, recovery.
+    DiskFull,
+    /// Every scenario in turn.
+    All,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let machine = match machine::Machine::new(&cli.unit, &cli.config) {
+        Ok(m) => m,
+        Err(e) => {
+            println!("{}", serde_json::json!({ "scenario": "setup", "pass": false, "error": format!("{e:#}") }));
+            return ExitCode::FAILURE;
+        }
+    };
+    let list: Vec<(&str, fn(&machine::Machine) -> anyhow::Result<serde_json::Value>)> = match cli.scenario {
+        Scenario::Sigterm => vec![("sigterm", scenarios::sigterm)],
+        Scenario::Kill9 => vec![("kill9", scenarios::kill9)],
+        Scenario::Watchdog => vec![("watchdog", scenarios::watchdog)],
+        Scenario::Execstop => vec![("execstop", scenarios::execstop)],
+        Scenario::DiskFull => vec![("disk-full", scenarios::disk_full)],
+        Scenario::All => vec![
+            ("sigterm", scenarios::sigterm),
+            ("kill9", scenarios::kill9),
+            ("watchdog", scenarios::watchdog),
+            ("execstop", scenarios::execstop),
+            ("disk-full", scenarios::disk_full),
+        ],
+    };
+    let mut all_passed = true;
+    for (name, run) in list {
+        let started = std::time::Instant::now();
+        let result = run(&machine);
+        let mut json = match result {
+            Ok(mut details) => {
+                details["pass"] = true.into();
+                details
+            }
+            Err(e) => {
+                all_passed = false;
+                serde_json::json!({ "pass": false, "error": format!("{e:#}") })
+            }
+        };
+        json["scenario"] = name.into();
+        json["seconds"] = ((started.elapsed().as_millis() as f64) / 1000.0).into();
+        println!("{json}");
+        // Leave the unit serving for whatever runs next.
+        let _ = machine.recover();
+    }
+    if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
