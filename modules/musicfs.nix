@@ -1,0 +1,236 @@
+# NixOS module for MusicFS: `services.musicfs`.
+#
+# It reproduces dist/musicfs.service setting for setting (the unit test in
+# crates/musicfs-daemon/tests/unit_file.rs states why each one is there; nix/check.sh compares the two).
+# Differences: paths are Nix store paths (no /usr/local/bin, no /bin/kill), the config file is generated
+# from `settings`, RequiresMountsFor= orders the unit after the cache directory's mount, and
+# EnvironmentFile=/FAILPOINTS come from options. Filesystem-namespacing hardening (ProtectSystem, ProtectHome, PrivateTmp, PrivateDevices,
+# PrivateMounts, ReadWritePaths, ProtectKernel*, ProtectControlGroups, …) is left out on purpose: each one
+# puts the service in its own mount namespace, and the FUSE mount would be invisible to everyone else.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.services.musicfs;
+  settingsFormat = pkgs.formats.toml { };
+  configFile = settingsFormat.generate "musicfs.toml" cfg.settings;
+  configPath = "/etc/musicfs/musicfs.toml";
+  exe = lib.getExe' cfg.package "musicfs";
+  mountPoint = cfg.settings.mount_point;
+  cacheDir = cfg.settings.cache_dir;
+
+  # Strings, not Nix paths: a path literal would be copied into the store by the TOML generator.
+  absolutePath = lib.types.strMatching "/.*";
+
+  # systemd creates (and owns) the cache directory when it lies under /var/cache.
+  cacheDirectory =
+    if lib.hasPrefix "/var/cache/" cacheDir then lib.removePrefix "/var/cache/" cacheDir else null;
+
+  originType = lib.types.submodule {
+    freeformType = settingsFormat.type;
+    options = {
+      id = lib.mkOption {
+        type = lib.types.strMatching "[A-Za-z0-9_-]+";
+        example = "nas";
+        description = "Short stable name of the origin; it is stored with every track (renaming it means a rescan).";
+      };
+      type = lib.mkOption {
+        type = lib.types.str;
+        default = "local";
+        description = ''
+          Kind of origin. `local` (a directory: local disk, NFS or SMB mount) takes `path` (absolute) and
+          `priority` (lower is preferred, default 0). Later kinds (S3, SFTP) take their own keys; put their
+          secrets in {option}`services.musicfs.environmentFile`, not here.
+        '';
+      };
+    };
+  };
+in
+{
+  options.services.musicfs = {
+    enable = lib.mkEnableOption "MusicFS, a read-only FUSE filesystem that shows a music library by its tags";
+
+    package = lib.mkPackageOption pkgs "musicfs" {
+      extraDescription = ''
+        `pkgs.musicfs` is not in nixpkgs: it comes from this repository's flake, through
+        `overlays.default` (which also provides `pkgs.musicfs-failpoints` and `pkgs.musicfs-probe`).
+        Without the overlay, set this to `musicfs.packages.''${system}.musicfs`.
+      '';
+    };
+
+    settings = lib.mkOption {
+      default = { };
+      description = ''
+        MusicFS configuration, written as TOML to `${configPath}` (see the README's configuration
+        reference). Unknown keys are errors: the daemon refuses to start rather than ignore a typo, so set
+        only the keys it knows: `mount_point`, `cache_dir`, `[[origins]]`, `[cache]` (max_size, chunk_min,
+        chunk_avg, chunk_max, memory), `[library]` (sync_interval), `[health]` (interval, timeout),
+        `[fuse]` (read_timeout, threads, allow_other) and `[logging]` (level). Sizes are integers or
+        strings such as `"10GiB"`; durations are seconds or strings such as `"30s"`.
+      '';
+      example = lib.literalExpression ''
+        {
+          origins = [ { id = "nas"; type = "local"; path = "/srv/music"; } ];
+          cache.max_size = "20GiB";
+          fuse = { read_timeout = "20s"; allow_other = true; };
+        }
+      '';
+      type = lib.types.submodule {
+        freeformType = settingsFormat.type;
+        options = {
+          mount_point = lib.mkOption {
+            type = absolutePath;
+            default = "/mnt/music";
+            description = "Where the library appears. The daemon creates the directory.";
+          };
+          cache_dir = lib.mkOption {
+            type = absolutePath;
+            default = "/var/cache/musicfs";
+            description = ''
+              Chunk cache, chunk index, metadata database and lock file. Under `/var/cache` it is the
+              unit's `CacheDirectory=`; elsewhere the daemon creates it.
+            '';
+          };
+          origins = lib.mkOption {
+            type = lib.types.listOf originType;
+            default = [ ];
+            example = lib.literalExpression ''[ { id = "nas"; type = "local"; path = "/srv/music"; } ]'';
+            description = "Where the music comes from (`[[origins]]`); at least one is required.";
+          };
+          fuse = lib.mkOption {
+            default = { };
+            description = "The `[fuse]` table (read_timeout, threads, allow_other).";
+            type = lib.types.submodule {
+              freeformType = settingsFormat.type;
+              options.allow_other = lib.mkOption {
+                type = lib.types.bool;
+                default = false;
+                description = "Let users other than root see the mount; sets {option}`programs.fuse.userAllowOther`.";
+              };
+            };
+          };
+        };
+      };
+    };
+
+    environmentFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.path;
+      default = null;
+      example = "/run/secrets/musicfs.env";
+      description = ''
+        File of `NAME=value` lines passed as systemd `EnvironmentFile=`: the place for secrets of
+        network origins (S3 keys, SFTP passwords) so they stay out of the world-readable Nix store.
+        Give it as a string, not a Nix path literal, or the file is copied into the store.
+      '';
+    };
+
+    failpoints = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "daemon::watchdog::selfcheck_stall=return";
+      description = ''
+        For tests only: the `FAILPOINTS` environment variable of the daemon (docs/FAILPOINTS.md). It has an
+        effect only with a package built with the `failpoints` cargo feature, such as the flake's
+        `musicfs-failpoints`; a release build ignores it. Never set this on a machine you rely on.
+      '';
+    };
+
+    watchdogSec = lib.mkOption {
+      type = lib.types.ints.unsigned;
+      default = 30;
+      description = ''
+        systemd `WatchdogSec=`, in seconds. The daemon sends `WATCHDOG=1` only while its self-checks pass,
+        so a hung daemon is killed and restarted. 0 turns the watchdog off.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.settings.origins != [ ];
+        message = "services.musicfs.settings.origins: at least one origin is required (the daemon refuses to start without one).";
+      }
+    ];
+
+    warnings = lib.optional (
+      cfg.failpoints != null
+    ) "services.musicfs.failpoints is set: failpoints are for tests only, and need a package built with the `failpoints` feature.";
+
+    boot.kernelModules = [ "fuse" ];
+    programs.fuse.userAllowOther = lib.mkIf cfg.settings.fuse.allow_other true;
+
+    environment.etc."musicfs/musicfs.toml".source = configFile;
+    # `musicfs cache verify|repair`, `musicfs shutdown` and friends for the administrator.
+    environment.systemPackages = [ cfg.package ];
+
+    systemd.services.musicfs = {
+      description = "MusicFS: a music library by its tags, cached for offline playback";
+      documentation = [ "man:fusermount3(1)" ];
+      wants = [ "network-online.target" ];
+      after = [
+        "network-online.target"
+        "remote-fs.target"
+      ];
+      wantedBy = [ "multi-user.target" ];
+      # A changed config restarts the daemon: SIGHUP applies only some keys live (3.6).
+      restartTriggers = [ configFile ];
+      # fuser (pure-Rust mount) runs fusermount3 to unmount; the daemon clears stale mounts with it.
+      path = [ pkgs.fuse3 ];
+      unitConfig.RequiresMountsFor = [ cacheDir ];
+
+      environment = {
+        MUSICFS_CONFIG = configPath;
+        MUSICFS_MOUNT_POINT = mountPoint;
+      }
+      // lib.optionalAttrs (cfg.failpoints != null) { FAILPOINTS = cfg.failpoints; };
+
+      serviceConfig = {
+        Type = "notify";
+        NotifyAccess = "main";
+        ExecStart = "${exe} mount --config ${configPath}";
+        # 3.7: a real, ordered shutdown through the control socket; returns once the daemon has exited.
+        ExecStop = "${exe} shutdown --config ${configPath} --drain-timeout 5s";
+        # 2.7 / 3.7 safety net: never leave a dead mount behind ("-": never fails the stop).
+        ExecStopPost = "-${pkgs.fuse3}/bin/fusermount3 -uz ${mountPoint}";
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+        Restart = "on-failure";
+        RestartSec = "2s";
+        # The first start scans the whole library; later starts load it from the database.
+        TimeoutStartSec = "15min";
+        TimeoutStopSec = "30s";
+        # 3.1: WATCHDOG=1 is sent only while the self-checks pass; a hung daemon is restarted.
+        WatchdogSec = "${toString cfg.watchdogSec}s";
+        CacheDirectory = lib.mkIf (cacheDirectory != null) cacheDirectory;
+        RuntimeDirectory = "musicfs";
+        EnvironmentFile = lib.mkIf (cfg.environmentFile != null) cfg.environmentFile;
+
+        # 5.8: bounds on runaway resource use.
+        LimitNOFILE = 65536;
+        MemoryHigh = "768M";
+        MemoryMax = "1G";
+        TasksMax = 2048;
+        OOMScoreAdjust = -200;
+
+        # Hardening that keeps the mount visible outside the unit: nothing here creates a mount namespace.
+        NoNewPrivileges = true;
+        CapabilityBoundingSet = "CAP_SYS_ADMIN CAP_DAC_READ_SEARCH";
+        DevicePolicy = "closed";
+        DeviceAllow = "/dev/fuse rw";
+        RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = "@system-service @mount";
+        SystemCallErrorNumber = "EPERM";
+      };
+    };
+  };
+}
