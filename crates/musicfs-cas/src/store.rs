@@ -85,9 +85,10 @@ impl Index {
     }
 }
 
-/// 2.8 watermark on the cache filesystem's real use: above it, evict harder (a tenth of the cache). Chunks
-/// are written only with 1 % of the disk to spare; without it, caching stops and reads come from the origin.
+/// 2.8 watermarks on the cache filesystem's real use: above the first, evict down to the second. Chunks are
+/// written only with 1 % of the disk to spare; without it, caching pauses and reads come from the origin.
 const WATERMARK_EVICT_HARDER: f64 = 0.90;
+const WATERMARK_EVICT_TO: f64 = 0.80;
 
 /// Chunks re-hashed at every open, a quick probe for bit rot (the scrubber covers the rest).
 const RECHECK_SAMPLE: usize = 8;
@@ -523,33 +524,33 @@ impl ChunkStore {
         Some((st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
     }
 
-    /// Watermarks (2.8): above 90 % use, evict a tenth of the cache; a chunk is written only if it fits with
-    /// 1 % of the disk to spare, evicting least-recently-used chunks to make it fit. False: no room (the
-    /// disk is full of other things), so do not cache now.
+    /// Watermarks (2.8) on the cache filesystem's real use. Above 90 %, evict least-recently-used chunks down
+    /// to 80 % (hysteresis: no flapping). A chunk is written only if it fits with 1 % of the disk to spare,
+    /// evicting older chunks to make it fit — unless other files hold most of the disk, where evicting would
+    /// only churn the cache: then caching pauses and reads come from the origin. False: no room now.
     fn make_disk_room(&self, size: u64) -> Result<bool, StoreError> {
         let Some((free, total)) = self.disk_space() else { return Ok(true) };
-        let above = (total - free) as f64 >= total as f64 * WATERMARK_EVICT_HARDER;
-        if above != self.squeezed.swap(above, Ordering::Relaxed) {
-            if above {
-                tracing::warn!(free, total, "2.8 cache disk above 90%: evicting harder to keep room");
-            } else {
-                tracing::info!(free, total, "2.8 cache disk back under 90%");
+        let used = total - free;
+        if used as f64 >= total as f64 * WATERMARK_EVICT_HARDER {
+            if !self.squeezed.swap(true, Ordering::Relaxed) {
+                tracing::warn!(free, total, "2.8 cache disk above 90%: evicting down to 80%");
             }
+            let excess = used.saturating_sub((total as f64 * WATERMARK_EVICT_TO) as u64);
+            self.evict_to(self.total_bytes().saturating_sub(excess))?;
+        } else if (used as f64) < total as f64 * WATERMARK_EVICT_TO && self.squeezed.swap(false, Ordering::Relaxed) {
+            tracing::info!(free, total, "2.8 cache disk back under 80%");
         }
-        if above {
-            self.evict_to(self.total_bytes() * 9 / 10)?;
-        }
-        let spare = total / 100;
-        let Some((free, _)) = self.disk_space() else { return Ok(true) };
-        if free >= size + spare {
+        let Some((free, total)) = self.disk_space() else { return Ok(true) };
+        let needed = size + total / 100;
+        if free >= needed {
             return Ok(true);
         }
-        let missing = size + spare - free;
-        if self.total_bytes() < missing {
+        let others = (total - free).saturating_sub(self.total_bytes());
+        if others > total / 2 || self.total_bytes() < needed - free {
             return Ok(false);
         }
-        self.evict_to(self.total_bytes() - missing)?;
-        Ok(self.disk_space().is_none_or(|(free, _)| free >= size + spare))
+        self.evict_to(self.total_bytes() - (needed - free))?;
+        Ok(self.disk_space().is_none_or(|(free, total)| free >= size + total / 100))
     }
 
     fn note_write_failure(&self, why: &str) {

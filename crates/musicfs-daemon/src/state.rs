@@ -42,6 +42,8 @@ pub struct Status {
     pub cache_max_bytes: u64,
     pub cache_write_failure: Option<String>,
     pub chunks: u64,
+    /// Chunks written to the cache since start.
+    pub chunks_written: u64,
     pub cache_hit_ratio: f64,
     pub reads_in_flight: u64,
     pub origins: Vec<OriginStatus>,
@@ -118,6 +120,7 @@ impl Shared {
             cache_bytes: self.store.total_bytes(),
             cache_max_bytes: self.store.max_size(),
             chunks: self.store.chunk_count() as u64,
+            chunks_written: self.store.stats.written.load(Ordering::Relaxed),
             cache_hit_ratio: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
             reads_in_flight: self.fs.gate.in_flight() as u64,
             origins: self.origins.read().unwrap_or_else(|p| p.into_inner()).clone(),
