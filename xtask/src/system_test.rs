@@ -26,7 +26,7 @@ pub struct Args {
 const PACKAGES: &str = "systemd,systemd-sysv,dbus,fuse3,util-linux,coreutils";
 const SUITE: &str = "bookworm";
 /// The cache filesystem is this small so that disk-full is real; the library is larger.
-const CACHE_FS_MIB: u64 = 16;
+const CACHE_FS_MIB: u64 = 64;
 
 fn run(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {what}"))?;
@@ -100,7 +100,7 @@ fn install(root: &Path, workspace: &Path, target: &Path) -> Result<usize> {
         &musicfs_test_utils::sample::SampleOptions { tracks: 6, hostile: false, seconds: 1.0 },
     )?;
     for i in 0..6u64 {
-        let data = musicfs_test_utils::files::pseudo_random_bytes(4 << 20, 100 + i);
+        let data = musicfs_test_utils::files::pseudo_random_bytes(16 << 20, 100 + i);
         std::fs::write(library.join(format!("big{i}.wav")), data)?;
     }
     Ok(tracks.len() + 6)
