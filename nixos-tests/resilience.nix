@@ -62,7 +62,14 @@ pkgs.testers.runNixOSTest {
             ];
             # Above the 32 MiB filesystem on purpose: reading the ~48 MB library fills the disk before
             # the size limit, which is what the disk-full scenario exercises (free-space watermarks).
-            cache.max_size = "1GiB";
+            # Chunks much smaller than the 80-90 % watermark band (3.2 MiB here), or one chunk write would
+            # cross both watermarks and the cache would evict on every write (seen with the nspawn runner).
+            cache = {
+              max_size = "1GiB";
+              chunk_min = "64KiB";
+              chunk_avg = "256KiB";
+              chunk_max = "1MiB";
+            };
             library.sync_interval = "30s";
             health.interval = "5s";
             fuse = {
