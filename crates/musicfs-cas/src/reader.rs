@@ -342,11 +342,6 @@ impl Reader {
         let _ = tokio::task::spawn_blocking(move || manifests.remove(track_id)).await;
     }
 
-    /// Forget what is known about a track (the origin file changed or disappeared).
-    pub async fn forget_track(&self, track_id: i64) {
-        self.invalidate(track_id).await;
-    }
-
     /// Waits (bounded) for running ingests to finish and queued chunk writes to land, then writes back
     /// access times. Used at shutdown, so a track that was read to the end is cached with its manifest.
     pub async fn flush(&self, ingest_wait: Duration) -> Result<(), StoreError> {

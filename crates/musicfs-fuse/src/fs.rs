@@ -39,7 +39,6 @@ pub struct DirEntry {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FsStats {
     pub files: u64,
-    pub bytes: u64,
 }
 
 /// Counts reads in flight and, once shutdown starts, turns new ones away (2.3).
@@ -230,7 +229,7 @@ impl MusicFs {
 
     pub fn stats(&self) -> FsStats {
         let tree = self.tree();
-        FsStats { files: tree.file_count() as u64, bytes: 0 }
+        FsStats { files: tree.file_count() as u64 }
     }
 }
 
