@@ -1,10 +1,13 @@
 //! `musicfs`: the command line. Thin on purpose: parse arguments, build the config, hand over to the daemon.
 
 use clap::{Parser, Subcommand};
-use musicfs_core::config::{CacheConfig, FuseConfig, HealthConfig, LibraryConfig, LoggingConfig, OriginConfig};
+use musicfs_core::config::{
+    CacheConfig, EventsConfig, FuseConfig, HealthConfig, LibraryConfig, LoggingConfig, OriginConfig,
+};
 use musicfs_core::{ByteSize, Config, OriginKind, Seconds};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "musicfs", version, about = "A read-only FUSE filesystem that shows a music library by its tags")]
@@ -35,6 +38,16 @@ enum Command {
     },
     /// Print the running daemon's metrics in Prometheus text format.
     Metrics {
+        #[command(flatten)]
+        target: CacheArgs,
+    },
+    /// Compare the origins with the library now (instead of waiting for sync_interval) and print what changed.
+    Sync {
+        #[command(flatten)]
+        target: CacheArgs,
+    },
+    /// Follow the running daemon's events (library changes, origins going down and up), one JSON line each.
+    Events {
         #[command(flatten)]
         target: CacheArgs,
     },
@@ -72,15 +85,57 @@ fn target_cache(args: CacheArgs) -> Result<(PathBuf, ByteSize), String> {
     }
 }
 
-fn control(args: CacheArgs, command: &str) -> Result<String, String> {
+/// How long `status`, `metrics` and `shutdown` wait for the daemon's answer; a sync of a large library may
+/// take much longer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+const SYNC_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn control(args: CacheArgs, command: &str, timeout: Duration) -> Result<String, String> {
     let (cache_dir, _) = target_cache(args)?;
     let socket = musicfs_daemon::control::socket_path(&cache_dir);
-    musicfs_daemon::control::request(&socket, command)
+    musicfs_daemon::control::request(&socket, command, timeout)
         .map_err(|e| format!("no running daemon answers on {} ({e})", socket.display()))
 }
 
+/// Prints a one-shot answer, or the error; an `{"error": …}` answer fails too.
+fn print_answer(answer: Result<String, String>) -> ExitCode {
+    match answer {
+        Ok(text) if text.starts_with("{\"error\"") => {
+            eprint!("musicfs: {text}");
+            ExitCode::FAILURE
+        }
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("musicfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn events(args: CacheArgs) -> ExitCode {
+    let socket = match target_cache(args) {
+        Ok((cache_dir, _)) => musicfs_daemon::control::socket_path(&cache_dir),
+        Err(e) => {
+            eprintln!("musicfs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match musicfs_daemon::control::follow(&socket, r#"{"cmd":"events"}"#, std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`musicfs events | head`): not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("musicfs: no running daemon streams events on {} ({e})", socket.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn status(args: CacheArgs, json: bool) -> ExitCode {
-    let answer = match control(args, r#"{"cmd":"status"}"#) {
+    let answer = match control(args, r#"{"cmd":"status"}"#, ANSWER_TIMEOUT) {
         Ok(answer) => answer,
         Err(e) => {
             eprintln!("musicfs: {e}");
@@ -126,10 +181,25 @@ fn status(args: CacheArgs, json: bool) -> ExitCode {
         .into_iter()
         .flatten()
         .map(|t| {
-            format!("{} {}", t[0].as_str().unwrap_or("?"), if t[1].as_bool() == Some(true) { "alive" } else { "DEAD" })
+            let alive = if t["alive"].as_bool() == Some(true) { "alive" } else { "DEAD" };
+            format!("{} {alive} ({} restarts)", t["name"].as_str().unwrap_or("?"), t["restarts"])
         })
         .collect();
     println!("tasks:      {}", tasks.join(", "));
+    let e = &v["events"];
+    let lost: Vec<String> = e["consumers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["lost"].as_u64().unwrap_or(0) > 0)
+        .map(|c| format!("{} lost {}", c["consumer"].as_str().unwrap_or("?"), c["lost"]))
+        .collect();
+    println!(
+        "events:     {} published (queue {} per consumer){}",
+        e["published"],
+        e["capacity"],
+        if lost.is_empty() { String::new() } else { format!("; {}", lost.join(", ")) }
+    );
     ExitCode::SUCCESS
 }
 
@@ -138,7 +208,7 @@ fn shutdown(args: CacheArgs, drain: Option<Seconds>) -> ExitCode {
         Some(d) => format!(r#"{{"cmd":"shutdown","drain_timeout_secs":{}}}"#, d.0.as_secs_f64()),
         None => r#"{"cmd":"shutdown"}"#.to_owned(),
     };
-    let answer = match control(args, &command) {
+    let answer = match control(args, &command, ANSWER_TIMEOUT) {
         Ok(answer) => answer,
         Err(e) => {
             eprintln!("musicfs: {e}");
@@ -241,6 +311,7 @@ fn build_config(args: MountArgs) -> Result<Config, String> {
                 health: HealthConfig::default(),
                 fuse: FuseConfig::default(),
                 logging: LoggingConfig::default(),
+                events: EventsConfig::default(),
             }
         }
     };
@@ -285,16 +356,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Status { target, json } => status(target, json),
         Command::Shutdown { target, drain_timeout } => shutdown(target, drain_timeout),
-        Command::Metrics { target } => match control(target, r#"{"cmd":"metrics"}"#) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("musicfs: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Metrics { target } => print_answer(control(target, r#"{"cmd":"metrics"}"#, ANSWER_TIMEOUT)),
+        Command::Sync { target } => print_answer(control(target, r#"{"cmd":"sync"}"#, SYNC_TIMEOUT)),
+        Command::Events { target } => events(target),
         Command::Cache { op: CacheOp::Verify(args) } => cache_op(args, false),
         Command::Cache { op: CacheOp::Repair(args) } => cache_op(args, true),
         Command::Mount(args) => {

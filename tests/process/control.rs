@@ -3,6 +3,7 @@
 
 use musicfs_test_utils::daemon::{Daemon, Scratch, is_fuse_mounted};
 use musicfs_test_utils::sample::{self, SampleOptions};
+use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -34,9 +35,17 @@ fn status_metrics_and_shutdown_over_the_control_socket() {
         "only the owner may control the daemon"
     );
 
-    let (ok, json, err) = musicfs(&["status", "--json"], &scratch.cache());
-    assert!(ok, "{err}");
-    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // Chunks are written behind the read that fetched them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let (ok, json, err) = musicfs(&["status", "--json"], &scratch.cache());
+        assert!(ok, "{err}");
+        let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+        if status["cache_bytes"].as_u64().unwrap() > 0 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(status["tracks"], 4);
     assert_eq!(status["state"], "ready");
     assert_eq!(status["pid"].as_u64(), daemon.pid().map(u64::from));
@@ -45,6 +54,7 @@ fn status_metrics_and_shutdown_over_the_control_socket() {
 
     let (ok, human, _) = musicfs(&["status"], &scratch.cache());
     assert!(ok && human.contains("state:      ready") && human.contains("origin:     local  up"), "{human}");
+    assert!(human.contains("library watcher alive (0 restarts)") && !human.contains("DEAD"), "{human}");
 
     let (ok, metrics, _) = musicfs(&["metrics"], &scratch.cache());
     assert!(ok);
@@ -54,6 +64,9 @@ fn status_metrics_and_shutdown_over_the_control_socket() {
         "musicfs_read_duration_seconds_count",
         "musicfs_open_fds",
         "musicfs_cache_hit_ratio",
+        "musicfs_events_lost_total{consumer=\"kernel cache invalidator\"} 0",
+        "musicfs_task_restarts_total{task=\"health monitor\"} 0",
+        "musicfs_task_up{task=\"library watcher\"} 1",
     ] {
         assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
     }
@@ -68,4 +81,71 @@ fn status_metrics_and_shutdown_over_the_control_socket() {
     assert!(!is_fuse_mounted(&scratch.mnt()) && !socket.exists(), "mount and socket are gone");
     let (ok, _, err) = musicfs(&["status"], &scratch.cache());
     assert!(!ok && err.contains("no running daemon"), "{err}");
+}
+
+/// `musicfs sync` picks up changes at once, `musicfs events` shows them, and the kernel forgets what it
+/// had cached from the old tree right away (the attribute and name cache would otherwise keep a removed file
+/// and a changed file's old size for the adapter's 10 s TTL).
+/// Proves L2: 3.3
+#[test]
+fn sync_and_events_show_a_change_at_once_and_the_kernel_forgets_the_old_tree() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = sample::generate(&scratch.lib(), &SampleOptions { tracks: 4, hostile: false, seconds: 0.5 }).unwrap();
+    let daemon = Daemon::start(Path::new(BIN), &scratch.args()).unwrap();
+    let mut watcher = Command::new(BIN)
+        .args(["events", "--cache-dir"])
+        .arg(scratch.cache())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let hello = lines.recv_timeout(Duration::from_secs(10)).expect("musicfs events says it is subscribed");
+    assert!(hello.contains("subscribed"), "{hello}");
+
+    let gone = scratch.mnt().join(tracks[0].expected_tag_path().unwrap());
+    let changed = scratch.mnt().join(tracks[1].expected_tag_path().unwrap());
+    // Into the kernel's caches: names, attributes, pages.
+    std::fs::read(&gone).unwrap();
+    let before = std::fs::read(&changed).unwrap();
+    std::fs::remove_file(scratch.lib().join(&tracks[0].rel_path)).unwrap();
+    let mut longer = before.clone();
+    longer.extend_from_slice(&[7u8; 4096]);
+    std::fs::write(scratch.lib().join(&tracks[1].rel_path), &longer).unwrap();
+
+    let (ok, out, err) = musicfs(&["sync"], &scratch.cache());
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((report["removed"].as_u64(), report["changed"].as_u64()), (Some(1), Some(1)), "{out}");
+    // At once, not after a TTL.
+    let stale = std::fs::metadata(&gone).map(|m| m.len());
+    assert_eq!(stale.map_err(|e| e.raw_os_error()), Err(Some(libc::ENOENT)), "the removed file is gone at once");
+    assert_eq!(std::fs::metadata(&changed).unwrap().len(), longer.len() as u64, "the new size shows at once");
+    assert_eq!(std::fs::read(&changed).unwrap(), longer, "and the new content");
+
+    let event = loop {
+        let line = lines.recv_timeout(Duration::from_secs(10)).expect("a library_changed event");
+        if line.contains("library_changed") {
+            break serde_json::from_str::<serde_json::Value>(&line).unwrap();
+        }
+    };
+    assert_eq!(
+        (event["removed"].as_u64(), event["changed"].as_u64(), event["tracks"].as_u64()),
+        (Some(1), Some(1), Some(3))
+    );
+    let (_, json, _) = musicfs(&["status", "--json"], &scratch.cache());
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let events = &status["events"];
+    assert!(events["kernel_invalidations"].as_u64().unwrap() >= 2, "{events}");
+    assert!(events["consumers"].as_array().unwrap().iter().all(|c| c["lost"] == 0), "{events}");
+
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let status = daemon.stop().unwrap();
+    assert!(status.success() && !is_fuse_mounted(&scratch.mnt()));
 }

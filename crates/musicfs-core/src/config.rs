@@ -27,6 +27,8 @@ pub struct Config {
     pub fuse: FuseConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -84,6 +86,20 @@ pub struct LibraryConfig {
 impl Default for LibraryConfig {
     fn default() -> Self {
         Self { sync_interval: Seconds(Duration::from_secs(15 * 60)) }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events each consumer may have queued (library changes, origin states). A lossless consumer that is
+    /// this far behind holds the publisher up; a lossy one loses events, counted (3.3).
+    pub capacity: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { capacity: 1024 }
     }
 }
 
@@ -226,6 +242,9 @@ impl Config {
         }
         if self.fuse.read_timeout.0.is_zero() {
             return Err("fuse.read_timeout: must be more than 0".into());
+        }
+        if !(1..=1_000_000).contains(&self.events.capacity) {
+            return Err("events.capacity: must be between 1 and 1000000".into());
         }
         if self.library.sync_interval.0 < Duration::from_secs(1) {
             return Err("library.sync_interval: must be at least 1s".into());

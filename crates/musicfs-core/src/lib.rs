@@ -1,16 +1,18 @@
 //! Shared foundations of MusicFS: the configuration file, byte-size and duration values, logging and the
-//! panic hook, and the task supervisor.
+//! panic hook, the task supervisor and the event bus.
 //!
 //! Everything here is plain data and has no I/O beyond reading the config file, so every other crate
 //! can depend on it.
 
 pub mod config;
+pub mod events;
 pub mod failpoints;
 pub mod logging;
 pub mod supervisor;
 pub mod units;
 
 pub use config::{
-    CacheConfig, Config, ConfigError, FuseConfig, HealthConfig, LibraryConfig, LoggingConfig, OriginConfig, OriginKind,
+    CacheConfig, Config, ConfigError, EventsConfig, FuseConfig, HealthConfig, LibraryConfig, LoggingConfig,
+    OriginConfig, OriginKind,
 };
 pub use units::{ByteSize, Seconds};

@@ -1,14 +1,21 @@
 //! The daemon's background work, as three loops the supervisor runs (and restarts) and one cancellation
-//! token stops: the origin health monitor, the library watcher (delta sync), and cache upkeep (access-time
-//! write-back, the chunk scrubber of 6.4, the descriptor watch of 5.3).
+//! token stops: the origin health monitor, the library watcher (delta sync, on its interval and on
+//! `musicfs sync`), and cache upkeep (access-time write-back, the chunk scrubber of 6.4, the descriptor watch
+//! of 5.3). The first two announce what they find on the event bus (3.3).
 
+use crate::events::Event;
 use musicfs_cas::ChunkStore;
 use musicfs_fuse::MusicFs;
+use musicfs_fuse::invalidate;
 use musicfs_meta::{Db, sync};
 use musicfs_origins::SharedOrigin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+/// A `musicfs sync` request: run a delta sync now, answer with its summary.
+pub type SyncRequest = oneshot::Sender<Result<serde_json::Value, String>>;
 
 /// How often changed chunk access times are written back.
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(30);
@@ -27,6 +34,7 @@ pub struct Background {
     pub origins: Vec<SharedOrigin>,
     pub sync_now: bool,
     pub sync_every: Duration,
+    pub sync_requests: tokio::sync::Mutex<mpsc::Receiver<SyncRequest>>,
 }
 
 impl Background {
@@ -41,17 +49,24 @@ impl Background {
         }
     }
 
-    /// The library watcher (critical): a delta sync after start (unless the start scanned) and then every
-    /// sync interval.
+    /// The library watcher (critical): a delta sync after start (unless the start scanned), then every sync
+    /// interval, and whenever `musicfs sync` asks.
     pub async fn sync_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
         let mut resync = tokio::time::interval(self.sync_every);
         if !self.sync_now {
             resync.tick().await;
         }
+        let mut requests = self.sync_requests.lock().await;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = resync.tick() => self.delta_sync().await,
+                _ = resync.tick() => {
+                    let _ = self.delta_sync().await;
+                }
+                Some(reply) = requests.recv() => {
+                    let _ = reply.send(self.delta_sync().await);
+                    resync.reset();
+                }
             }
         }
     }
@@ -81,11 +96,24 @@ impl Background {
         health_round_impl(&self.shared, &self.origins, self.health_timeout).await;
     }
 
-    async fn delta_sync(&self) {
-        match sync::sync(&self.db, &self.origins, false).await {
+    /// One delta sync. A changed library is swapped in and announced with what the kernel must forget.
+    async fn delta_sync(&self) -> Result<serde_json::Value, String> {
+        let result = match sync::sync(&self.db, &self.origins, false).await {
             Ok((report, tree)) => {
                 if report.added + report.changed + report.removed + report.renamed > 0 {
-                    self.fs.replace_tree(tree);
+                    let old = self.fs.replace_tree(tree);
+                    let new = self.fs.tree();
+                    let invalidations =
+                        tokio::task::spawn_blocking(move || invalidate::changes(&old, &new)).await.unwrap_or_default();
+                    let event = Event::LibraryChanged {
+                        added: report.added,
+                        changed: report.changed,
+                        removed: report.removed,
+                        renamed: report.renamed,
+                        tracks: report.total,
+                        invalidations: invalidations.into(),
+                    };
+                    self.shared.events.publish(event).await;
                 }
                 tracing::info!(
                     added = report.added,
@@ -96,10 +124,22 @@ impl Background {
                     unreachable = ?report.unreachable,
                     "delta sync done"
                 );
+                Ok(serde_json::json!({
+                    "added": report.added,
+                    "changed": report.changed,
+                    "removed": report.removed,
+                    "renamed": report.renamed,
+                    "tracks": report.total,
+                    "unreachable": report.unreachable,
+                }))
             }
-            Err(e) => tracing::warn!(error = %e, "delta sync failed; serving the library as it was"),
-        }
+            Err(e) => {
+                tracing::warn!(error = %e, "delta sync failed; serving the library as it was");
+                Err(e.to_string())
+            }
+        };
         release_freed_memory();
+        result
     }
 
     async fn flush_access_times(&self) {
@@ -140,6 +180,10 @@ impl Background {
 /// changes are logged once, not per read.
 async fn health_round_impl(shared: &crate::state::Shared, origins: &[SharedOrigin], timeout: Duration) {
     let before = shared.library_state();
+    let was: Vec<(String, bool)> = {
+        let states = shared.origins.read().unwrap_or_else(|p| p.into_inner());
+        states.iter().map(|o| (o.id.clone(), o.healthy)).collect()
+    };
     let results = musicfs_origins::health::check_all(origins, timeout).await;
     {
         let mut states = shared.origins.write().unwrap_or_else(|p| p.into_inner());
@@ -152,10 +196,21 @@ async fn health_round_impl(shared: &crate::state::Shared, origins: &[SharedOrigi
             })
             .collect();
     }
+    for r in &results {
+        let was_healthy = was.iter().find(|(id, _)| *id == r.origin).is_none_or(|(_, healthy)| *healthy);
+        match (&r.outcome, was_healthy) {
+            (Err(e), true) => {
+                shared.events.publish(Event::OriginDown { origin: r.origin.clone(), error: e.to_string() }).await
+            }
+            (Ok(_), false) => shared.events.publish(Event::OriginUp { origin: r.origin.clone() }).await,
+            _ => {}
+        }
+    }
     let after = shared.library_state();
     if after != before {
         let down: Vec<String> = results.iter().filter(|r| r.outcome.is_err()).map(|r| r.origin.clone()).collect();
         tracing::warn!(from = before.as_str(), to = after.as_str(), down = ?down, "4.2.3 library state changed");
+        shared.events.publish(Event::StateChanged { from: before.as_str(), to: after.as_str() }).await;
     }
 }
 

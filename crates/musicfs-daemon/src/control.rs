@@ -1,5 +1,6 @@
-//! The control socket: a Unix socket (mode 0600) that answers `musicfs status`, `musicfs shutdown` and
-//! Prometheus metrics. One JSON request line in, one answer out.
+//! The control socket: a Unix socket (mode 0600) that answers `musicfs status`, `musicfs shutdown`,
+//! `musicfs sync` and Prometheus metrics (one JSON request line in, one answer out), and streams
+//! `musicfs events` (one JSON line per event, for as long as the client reads).
 
 use crate::signals::Request;
 use crate::state::Shared;
@@ -18,7 +19,13 @@ use tokio_util::sync::CancellationToken;
 pub enum Command {
     Status,
     Metrics,
-    Shutdown { drain_timeout_secs: Option<f64> },
+    Shutdown {
+        drain_timeout_secs: Option<f64>,
+    },
+    /// Run a delta sync now; answers with what it found.
+    Sync,
+    /// Stream events until the client hangs up.
+    Events,
 }
 
 /// The socket path for a cache directory (also where `musicfs status --cache-dir` looks).
@@ -44,9 +51,9 @@ pub fn start(
                 _ = cancel.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        let (shared, requests) = (shared.clone(), requests.clone());
+                        let (shared, requests, cancel) = (shared.clone(), requests.clone(), cancel.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = answer(stream, &shared, &requests).await {
+                            if let Err(e) = answer(stream, &shared, &requests, cancel).await {
                                 tracing::debug!(error = %e, "control connection failed");
                             }
                         });
@@ -63,7 +70,12 @@ pub fn start(
     Ok(())
 }
 
-async fn answer(stream: UnixStream, shared: &Shared, requests: &mpsc::UnboundedSender<Request>) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    shared: &Shared,
+    requests: &mpsc::UnboundedSender<Request>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(4096));
@@ -78,21 +90,68 @@ async fn answer(stream: UnixStream, shared: &Shared, requests: &mpsc::UnboundedS
             let _ = requests.send(Request::Shutdown("musicfs shutdown", drain));
             format!("{{\"shutting_down\":true,\"pid\":{}}}", std::process::id())
         }
-        Err(e) => format!("{{\"error\":{:?}}}", e.to_string()),
+        Ok(Command::Sync) => sync_now(shared).await.unwrap_or_else(|e| serde_json::json!({ "error": e }).to_string()),
+        Ok(Command::Events) => return stream_events(write, shared, cancel).await,
+        Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
     };
     write.write_all(reply.as_bytes()).await?;
     write.write_all(b"\n").await?;
     write.shutdown().await
 }
 
-/// The client side: sends one command and returns the answer.
-pub fn request(path: &Path, command: &str) -> std::io::Result<String> {
+async fn sync_now(shared: &Shared) -> Result<String, String> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    shared.sync_requests.send(reply).await.map_err(|_| "the library watcher is not running".to_owned())?;
+    let report = answer.await.map_err(|_| "the library watcher stopped before answering".to_owned())??;
+    Ok(report.to_string())
+}
+
+/// `musicfs events`: a lossy consumer (3.3). A client that reads too slowly loses events and is told how
+/// many, in a `lost` line.
+async fn stream_events(
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    shared: &Shared,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    use musicfs_core::events::{Delivery, Guarantee};
+    let mut events = shared.events.subscribe("musicfs events", Guarantee::Lossy);
+    let hello = serde_json::json!({ "event": "subscribed", "capacity": shared.events.capacity() });
+    write.write_all(format!("{hello}\n").as_bytes()).await?;
+    loop {
+        let line = tokio::select! {
+            _ = cancel.cancelled() => return write.shutdown().await,
+            delivery = events.next() => match delivery {
+                Delivery::Event(event) => serde_json::to_string(&event).unwrap_or_default(),
+                Delivery::Lost(count) => serde_json::json!({ "event": "lost", "count": count }).to_string(),
+                Delivery::Closed => return write.shutdown().await,
+            },
+        };
+        write.write_all(format!("{line}\n").as_bytes()).await?;
+    }
+}
+
+/// The client side: sends one command and returns the answer, waiting for it at most `timeout`.
+pub fn request(path: &Path, command: &str, timeout: Duration) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(path)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.write_all(command.as_bytes())?;
     stream.write_all(b"\n")?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     Ok(answer)
+}
+
+/// The client side of a stream: sends `command`, then copies each line of the answer to `out` as it comes,
+/// until the daemon hangs up.
+pub fn follow(path: &Path, command: &str, mut out: impl std::io::Write) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(path)?;
+    stream.write_all(command.as_bytes())?;
+    stream.write_all(b"\n")?;
+    for line in std::io::BufReader::new(stream).lines() {
+        writeln!(out, "{}", line?)?;
+        out.flush()?;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@
 
 pub mod background;
 pub mod control;
+pub mod events;
 pub mod lock;
 pub mod mounts;
 pub mod signals;
@@ -16,6 +17,7 @@ pub mod state;
 pub mod systemd;
 
 use musicfs_cas::{ChunkParams, ChunkStore, ManifestStore, Reader};
+use musicfs_core::events::Guarantee;
 use musicfs_core::{Config, OriginKind};
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::adapter::{self, FuseAdapter};
@@ -184,6 +186,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
     let mut session = adapter::mount(adapter, &mount_point, config.fuse.threads, config.fuse.allow_other)
         .map_err(|source| DaemonError::Mount { path: mount_point.clone(), source })?;
     let mut unmounter = session.unmount_callable();
+    let kernel_cache = adapter::kernel_cache(&session);
     let session_alive = Arc::new(AtomicBool::new(true));
     let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
     let alive = session_alive.clone();
@@ -203,6 +206,14 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
     tracing::info!(mount_point = %mount_point.display(), tracks, elapsed_ms = started.elapsed().as_millis() as u64, "mounted and serving");
     let cancel = CancellationToken::new();
     let supervisor = musicfs_core::supervisor::Supervisor::new(cancel.child_token());
+    let bus = Arc::new(events::Bus::new(config.events.capacity));
+    let invalidator = Arc::new(events::Invalidator {
+        events: tokio::sync::Mutex::new(bus.subscribe("kernel cache invalidator", Guarantee::Lossless)),
+        kernel: kernel_cache,
+        fs: fs.clone(),
+        stats: Default::default(),
+    });
+    let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(8);
     let shared = Arc::new(state::Shared {
         fs: fs.clone(),
         store: store.clone(),
@@ -217,6 +228,9 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         ),
         supervisor: supervisor.clone(),
         stopping: AtomicBool::new(false),
+        events: bus,
+        invalidator: invalidator.clone(),
+        sync_requests: sync_tx,
     });
     let socket = control::socket_path(&config.cache_dir);
     control::start(&socket, shared.clone(), request_tx.clone(), cancel.child_token()).map_err(start_err)?;
@@ -232,7 +246,9 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         origins: origins.clone(),
         sync_now: !first_run,
         sync_every: config.library.sync_interval.0,
+        sync_requests: tokio::sync::Mutex::new(sync_rx),
     });
+    supervisor.spawn("kernel cache invalidator", true, move |token| invalidator.clone().run(token));
     let w = work.clone();
     supervisor.spawn("health monitor", true, move |token| w.clone().health_loop(token));
     let w = work.clone();
@@ -403,6 +419,7 @@ fn reload(config: &mut Config, file: Option<&Path>, fs: &MusicFs, store: &ChunkS
             ("health", new.health != config.health),
             ("fuse (threads, allow_other)", new.fuse != live.fuse),
             ("logging", new.logging != config.logging),
+            ("events", new.events != config.events),
         ] {
             if changed {
                 restart.push(name);

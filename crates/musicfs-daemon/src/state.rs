@@ -29,6 +29,21 @@ pub struct Shared {
     pub origins: RwLock<Vec<OriginStatus>>,
     pub supervisor: musicfs_core::supervisor::Supervisor,
     pub stopping: AtomicBool,
+    pub events: Arc<crate::events::Bus>,
+    pub invalidator: Arc<crate::events::Invalidator>,
+    /// `musicfs sync` requests, answered by the library watcher.
+    pub sync_requests: tokio::sync::mpsc::Sender<crate::background::SyncRequest>,
+}
+
+/// The event bus (3.3) as `musicfs status` shows it.
+#[derive(Debug, Serialize)]
+pub struct EventsStatus {
+    pub capacity: usize,
+    pub published: u64,
+    pub consumers: Vec<musicfs_core::events::ConsumerStats>,
+    /// Invalidations the kernel took after library changes, and full invalidations after lost events.
+    pub kernel_invalidations: u64,
+    pub kernel_resyncs: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +67,7 @@ pub struct Status {
     pub fd_limit: u64,
     pub rss_bytes: u64,
     pub tasks: Vec<musicfs_core::supervisor::TaskHealth>,
+    pub events: EventsStatus,
 }
 
 /// Open descriptors of this process and its soft limit.
@@ -132,6 +148,13 @@ impl Shared {
             fd_limit,
             rss_bytes: rss_bytes(),
             tasks: self.supervisor.health(),
+            events: EventsStatus {
+                capacity: self.events.capacity(),
+                published: self.events.published(),
+                consumers: self.events.stats(),
+                kernel_invalidations: self.invalidator.stats.sent.load(Ordering::Relaxed),
+                kernel_resyncs: self.invalidator.stats.resyncs.load(Ordering::Relaxed),
+            },
         }
     }
 
@@ -206,6 +229,35 @@ impl Shared {
             out,
             "# HELP musicfs_read_duration_seconds Time to answer a FUSE read.\n# TYPE musicfs_read_duration_seconds histogram"
         );
+        let mut counter = |name: &str, help: &str, label: &str, values: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (value, n) in values {
+                match label {
+                    "" => writeln!(out, "{name} {n}"),
+                    _ => writeln!(out, "{name}{{{label}=\"{value}\"}} {n}"),
+                }
+                .unwrap_or(());
+            }
+        };
+        let consumers = &s.events.consumers;
+        counter("musicfs_events_published_total", "Events published on the bus.", "", &[("", s.events.published)]);
+        let delivered: Vec<(&str, u64)> = consumers.iter().map(|c| (c.consumer.as_str(), c.delivered)).collect();
+        counter("musicfs_events_delivered_total", "Events queued for a consumer.", "consumer", &delivered);
+        let lost: Vec<(&str, u64)> = consumers.iter().map(|c| (c.consumer.as_str(), c.lost)).collect();
+        counter("musicfs_events_lost_total", "Events a lagging consumer lost (3.3).", "consumer", &lost);
+        counter(
+            "musicfs_kernel_cache_invalidations_total",
+            "Kernel cache entries and inodes invalidated after library changes.",
+            "",
+            &[("", s.events.kernel_invalidations)],
+        );
+        let restarts: Vec<(&str, u64)> = s.tasks.iter().map(|t| (t.name, u64::from(t.restarts))).collect();
+        counter("musicfs_task_restarts_total", "Restarts of a supervised background task (2.6).", "task", &restarts);
+        let _ =
+            writeln!(out, "# HELP musicfs_task_up Whether a supervised task is running.\n# TYPE musicfs_task_up gauge");
+        for t in &s.tasks {
+            let _ = writeln!(out, "musicfs_task_up{{task=\"{}\"}} {}", t.name, u8::from(t.alive));
+        }
         let buckets = self.fs.stats.read_histogram();
         let mut cumulative = 0;
         for (i, count) in buckets.iter().enumerate() {

@@ -4,6 +4,7 @@
 
 use crate::error::FsError;
 use crate::fs::{Attr, Kind, MusicFs};
+use crate::invalidate::{Invalidation, KernelCache};
 use crate::stats::Op;
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
@@ -19,8 +20,9 @@ use std::time::Duration;
 /// Outstanding background (read-ahead and async read) requests the kernel may send at once.
 const MAX_BACKGROUND: u16 = 1024;
 
-/// How long the kernel may cache names and attributes. Short, because a delta sync can change the tree.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache names and attributes. After a sync the daemon tells the kernel what changed
+/// ([`KernelNotifier`]), so this bounds staleness only when that fails (see [`crate::invalidate`]).
+const TTL: Duration = Duration::from_secs(10);
 
 pub struct FuseAdapter {
     fs: Arc<MusicFs>,
@@ -107,6 +109,24 @@ pub fn mount_config(threads: usize, allow_other: bool) -> Config {
     config.n_threads = Some(threads.max(1));
     config.clone_fd = threads > 1;
     config
+}
+
+/// Passes invalidations on to the kernel through the session's notifier.
+pub struct KernelNotifier(fuser::Notifier);
+
+impl KernelCache for KernelNotifier {
+    fn invalidate(&self, what: &Invalidation) -> std::io::Result<()> {
+        match what {
+            Invalidation::Entry { parent, name } => self.0.inval_entry(INodeNo(*parent), OsStr::from_bytes(name)),
+            // Offset 0, length 0: attributes and every cached page.
+            Invalidation::Inode(ino) => self.0.inval_inode(INodeNo(*ino), 0, 0),
+        }
+    }
+}
+
+/// The kernel cache of a mounted session, for the daemon's invalidator.
+pub fn kernel_cache(session: &fuser::Session<FuseAdapter>) -> Arc<dyn KernelCache> {
+    Arc::new(KernelNotifier(session.notifier()))
 }
 
 /// Mounts and returns the session; the caller runs it on a thread of its own.

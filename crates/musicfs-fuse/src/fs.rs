@@ -116,9 +116,10 @@ impl MusicFs {
         self.tree.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Swaps in a tree from a sync; open files keep reading through their own file references.
-    pub fn replace_tree(&self, tree: Tree) {
-        *self.tree.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tree);
+    /// Swaps in a tree from a sync and returns the one it replaced; open files keep reading through their own
+    /// file references.
+    pub fn replace_tree(&self, tree: Tree) -> Arc<Tree> {
+        std::mem::replace(&mut *self.tree.write().unwrap_or_else(|p| p.into_inner()), Arc::new(tree))
     }
 
     pub fn reader(&self) -> &Arc<Reader> {
