@@ -76,7 +76,7 @@ impl Background {
         let mut flush = tokio::time::interval(ACCESS_FLUSH_EVERY);
         let mut scrub = tokio::time::interval(SCRUB_EVERY);
         let mut resources = tokio::time::interval(RESOURCE_CHECK_EVERY);
-        let (mut scrub_cursor, mut fd_warned) = (None, false);
+        let (mut scrub_cursor, mut warned) = (None, Warned::default());
         flush.tick().await;
         scrub.tick().await;
         loop {
@@ -87,7 +87,7 @@ impl Background {
                 }
                 _ = flush.tick() => self.flush_access_times().await,
                 _ = scrub.tick() => scrub_cursor = self.scrub(scrub_cursor).await,
-                _ = resources.tick() => fd_warned = watch_resources(fd_warned),
+                _ = resources.tick() => warned = watch_resources(warned),
             }
         }
     }
@@ -217,21 +217,37 @@ async fn health_round_impl(shared: &crate::state::Shared, origins: &[SharedOrigi
 /// How often descriptor and memory use are checked.
 const RESOURCE_CHECK_EVERY: Duration = Duration::from_secs(10);
 
-/// Warns once when open descriptors pass 80 % of the limit (5.3), and again after they drop back.
-fn watch_resources(warned: bool) -> bool {
+/// Which resource warnings are in force, so each is logged once per episode.
+#[derive(Clone, Copy, Default)]
+struct Warned {
+    fds: bool,
+    memory: bool,
+}
+
+/// Warns once when open descriptors pass 80 % of RLIMIT_NOFILE (5.3), or resident memory 80 % of the
+/// service's cgroup memory limit (5.5, 5.8: before MemoryHigh throttles it or MemoryMax kills it), and
+/// again when use drops back.
+fn watch_resources(warned: Warned) -> Warned {
     let (open, limit) = crate::state::fd_usage();
-    let high = limit > 0 && open * 10 >= limit * 8;
-    if high && !warned {
-        tracing::warn!(
-            open,
-            limit,
-            rss_bytes = crate::state::rss_bytes(),
-            "5.3 file descriptors above 80% of the limit"
-        );
-    } else if !high && warned {
+    let fds = limit > 0 && open * 10 >= limit * 8;
+    if fds && !warned.fds {
+        tracing::warn!(open, limit, "5.3 file descriptors above 80% of the limit");
+    } else if !fds && warned.fds {
         tracing::info!(open, limit, "5.3 file descriptor use back under 80% of the limit");
     }
-    high
+    let rss = crate::state::rss_bytes();
+    let memory_limit = crate::state::memory_limit();
+    let memory = memory_limit.is_some_and(|max| rss * 10 >= max * 8);
+    if memory && !warned.memory {
+        tracing::warn!(
+            rss_bytes = rss,
+            limit_bytes = memory_limit,
+            "5.5 resident memory above 80% of the cgroup limit"
+        );
+    } else if !memory && warned.memory {
+        tracing::info!(rss_bytes = rss, limit_bytes = memory_limit, "5.5 resident memory back under 80% of the limit");
+    }
+    Warned { fds, memory }
 }
 
 /// Hands memory freed after a big transient allocation (loading or syncing the library) back to the

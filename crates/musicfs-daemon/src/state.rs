@@ -66,6 +66,8 @@ pub struct Status {
     pub open_fds: u64,
     pub fd_limit: u64,
     pub rss_bytes: u64,
+    /// The cgroup memory limit (MemoryHigh, else MemoryMax), if the service has one.
+    pub memory_limit_bytes: Option<u64>,
     pub tasks: Vec<musicfs_core::supervisor::TaskHealth>,
     pub events: EventsStatus,
 }
@@ -85,6 +87,36 @@ pub fn rss_bytes() -> u64 {
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
         .map_or(0, |kb| kb * 1024)
+}
+
+/// The memory limit systemd set for this process's cgroup (MemoryHigh, else MemoryMax), if any. Reads the
+/// unified hierarchy (cgroup v2, also mounted at `unified/` on hybrid hosts), else the v1 memory controller.
+pub fn memory_limit() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut candidates = Vec::new();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next()?, parts.next()?);
+        let path = path.trim_start_matches('/');
+        match controllers {
+            "" => {
+                for base in [root.to_owned(), root.join("unified")] {
+                    candidates.push(base.join(path).join("memory.high"));
+                    candidates.push(base.join(path).join("memory.max"));
+                }
+            }
+            c if c.split(',').any(|c| c == "memory") => {
+                candidates.push(root.join(c).join(path).join("memory.limit_in_bytes"))
+            }
+            _ => {}
+        }
+    }
+    // "max" does not parse; v1 says "no limit" with a number near 2^63.
+    candidates
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse::<u64>().ok())
+        .find(|&limit| limit < 1 << 62)
 }
 
 impl Shared {
@@ -147,6 +179,7 @@ impl Shared {
             open_fds,
             fd_limit,
             rss_bytes: rss_bytes(),
+            memory_limit_bytes: memory_limit(),
             tasks: self.supervisor.health(),
             events: EventsStatus {
                 capacity: self.events.capacity(),
@@ -183,6 +216,9 @@ impl Shared {
         gauge("musicfs_open_fds", "Open file descriptors.", s.open_fds as f64);
         gauge("musicfs_fd_limit", "RLIMIT_NOFILE soft limit.", s.fd_limit as f64);
         gauge("musicfs_rss_bytes", "Resident memory.", s.rss_bytes as f64);
+        if let Some(limit) = s.memory_limit_bytes {
+            gauge("musicfs_memory_limit_bytes", "The service's cgroup memory limit.", limit as f64);
+        }
         gauge("musicfs_tracks", "Tracks in the mounted library.", s.tracks as f64);
         gauge("musicfs_cache_bytes", "Chunk bytes in the cache.", s.cache_bytes as f64);
         gauge("musicfs_cache_max_bytes", "Cache size limit.", s.cache_max_bytes as f64);
