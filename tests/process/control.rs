@@ -28,7 +28,8 @@ fn status_metrics_and_shutdown_over_the_control_socket() {
     let mut daemon = Daemon::start(Path::new(BIN), &scratch.args()).unwrap();
     std::fs::read(scratch.mnt().join(tracks[0].expected_tag_path().unwrap())).unwrap();
 
-    let socket = scratch.cache().join("control.sock");
+    let socket = musicfs_daemon::control::socket_path(&scratch.cache());
+    assert!(socket.starts_with(musicfs_daemon::control::runtime_dir()), "{}", socket.display());
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
         0o600,

@@ -1,11 +1,11 @@
-//! The control socket: a Unix socket (mode 0600) that answers `musicfs status`, `musicfs shutdown`,
+//! The control socket: a Unix socket (mode 0600, in the runtime directory) that answers `musicfs status`, `musicfs shutdown`,
 //! `musicfs sync` and Prometheus metrics (one JSON request line in, one answer out), and streams
 //! `musicfs events` (one JSON line per event, for as long as the client reads).
 
 use crate::signals::Request;
 use crate::state::Shared;
 use serde::Deserialize;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +28,23 @@ pub enum Command {
     Events,
 }
 
-/// The socket path for a cache directory (also where `musicfs status --cache-dir` looks).
+/// The socket of the daemon serving `cache_dir` (one daemon per cache, 3.9): in the runtime directory, named
+/// after the cache directory, so that `musicfs status --cache-dir DIR` finds it.
 pub fn socket_path(cache_dir: &Path) -> PathBuf {
-    cache_dir.join("control.sock")
+    let canonical = std::fs::canonicalize(cache_dir).unwrap_or_else(|_| cache_dir.to_owned());
+    let id = blake3::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
+    runtime_dir().join(format!("control-{}.sock", &id[..16]))
+}
+
+/// `/run/musicfs` for root (the unit's `RuntimeDirectory=`), else `$XDG_RUNTIME_DIR/musicfs`.
+pub fn runtime_dir() -> PathBuf {
+    // SAFETY: getuid cannot fail and has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        _ if uid == 0 => PathBuf::from("/run/musicfs"),
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("musicfs"),
+        _ => std::env::temp_dir().join(format!("musicfs-{uid}")),
+    }
 }
 
 /// Binds the socket (replacing a stale one: the cache lock guarantees no other daemon owns it) and serves
@@ -41,6 +55,9 @@ pub fn start(
     requests: mpsc::UnboundedSender<Request>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
