@@ -328,6 +328,16 @@ read_timeout = "10s"
         assert!(err.contains("origins.path"), "{err}");
     }
 
+    /// Proves L1: 3.3
+    #[test]
+    fn the_event_queue_capacity_is_configurable_and_checked() {
+        assert_eq!(parse(GOOD).unwrap().events.capacity, 1024);
+        let config = parse(&format!("{GOOD}\n[events]\ncapacity = 16\n")).unwrap();
+        assert_eq!(config.events.capacity, 16);
+        let err = parse(&format!("{GOOD}\n[events]\ncapacity = 0\n")).unwrap_err().to_string();
+        assert!(err.contains("events.capacity"), "{err}");
+    }
+
     #[test]
     fn a_config_without_origins_is_rejected() {
         let err = parse("mount_point = \"/m\"\ncache_dir = \"/c\"\norigins = []\n").unwrap_err().to_string();
