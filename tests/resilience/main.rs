@@ -3,6 +3,7 @@
 //! mount, is `tests/process/`.) Every test names the failure modes it proves (`/// Proves L1: <ids>`,
 //! see docs/failure-modes.toml).
 
+mod cache_disk;
 mod cache_faults;
 mod origin_faults;
 mod resource_limits;

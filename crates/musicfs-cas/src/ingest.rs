@@ -1,6 +1,10 @@
 //! Ingest: the first read of a track streams it from the origin in large sequential blocks, cuts it into
 //! chunks, hands each chunk to readers at once (memory) and to the store (in the background), and finally
 //! saves the manifest. One ingest per track at a time; readers follow its progress through a watch channel.
+//!
+//! Caching the whole track while a reader is still at its start is prefetch: at or above the 95 % watermark
+//! (2.8) the ingest stops it and only hands its chunks to readers; the chunks they use are cached by the read
+//! path (`Reader::chunk_bytes`), and the rest are fetched by range if they are ever read.
 
 use crate::hash::ChunkHash;
 use crate::manifest::{ChunkRef, Manifest};
@@ -71,7 +75,8 @@ async fn ingest(reader: &Arc<Reader>, file: &FileRef, tx: &watch::Sender<Progres
         drop(block);
         let buf = pending.split().freeze();
         let params = reader.params;
-        let (buf, cut) = tokio::task::spawn_blocking(move || {
+        let store = reader.store.clone();
+        let (buf, cut, pressure) = tokio::task::spawn_blocking(move || {
             let lengths = params.cut(&buf, eof);
             let mut at = 0;
             let cut: Vec<(usize, ChunkHash)> = lengths
@@ -82,16 +87,21 @@ async fn ingest(reader: &Arc<Reader>, file: &FileRef, tx: &watch::Sender<Progres
                     (len, hash)
                 })
                 .collect();
-            (buf, cut)
+            (buf, cut, store.disk_pressure())
         })
         .await
         .map_err(|e| ReadError::Internal(e.to_string()))?;
+        let cache_ahead = reader.may_cache_ahead(pressure);
         let mut at = 0;
         for (len, hash) in cut {
             let data: Bytes = buf.slice(at..at + len);
             at += len;
             reader.memory.insert(hash, data.clone());
-            reader.persist(hash, data).await;
+            if cache_ahead {
+                reader.persist(hash, data).await;
+            } else {
+                reader.stats.ahead_not_cached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             chunks.push(ChunkRef { offset: covered, len: len as u32, hash });
             covered += len as u64;
         }

@@ -17,4 +17,4 @@ pub use chunker::ChunkParams;
 pub use hash::ChunkHash;
 pub use manifest::{ChunkRef, Fingerprint, Manifest, ManifestStore};
 pub use reader::{FileRef, ReadError, Reader};
-pub use store::{ChunkBackend, ChunkStore, StoreError, VerifyReport};
+pub use store::{CacheDisk, ChunkBackend, ChunkStore, DiskPressure, RealDisk, StoreError, VerifyReport};

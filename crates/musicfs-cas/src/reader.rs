@@ -3,17 +3,19 @@
 //! A track with a manifest is served chunk by chunk: memory → chunk store (hash-verified) → origin range
 //! (verified against the manifest hash, then stored). A track without one is ingested on first read
 //! ([`crate::ingest`]); reads near the ingest front wait for it, reads far ahead go straight to the origin.
+//! Above the 95 % watermark (2.8) an ingest caches nothing ahead of its readers: only the chunks a reader uses
+//! are written.
 
 use crate::chunker::ChunkParams;
 use crate::hash::ChunkHash;
 use crate::manifest::{ChunkRef, Fingerprint, Manifest, ManifestStore};
 use crate::memory::MemoryCache;
-use crate::store::{ChunkBackend, StoreError};
+use crate::store::{ChunkBackend, DiskPressure, StoreError};
 use bytes::{Bytes, BytesMut};
 use musicfs_origins::{OriginError, SharedOrigin};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OnceCell, mpsc, oneshot};
@@ -53,6 +55,9 @@ pub struct ReaderStats {
     pub passthrough_reads: AtomicU64,
     /// Bytes read from origins.
     pub origin_bytes: AtomicU64,
+    /// Chunks an ingest cut but did not cache because the cache disk was above 95 % (2.8): no prefetch then,
+    /// only chunks a reader uses are cached.
+    pub ahead_not_cached: AtomicU64,
 }
 
 pub(crate) enum Persist {
@@ -72,6 +77,8 @@ pub struct Reader {
     persist_tx: mpsc::Sender<Persist>,
     /// Origins whose reads fail fast until the instant given (see `open_breaker`).
     breakers: Mutex<HashMap<String, std::time::Instant>>,
+    /// Ingests have stopped caching ahead (2.8, 95 %); logged once per episode.
+    ahead_paused: AtomicBool,
     pub stats: ReaderStats,
 }
 
@@ -102,6 +109,7 @@ impl Reader {
             origin_timeout,
             persist_tx,
             breakers: Mutex::new(HashMap::new()),
+            ahead_paused: AtomicBool::new(false),
             stats: ReaderStats::default(),
         })
     }
@@ -289,6 +297,23 @@ impl Reader {
         Some(until - now)
     }
 
+    /// Whether an ingest may cache chunks ahead of its readers at this disk level: not at or above the 95 %
+    /// watermark (2.8), where prefetching stops and only the chunks readers use are cached.
+    pub(crate) fn may_cache_ahead(&self, pressure: DiskPressure) -> bool {
+        let ahead = pressure < DiskPressure::StopPrefetch;
+        if self.ahead_paused.swap(!ahead, Ordering::Relaxed) == ahead {
+            if ahead {
+                tracing::info!("2.8 cache disk under 95% again: ingests cache ahead of their readers again");
+            } else {
+                tracing::warn!(
+                    ?pressure,
+                    "2.8 cache disk above 95%: prefetch stopped, only chunks readers use are cached"
+                );
+            }
+        }
+        ahead
+    }
+
     pub(crate) async fn persist(&self, hash: ChunkHash, data: Bytes) {
         if self.persist_tx.send(Persist::Chunk(hash, data)).await.is_err() {
             tracing::warn!("chunk writer has stopped; chunk not cached");
@@ -371,11 +396,22 @@ impl Reader {
     }
 }
 
-/// Writes queued chunks in batches (one index transaction per batch).
+/// Writes queued chunks in batches (one index transaction per batch). While idle, it has the store check a
+/// full or failed disk again every [`crate::store::DISK_RECHECK`], so caching (and the status) recovers when
+/// the disk does, even if nothing is read meanwhile (2.8, 6.6).
 async fn persist_loop(store: Arc<dyn ChunkBackend>, mut rx: mpsc::Receiver<Persist>) {
     let mut batch = Vec::new();
     let mut barriers = Vec::new();
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = match tokio::time::timeout(crate::store::DISK_RECHECK, rx.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => break,
+            Err(_idle) => {
+                let store = store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.recheck_disk()).await;
+                continue;
+            }
+        };
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {

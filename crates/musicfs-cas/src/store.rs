@@ -4,6 +4,10 @@
 //! visible (5.7). Reads re-hash the bytes; a chunk that fails its hash is removed and reported missing so the
 //! caller refetches it (6.4). Sizes are accounted exactly from the index, and least-recently-used chunks are
 //! evicted beyond `max_size` (3.10). Access times live in memory and are written back in batches.
+//!
+//! The disk under the store is watched too: free-space watermarks (2.8, [`DiskPressure`]), and a failing disk
+//! (6.6) puts the store in passthrough mode, where it neither reads nor writes chunks until the disk passes a
+//! check. Both go through [`CacheDisk`], so tests can fill or break the disk without a real one.
 
 use crate::hash::ChunkHash;
 use bytes::Bytes;
@@ -11,8 +15,9 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// hash → (size in bytes, last access as a logical tick: a counter persisted with the index, so LRU order
 /// survives restarts and does not depend on the wall clock)
@@ -85,10 +90,111 @@ impl Index {
     }
 }
 
-/// 2.8 watermarks on the cache filesystem's real use: above the first, evict down to the second. Chunks are
-/// written only with 1 % of the disk to spare; without it, caching pauses and reads come from the origin.
-const WATERMARK_EVICT_HARDER: f64 = 0.90;
-const WATERMARK_EVICT_TO: f64 = 0.80;
+/// 2.8 watermarks, shares of the cache filesystem in use (by anything, not only the cache). At 90 % a chunk
+/// write first evicts least-recently-used chunks down to 80 % (hysteresis: the next round comes 10 % later).
+pub const WATERMARK_EVICT_HARDER: f64 = 0.90;
+/// 2.8: where evicting at [`WATERMARK_EVICT_HARDER`] stops.
+pub const WATERMARK_EVICT_TO: f64 = 0.80;
+/// 2.8: at 95 % prefetch stops: an ingest no longer caches ahead of its readers, only chunks a reader uses are
+/// cached (see `ingest`).
+pub const WATERMARK_STOP_PREFETCH: f64 = 0.95;
+/// 2.8: no chunk write may take the disk past 99 %: caching stops and reads are served from the origin.
+pub const WATERMARK_STOP_WRITES: f64 = 0.99;
+
+/// How often a full (2.8) or failed (6.6) cache disk is checked again: by the next chunk write, or by the
+/// reader's chunk writer when it is idle, so the state clears even when nothing is being read.
+pub const DISK_RECHECK: Duration = Duration::from_secs(2);
+
+/// `share` of `total`, in bytes.
+fn share(total: u64, share: f64) -> u64 {
+    (total as f64 * share) as u64
+}
+
+/// How full the cache filesystem is, by the 2.8 watermarks. Ordered: each level includes the ones below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DiskPressure {
+    Normal,
+    /// At or above [`WATERMARK_EVICT_HARDER`].
+    EvictHarder,
+    /// At or above [`WATERMARK_STOP_PREFETCH`].
+    StopPrefetch,
+    /// At or above [`WATERMARK_STOP_WRITES`].
+    StopWrites,
+}
+
+impl DiskPressure {
+    /// The level of a filesystem with `free` of `total` bytes free.
+    pub fn of(free: u64, total: u64) -> DiskPressure {
+        let used = total.saturating_sub(free);
+        if used >= share(total, WATERMARK_STOP_WRITES) {
+            DiskPressure::StopWrites
+        } else if used >= share(total, WATERMARK_STOP_PREFETCH) {
+            DiskPressure::StopPrefetch
+        } else if used >= share(total, WATERMARK_EVICT_HARDER) {
+            DiskPressure::EvictHarder
+        } else {
+            DiskPressure::Normal
+        }
+    }
+}
+
+/// The filesystem under the chunk store, as the store uses it: its free space and the chunk file reads and
+/// writes. [`RealDisk`] is statvfs and `std::fs`; a test double (`FaultyDisk` in musicfs-test-utils) reports
+/// the fullness and fails the I/O it is told to, so the 2.8 and 6.6 decisions run for real without a real
+/// full or failing disk.
+pub trait CacheDisk: Send + Sync + 'static {
+    /// (free bytes, total bytes) of the filesystem holding `dir`, if it can be read.
+    fn space(&self, dir: &Path) -> Option<(u64, u64)>;
+    /// Creates `path` holding `data`, synced to the disk.
+    fn write_durable(&self, path: &Path, data: &[u8]) -> std::io::Result<()>;
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+}
+
+/// The real disk: statvfs and `std::fs`.
+pub struct RealDisk;
+
+impl CacheDisk for RealDisk {
+    fn space(&self, dir: &Path) -> Option<(u64, u64)> {
+        let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: an all-zero statvfs is a valid value for this plain C struct.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: statvfs writes into the struct we own; the path is NUL-terminated.
+        if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
+            return None;
+        }
+        Some((st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
+    }
+
+    fn write_durable(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+        let mut file = std::fs::File::create(path)?;
+        file.write_all(data)?;
+        file.sync_data()
+    }
+
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+/// Why the store is not caching right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TroubleKind {
+    /// 2.8: no room under [`WATERMARK_STOP_WRITES`], or a write hit ENOSPC/EDQUOT. Cached chunks are still
+    /// read; writes resume when a write (or a check) finds room.
+    Full,
+    /// 6.6: the disk fails (EIO, read-only, permissions). Passthrough: chunks are neither read nor written,
+    /// reads go straight to the origin, until the disk passes a check (a probe file written, synced, read
+    /// back and removed, and an index transaction committed).
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Trouble {
+    kind: TroubleKind,
+    why: String,
+    /// Last time the disk was checked (or failed).
+    checked: Instant,
+}
 
 /// Chunks re-hashed at every open, a quick probe for bit rot (the scrubber covers the rest).
 const RECHECK_SAMPLE: usize = 8;
@@ -122,6 +228,12 @@ pub struct StoreStats {
     pub corrupt_detected: AtomicU64,
     pub evicted: AtomicU64,
     pub written: AtomicU64,
+    /// Chunks not written because the disk was full (2.8) or failing (6.6).
+    pub skipped_writes: AtomicU64,
+    /// Chunk reads answered "not cached" without touching a failing disk (6.6 passthrough).
+    pub bypassed_reads: AtomicU64,
+    /// Chunk reads and writes that failed with an I/O error (6.6), and failed disk checks.
+    pub disk_errors: AtomicU64,
 }
 
 /// What the reader needs from a chunk store. [`ChunkStore`] is the real one; fault-injecting wrappers
@@ -134,6 +246,13 @@ pub trait ChunkBackend: Send + Sync + 'static {
     fn contains(&self, hash: &ChunkHash) -> bool;
     /// Writes changed access times back to the index.
     fn flush_access_times(&self) -> Result<usize, StoreError>;
+    /// How full the cache disk is (2.8). Wrappers pass it through.
+    fn disk_pressure(&self) -> DiskPressure {
+        DiskPressure::Normal
+    }
+    /// If caching has stopped (disk full, 2.8, or failing, 6.6), checks the disk again, at most every
+    /// [`DISK_RECHECK`]; caching resumes if it passes. Wrappers pass it through.
+    fn recheck_disk(&self) {}
 }
 
 impl ChunkBackend for ChunkStore {
@@ -149,6 +268,12 @@ impl ChunkBackend for ChunkStore {
     fn flush_access_times(&self) -> Result<usize, StoreError> {
         ChunkStore::flush_access_times(self)
     }
+    fn disk_pressure(&self) -> DiskPressure {
+        ChunkStore::disk_pressure(self)
+    }
+    fn recheck_disk(&self) {
+        ChunkStore::recheck_disk(self)
+    }
 }
 
 pub struct ChunkStore {
@@ -158,16 +283,25 @@ pub struct ChunkStore {
     max_size: AtomicU64,
     /// The LRU clock: one tick per access.
     clock: AtomicU64,
-    /// Set while chunk writes fail (2.8, 6.6); cleared by the next successful write.
-    write_failure: Mutex<Option<String>>,
+    disk: Arc<dyn CacheDisk>,
+    /// Set while caching is stopped (2.8 full, 6.6 failing); cleared by a successful write or a passed check.
+    trouble: Mutex<Option<Trouble>>,
     /// The cache filesystem is above the eviction watermark (logged once per episode).
-    squeezed: std::sync::atomic::AtomicBool,
+    squeezed: AtomicBool,
+    /// Bytes held by other files when the cache last gave all its space back to them (0: not since they fell
+    /// under 80 %). See `make_disk_room`.
+    gave_back_at: AtomicU64,
     pub stats: StoreStats,
 }
 
 impl ChunkStore {
     /// Opens (or creates) the store under `cache_dir`, removes unfinished writes left by a crash, and loads the index.
     pub fn open(cache_dir: &Path, max_size: u64) -> Result<ChunkStore, StoreError> {
+        ChunkStore::open_on(cache_dir, max_size, Arc::new(RealDisk))
+    }
+
+    /// [`ChunkStore::open`] with chunk file I/O and free space going through `disk`.
+    pub fn open_on(cache_dir: &Path, max_size: u64, disk: Arc<dyn CacheDisk>) -> Result<ChunkStore, StoreError> {
         let root = cache_dir.join("chunks").join(LAYOUT);
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -182,7 +316,7 @@ impl ChunkStore {
         }
         let db_path = root.join("index.redb");
         let opened = redb::Database::create(&db_path).map_err(index_err).and_then(|db| {
-            let store = ChunkStore::with_db(root.clone(), db, max_size);
+            let store = ChunkStore::with_db(root.clone(), db, max_size, disk.clone());
             store.load_index().map(|()| store)
         });
         let store = match opened {
@@ -193,7 +327,7 @@ impl ChunkStore {
                 tracing::error!(error = %e, moved_to = %aside.display(), "3.5 chunk index unreadable; rebuilding it from the chunk files");
                 let _ = std::fs::rename(&db_path, &aside);
                 let db = redb::Database::create(&db_path).map_err(index_err)?;
-                let store = ChunkStore::with_db(root, db, max_size);
+                let store = ChunkStore::with_db(root, db, max_size, disk);
                 store.load_index()?;
                 store
             }
@@ -211,15 +345,17 @@ impl ChunkStore {
         Ok(store)
     }
 
-    fn with_db(root: PathBuf, db: redb::Database, max_size: u64) -> ChunkStore {
+    fn with_db(root: PathBuf, db: redb::Database, max_size: u64, disk: Arc<dyn CacheDisk>) -> ChunkStore {
         ChunkStore {
             root,
             db,
             index: Mutex::new(Index::default()),
             max_size: AtomicU64::new(max_size),
             clock: AtomicU64::new(0),
-            write_failure: Mutex::new(None),
-            squeezed: std::sync::atomic::AtomicBool::new(false),
+            disk,
+            trouble: Mutex::new(None),
+            squeezed: AtomicBool::new(false),
+            gave_back_at: AtomicU64::new(0),
             stats: StoreStats::default(),
         }
     }
@@ -357,9 +493,14 @@ impl ChunkStore {
         }
     }
 
-    /// Reads and verifies a chunk. `Ok(None)` when absent, or when it was corrupt (it is then removed).
-    /// A read counts as a use for eviction.
+    /// Reads and verifies a chunk. `Ok(None)` when absent, or when it was corrupt (it is then removed), or
+    /// while the disk is failing (6.6 passthrough: the caller reads the origin). A read counts as a use for
+    /// eviction.
     pub fn get(&self, hash: &ChunkHash) -> Result<Option<Bytes>, StoreError> {
+        if self.passthrough() {
+            self.stats.bypassed_reads.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
         let data = self.read_verified(hash)?;
         if data.is_some() {
             let tick = self.tick();
@@ -391,6 +532,10 @@ impl ChunkStore {
         after: Option<ChunkHash>,
         count: usize,
     ) -> Result<(Option<ChunkHash>, VerifyReport), StoreError> {
+        if self.passthrough() {
+            // 6.6: a failing disk is left alone until it passes a check; the next round starts over.
+            return Ok((None, VerifyReport::default()));
+        }
         let mut batch: Vec<(ChunkHash, u64)> = self
             .lock()
             .entries
@@ -430,14 +575,21 @@ impl ChunkStore {
             return Ok(None);
         }
         let path = self.chunk_path(hash);
-        let data = match std::fs::read(&path) {
+        let data = match self.disk.read(&path) {
             Ok(data) => data,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(chunk = %hash, "6.4 indexed chunk file is missing; dropping it from the index");
                 self.forget(&[*hash])?;
                 return Ok(None);
             }
-            Err(e) => return Err(StoreError::Io { path, source: e }),
+            Err(e) => {
+                // 6.6: the disk fails under a read. Drop the chunk (it is refetched and rewritten once the disk
+                // is back: a bad spot does not fail it again), best effort: a dead disk refuses that too.
+                self.stats.disk_errors.fetch_add(1, Ordering::Relaxed);
+                self.note_trouble(TroubleKind::Failed, &format!("reading a chunk: {e}"));
+                let _ = self.forget(&[*hash]);
+                return Err(StoreError::Io { path, source: e });
+            }
         };
         if ChunkHash::of(&data) != *hash {
             self.stats.corrupt_detected.fetch_add(1, Ordering::Relaxed);
@@ -452,7 +604,14 @@ impl ChunkStore {
     /// Stores chunks durably (tmp + fsync + rename, then one index transaction). Room is made first, by
     /// evicting least-recently-used chunks, so the bytes on disk never exceed `max_size`, even for a moment.
     /// Chunks already present are skipped. The caller guarantees each hash matches its bytes.
+    ///
+    /// A full disk (2.8) or a failing one (6.6) costs caching, not the caller: chunks that cannot be written
+    /// are skipped (`Ok`); only the batch in which a write fails returns its error.
     pub fn put_batch(&self, chunks: &[(ChunkHash, Bytes)]) -> Result<(), StoreError> {
+        if !self.writable() {
+            self.stats.skipped_writes.fetch_add(chunks.len() as u64, Ordering::Relaxed);
+            return Ok(());
+        }
         let mut added: Vec<(ChunkHash, u64)> = Vec::new();
         let result = self.write_new_chunks(chunks, &mut added);
         // Index whatever reached its final place, even if a later chunk failed (e.g. ENOSPC).
@@ -461,30 +620,51 @@ impl ChunkStore {
                 Err(StoreError::Index("failpoint cas::put::after_rename_before_index".into()))
             });
             let ticks: Vec<u64> = added.iter().map(|_| self.tick()).collect();
-            let txn = self.db.begin_write().map_err(index_err)?;
-            {
-                let mut table = txn.open_table(CHUNKS).map_err(index_err)?;
-                for ((hash, size), tick) in added.iter().zip(&ticks) {
-                    table.insert(&hash.0, (*size, *tick)).map_err(index_err)?;
+            if let Err(e) = self.index_new_chunks(&added, &ticks) {
+                // The index lives on the same disk (6.6). The files cannot be found without it: remove them
+                // and give back their reservation, so the size accounting stays exact.
+                let mut index = self.lock();
+                for (hash, size) in &added {
+                    index.reserved -= size;
+                    let _ = std::fs::remove_file(self.chunk_path(hash));
                 }
+                drop(index);
+                self.stats.disk_errors.fetch_add(1, Ordering::Relaxed);
+                self.note_trouble(TroubleKind::Failed, &format!("indexing new chunks: {e}"));
+                return Err(e);
             }
-            txn.commit().map_err(index_err)?;
             let mut index = self.lock();
             for ((hash, size), tick) in added.iter().zip(&ticks) {
                 index.insert(*hash, Entry { size: *size, last_access: *tick });
                 index.reserved -= size;
             }
+            drop(index);
             self.stats.written.fetch_add(added.len() as u64, Ordering::Relaxed);
+            if matches!(result, Ok(true)) {
+                self.clear_trouble();
+            }
         }
-        result
+        result.map(|_| ())
     }
 
+    fn index_new_chunks(&self, added: &[(ChunkHash, u64)], ticks: &[u64]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(index_err)?;
+        {
+            let mut table = txn.open_table(CHUNKS).map_err(index_err)?;
+            for ((hash, size), tick) in added.iter().zip(ticks) {
+                table.insert(&hash.0, (*size, *tick)).map_err(index_err)?;
+            }
+        }
+        txn.commit().map_err(index_err)
+    }
+
+    /// Writes the chunks not yet stored; true when all of them were, false when the disk had no room (2.8).
     fn write_new_chunks(
         &self,
         chunks: &[(ChunkHash, Bytes)],
         added: &mut Vec<(ChunkHash, u64)>,
-    ) -> Result<(), StoreError> {
-        for (hash, data) in chunks {
+    ) -> Result<bool, StoreError> {
+        for (at, (hash, data)) in chunks.iter().enumerate() {
             if self.contains(hash) || added.iter().any(|(h, _)| h == hash) {
                 continue;
             }
@@ -492,8 +672,10 @@ impl ChunkStore {
             // 2.8: the filesystem under the cache may fill up for reasons of its own (other files, a small
             // disk): watermarks on its real free space, not only on max_size.
             if !self.make_disk_room(size)? {
-                self.note_write_failure("cache disk full: not caching, reading from the origin");
-                return Ok(());
+                let skipped = chunks[at..].iter().filter(|(h, _)| !self.contains(h)).count();
+                self.stats.skipped_writes.fetch_add(skipped as u64, Ordering::Relaxed);
+                self.note_trouble(TroubleKind::Full, "cache disk above 99%: not caching, reading from the origin");
+                return Ok(false);
             }
             // Written but not yet indexed chunks count against the limit too.
             let pending = self.lock().reserved;
@@ -501,76 +683,198 @@ impl ChunkStore {
             self.lock().reserved += size;
             if let Err(e) = self.write_chunk_file(hash, data) {
                 self.lock().reserved -= size;
-                self.note_write_failure(&e.to_string());
+                let no_room = matches!(&e, StoreError::Io { source, .. }
+                    if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)));
+                if no_room {
+                    self.note_trouble(TroubleKind::Full, &e.to_string());
+                } else {
+                    self.stats.disk_errors.fetch_add(1, Ordering::Relaxed);
+                    self.note_trouble(TroubleKind::Failed, &e.to_string());
+                }
                 return Err(e);
             }
             added.push((*hash, size));
         }
-        if !added.is_empty() {
-            self.clear_write_failure();
-        }
-        Ok(())
+        Ok(true)
     }
 
     /// (free bytes, total bytes) of the cache filesystem (statvfs), if it can be read.
     pub fn disk_space(&self) -> Option<(u64, u64)> {
-        let c_path = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()).ok()?;
-        // SAFETY: an all-zero statvfs is a valid value for this plain C struct.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: statvfs writes into the struct we own; the path is NUL-terminated.
-        if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
-            return None;
-        }
-        Some((st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize))
+        self.disk.space(&self.root)
     }
 
-    /// Watermarks (2.8) on the cache filesystem's real use. Above 90 %, evict least-recently-used chunks down
-    /// to 80 % (hysteresis: no flapping). A chunk is written only if it fits with 1 % of the disk to spare,
-    /// evicting older chunks to make it fit — unless other files hold most of the disk, where evicting would
-    /// only churn the cache: then caching pauses and reads come from the origin. False: no room now.
+    /// The cache filesystem's level by the 2.8 watermarks (`Normal` when its space cannot be read).
+    pub fn disk_pressure(&self) -> DiskPressure {
+        self.disk_space().map_or(DiskPressure::Normal, |(free, total)| DiskPressure::of(free, total))
+    }
+
+    /// Bytes of chunk files on disk: indexed, and written but not yet indexed.
+    fn cache_bytes_on_disk(&self) -> u64 {
+        let index = self.lock();
+        index.total + index.reserved
+    }
+
+    /// Watermarks (2.8) on the cache filesystem's real use, before writing a chunk of `size` bytes.
+    ///
+    /// At 90 %, if the cache is what fills the disk (other files hold under 80 %), least-recently-used chunks
+    /// are evicted down to 80 %. If other files hold more, evicting cannot get there: the cache gives back all
+    /// it holds once, and again only when the other files have grown by another 1 % of the disk. Evicting on
+    /// every write instead would throw away the chunks readers are using for no gain.
+    ///
+    /// The chunk is written only if the disk stays at or under 99 %, evicting older chunks to make it fit —
+    /// unless other files hold most of the disk, where evicting would only churn the cache: then caching
+    /// pauses and reads come from the origin. False: no room now.
     fn make_disk_room(&self, size: u64) -> Result<bool, StoreError> {
         let Some((free, total)) = self.disk_space() else { return Ok(true) };
-        let used = total - free;
-        if used as f64 >= total as f64 * WATERMARK_EVICT_HARDER {
+        let used = total.saturating_sub(free);
+        let others = used.saturating_sub(self.cache_bytes_on_disk());
+        let evict_to = share(total, WATERMARK_EVICT_TO);
+        if others < evict_to {
+            self.gave_back_at.store(0, Ordering::Relaxed);
+        }
+        if used >= share(total, WATERMARK_EVICT_HARDER) {
             if !self.squeezed.swap(true, Ordering::Relaxed) {
                 tracing::warn!(free, total, "2.8 cache disk above 90%: evicting down to 80%");
             }
-            let excess = used.saturating_sub((total as f64 * WATERMARK_EVICT_TO) as u64);
-            self.evict_to(self.total_bytes().saturating_sub(excess))?;
-        } else if (used as f64) < total as f64 * WATERMARK_EVICT_TO && self.squeezed.swap(false, Ordering::Relaxed) {
+            if others < evict_to {
+                self.evict_to(self.total_bytes().saturating_sub(used - evict_to))?;
+            } else if others > self.gave_back_at.load(Ordering::Relaxed) + total / 100 {
+                tracing::warn!(
+                    others,
+                    total,
+                    cache = self.total_bytes(),
+                    "2.8 other files hold over 80% of the cache disk: cache emptied to give the space back"
+                );
+                self.evict_to(0)?;
+                // Measured again: on an overfull disk free space reads 0 and `others` came out too small.
+                let others = self.disk_space().map_or(others, |(free, total)| {
+                    total.saturating_sub(free).saturating_sub(self.cache_bytes_on_disk())
+                });
+                self.gave_back_at.store(others, Ordering::Relaxed);
+            }
+        } else if used < evict_to && self.squeezed.swap(false, Ordering::Relaxed) {
             tracing::info!(free, total, "2.8 cache disk back under 80%");
         }
         let Some((free, total)) = self.disk_space() else { return Ok(true) };
-        let needed = size + total / 100;
-        if free >= needed {
+        let limit = share(total, WATERMARK_STOP_WRITES);
+        let used = total.saturating_sub(free);
+        if used + size <= limit {
             return Ok(true);
         }
-        let others = (total - free).saturating_sub(self.total_bytes());
-        if others > total / 2 || self.total_bytes() < needed - free {
+        let shortfall = used + size - limit;
+        let others = used.saturating_sub(self.cache_bytes_on_disk());
+        if others > total / 2 || self.total_bytes() < shortfall {
             return Ok(false);
         }
-        self.evict_to(self.total_bytes() - (needed - free))?;
-        Ok(self.disk_space().is_none_or(|(free, total)| free >= size + total / 100))
+        self.evict_to(self.total_bytes() - shortfall)?;
+        Ok(self
+            .disk_space()
+            .is_none_or(|(free, total)| total.saturating_sub(free) + size <= share(total, WATERMARK_STOP_WRITES)))
     }
 
-    fn note_write_failure(&self, why: &str) {
-        let mut failing = self.write_failure.lock().unwrap_or_else(|p| p.into_inner());
-        if failing.is_none() {
-            tracing::warn!(why, "2.8 cache writes stopped; reads are served from the origin (degraded)");
+    fn trouble(&self) -> std::sync::MutexGuard<'_, Option<Trouble>> {
+        // Updated in single assignments: a poisoned lock still holds a consistent value (2.9).
+        self.trouble.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note_trouble(&self, kind: TroubleKind, why: &str) {
+        let mut trouble = self.trouble();
+        if trouble.as_ref().is_none_or(|t| t.kind != kind) {
+            match kind {
+                TroubleKind::Full => {
+                    tracing::warn!(why, "2.8 cache writes stopped; reads are served from the origin (degraded)")
+                }
+                TroubleKind::Failed => tracing::error!(
+                    why,
+                    "6.6 cache disk failing: passthrough mode, reads go straight to the origin (degraded)"
+                ),
+            }
         }
-        *failing = Some(why.to_owned());
+        *trouble = Some(Trouble { kind, why: why.to_owned(), checked: Instant::now() });
     }
 
-    fn clear_write_failure(&self) {
-        let mut failing = self.write_failure.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(why) = failing.take() {
-            tracing::info!(was = why, "2.8 cache writes work again");
+    fn clear_trouble(&self) {
+        let Some(was) = self.trouble().take() else { return };
+        match was.kind {
+            TroubleKind::Full => tracing::info!(was = was.why, "2.8 cache writes work again"),
+            TroubleKind::Failed => {
+                tracing::info!(was = was.why, "6.6 cache disk passed its check: passthrough mode ends, caching resumes")
+            }
         }
     }
 
-    /// Why the cache cannot take new chunks right now (disk full, read-only, I/O errors), if it cannot.
+    /// Why the cache cannot take new chunks right now (disk full, read-only, I/O errors), if it cannot. The
+    /// daemon's status says "degraded" meanwhile.
     pub fn write_failure(&self) -> Option<String> {
-        self.write_failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.trouble().as_ref().map(|t| t.why.clone())
+    }
+
+    /// Whether the store is in 6.6 passthrough mode: the disk failed and has not passed a check since; chunks
+    /// are neither read nor written, reads go straight to the origin.
+    pub fn passthrough(&self) -> bool {
+        self.trouble().as_ref().is_some_and(|t| t.kind == TroubleKind::Failed)
+    }
+
+    /// Whether chunks may be written now: not in passthrough, or a due check of the disk passes.
+    fn writable(&self) -> bool {
+        let due = match self.trouble().as_ref() {
+            Some(t) if t.kind == TroubleKind::Failed => t.checked.elapsed() >= DISK_RECHECK,
+            _ => return true,
+        };
+        due && self.check_disk()
+    }
+
+    /// [`ChunkStore::check_disk`], if caching has stopped and the last check is [`DISK_RECHECK`] old.
+    pub fn recheck_disk(&self) {
+        let due = self.trouble().as_ref().is_some_and(|t| t.checked.elapsed() >= DISK_RECHECK);
+        if due {
+            self.check_disk();
+        }
+    }
+
+    /// Checks a disk that stopped caching, now: a full one (2.8) for room under 99 %, a failing one (6.6) by
+    /// writing, syncing, reading back and removing a probe file and committing an index transaction. Clears
+    /// the trouble if it passes; true when caching may go on.
+    pub fn check_disk(&self) -> bool {
+        let Some(kind) = self.trouble().as_ref().map(|t| t.kind) else { return true };
+        let result = match kind {
+            TroubleKind::Full => match self.disk_pressure() {
+                DiskPressure::StopWrites => Err("cache disk still above 99%".to_owned()),
+                _ => Ok(()),
+            },
+            TroubleKind::Failed => self.probe_disk(),
+        };
+        match result {
+            Ok(()) => {
+                self.clear_trouble();
+                true
+            }
+            Err(why) => {
+                if kind == TroubleKind::Failed {
+                    self.stats.disk_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(why, "6.6 cache disk still failing its check");
+                }
+                if let Some(t) = self.trouble().as_mut() {
+                    t.checked = Instant::now();
+                }
+                false
+            }
+        }
+    }
+
+    fn probe_disk(&self) -> Result<(), String> {
+        let path = self.root.join("tmp").join(format!("disk-check.{}", std::process::id()));
+        let probe = format!("musicfs cache disk check {:?}", Instant::now());
+        let written = self.disk.write_durable(&path, probe.as_bytes());
+        let read_back = written.and_then(|()| self.disk.read(&path));
+        let _ = std::fs::remove_file(&path);
+        match read_back {
+            Ok(bytes) if bytes == probe.as_bytes() => {}
+            Ok(_) => return Err("the probe file read back different bytes".to_owned()),
+            Err(e) => return Err(format!("probe file: {e}")),
+        }
+        let txn = self.db.begin_write().map_err(|e| format!("chunk index: {e}"))?;
+        txn.commit().map_err(|e| format!("chunk index: {e}"))
     }
 
     fn write_chunk_file(&self, hash: &ChunkHash, data: &[u8]) -> Result<(), StoreError> {
@@ -580,11 +884,7 @@ impl ChunkStore {
             path: tmp_path.clone(),
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         }));
-        let written = std::fs::File::create(&tmp_path).and_then(|mut file| {
-            file.write_all(data)?;
-            file.sync_data()
-        });
-        if let Err(e) = written {
+        if let Err(e) = self.disk.write_durable(&tmp_path, data) {
             // A half-written temp file on a full disk would only make it fuller.
             let _ = std::fs::remove_file(&tmp_path);
             return Err(StoreError::Io { path: tmp_path, source: e });
@@ -648,6 +948,10 @@ impl ChunkStore {
 
     /// Writes changed access times to the index (periodically and at shutdown), so LRU order survives restarts.
     pub fn flush_access_times(&self) -> Result<usize, StoreError> {
+        if self.passthrough() {
+            // 6.6: kept in memory until the disk passes a check.
+            return Ok(0);
+        }
         let dirty: Vec<(ChunkHash, u64)> = std::mem::take(&mut self.lock().dirty).into_iter().collect();
         if dirty.is_empty() {
             return Ok(0);
