@@ -1,11 +1,13 @@
 //! The content-addressed chunk cache.
 //!
 //! A track is cut into content-defined chunks ([`chunker`]); each chunk is stored once under its BLAKE3 hash
-//! ([`store`]), verified on every read from disk, and evicted least-recently-used beyond `max_size`. A
+//! ([`store`]), verified on every read from disk, and evicted least-recently-used beyond `max_size`; [`disk`]
+//! watches the filesystem under it. A
 //! [`manifest::Manifest`] lists a track's chunks; [`reader::Reader`] serves byte ranges of a track from chunks,
 //! fetching only missing chunks from the origin, and ingests a track on first read ([`ingest`]).
 
 pub mod chunker;
+pub mod disk;
 pub mod hash;
 pub mod ingest;
 pub mod manifest;
@@ -14,7 +16,8 @@ pub mod reader;
 pub mod store;
 
 pub use chunker::ChunkParams;
+pub use disk::{CacheDisk, DiskPressure, RealDisk};
 pub use hash::ChunkHash;
 pub use manifest::{ChunkRef, Fingerprint, Manifest, ManifestStore};
 pub use reader::{FileRef, ReadError, Reader};
-pub use store::{CacheDisk, ChunkBackend, ChunkStore, DiskPressure, RealDisk, StoreError, VerifyReport};
+pub use store::{ChunkBackend, ChunkStore, StoreError, VerifyReport};

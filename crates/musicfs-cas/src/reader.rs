@@ -7,10 +7,11 @@
 //! are written.
 
 use crate::chunker::ChunkParams;
+use crate::disk::DiskPressure;
 use crate::hash::ChunkHash;
 use crate::manifest::{ChunkRef, Fingerprint, Manifest, ManifestStore};
 use crate::memory::MemoryCache;
-use crate::store::{ChunkBackend, DiskPressure, StoreError};
+use crate::store::{ChunkBackend, StoreError};
 use bytes::{Bytes, BytesMut};
 use musicfs_origins::{OriginError, SharedOrigin};
 use std::collections::HashMap;
@@ -397,13 +398,13 @@ impl Reader {
 }
 
 /// Writes queued chunks in batches (one index transaction per batch). While idle, it has the store check a
-/// full or failed disk again every [`crate::store::DISK_RECHECK`], so caching (and the status) recovers when
+/// full or failed disk again every [`crate::disk::DISK_RECHECK`], so caching (and the status) recovers when
 /// the disk does, even if nothing is read meanwhile (2.8, 6.6).
 async fn persist_loop(store: Arc<dyn ChunkBackend>, mut rx: mpsc::Receiver<Persist>) {
     let mut batch = Vec::new();
     let mut barriers = Vec::new();
     loop {
-        let first = match tokio::time::timeout(crate::store::DISK_RECHECK, rx.recv()).await {
+        let first = match tokio::time::timeout(crate::disk::DISK_RECHECK, rx.recv()).await {
             Ok(Some(first)) => first,
             Ok(None) => break,
             Err(_idle) => {
