@@ -227,3 +227,24 @@ async fn a_failing_cache_disk_switches_to_passthrough_and_back() {
     let report = store.verify_all().unwrap();
     assert_eq!((report.checked, report.rotten), (store.chunk_count() as u64, 0));
 }
+
+/// 6.7 at runtime: the cache directory's permissions change under the daemon (EACCES on chunk writes). The
+/// store goes into passthrough like any failing disk, reads stay correct, and it comes back on its own.
+/// Proves L1: 6.7
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_taken_away_at_runtime_switch_to_passthrough_and_back() {
+    let (fx, disk) = fixture(1 << 30).await;
+    let store = fx.store.clone();
+    disk.fail_with(libc::EACCES, libc::EACCES);
+    read_all_checked(&fx, 0).await;
+    settle(&fx).await;
+    assert!(store.passthrough(), "EACCES switches to passthrough");
+    assert!(store.write_failure().is_some_and(|why| why.contains("Permission denied")), "{:?}", store.write_failure());
+    assert_eq!(tmp_files(&store), 0);
+    read_all_checked(&fx, 1).await;
+    disk.fail_with(0, 0);
+    wait_until(Duration::from_secs(20), "passthrough to end", || !store.passthrough()).await;
+    read_all_checked(&fx, 1).await;
+    settle(&fx).await;
+    assert!(is_cached(&fx, 1).await, "caching resumed once the permissions were back");
+}

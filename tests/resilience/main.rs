@@ -6,4 +6,5 @@
 mod cache_disk;
 mod cache_faults;
 mod origin_faults;
+mod permissions;
 mod resource_limits;

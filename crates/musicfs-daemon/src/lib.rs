@@ -1,7 +1,8 @@
 //! The MusicFS daemon: everything between "here is a config" and "the mount is gone, exit 0".
 //!
-//! Start: lock the cache (3.9), open the database and chunk store, load the tree (or scan on first run,
-//! resumably), clear a stale mount (2.7), mount, check that the mount answers, then `READY=1` (2.10).
+//! Start: check the cache directory (6.7), lock the cache (3.9), open the database and chunk store, load the
+//! tree (or scan on first run, resumably), clear a stale mount (2.7), mount, check that the mount answers,
+//! then `READY=1` (2.10).
 //! Run: background work under one cancellation token, the watchdog (3.1), status updates, SIGHUP reloads
 //! (3.6). Stop (2.1, 2.3): refuse new reads and drain in-flight ones, cancel background work, flush chunk
 //! writes and access times, checkpoint SQLite, unmount, exit 0 — a second signal exits at once. A FUSE
@@ -12,6 +13,7 @@ pub mod control;
 pub mod events;
 pub mod lock;
 pub mod mounts;
+pub mod preflight;
 pub mod signals;
 pub mod state;
 pub mod systemd;
@@ -39,6 +41,8 @@ pub enum DaemonError {
     Prepare { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
     #[error("{0}")]
     Start(String),
+    #[error("{0}")]
+    CacheDir(String),
     #[error("cannot mount at {path}: {source}")]
     Mount { path: std::path::PathBuf, source: std::io::Error },
     #[error(
@@ -101,6 +105,7 @@ pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonErr
         path: config.cache_dir.clone(),
         source,
     })?;
+    preflight::check_cache_dir(&config.cache_dir).map_err(DaemonError::CacheDir)?;
     let _lock = CacheLock::acquire(&config.cache_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8))

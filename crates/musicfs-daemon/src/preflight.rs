@@ -1,0 +1,53 @@
+//! Start-up check of the cache directory (6.7): before anything opens it, every directory the daemon writes
+//! into and every file it keeps there must be usable by this process's user. Otherwise it stops with one
+//! explicit line naming the path, the user and the fix. The alternative is a lock, database or chunk error
+//! from deep inside. Once running, a disk that turns unwritable puts the chunk store in passthrough instead
+//! (6.6).
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+/// The directories the daemon writes into, relative to the cache directory; chunk fan-out directories are
+/// found by listing.
+const WRITTEN_DIRS: [&str; 4] = ["", "tmp", "chunks", "chunks/v1"];
+
+/// Checks `cache_dir` (which exists) for this process's effective user.
+pub fn check_cache_dir(cache_dir: &Path) -> Result<(), String> {
+    let mut dirs: Vec<PathBuf> = WRITTEN_DIRS.iter().map(|d| cache_dir.join(d)).filter(|d| d.exists()).collect();
+    if let Ok(fanout) = std::fs::read_dir(cache_dir.join("chunks/v1")) {
+        dirs.extend(fanout.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    // Every file at the top: the lock, the metadata database and its journal, the chunk index.
+    let files: Vec<PathBuf> = std::fs::read_dir(cache_dir)
+        .map_err(|e| explain(cache_dir, &e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    let wanted = libc::R_OK | libc::W_OK;
+    for (path, mode) in dirs.iter().map(|d| (d, wanted | libc::X_OK)).chain(files.iter().map(|f| (f, wanted))) {
+        usable(path, mode).map_err(|e| explain(path, &e))?;
+    }
+    Ok(())
+}
+
+/// `faccessat` with the effective user, as the daemon's own opens will be checked.
+fn usable(path: &Path, mode: i32) -> std::io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: the path is NUL-terminated and outlives the call.
+    if unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), mode, libc::AT_EACCESS) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn explain(path: &Path, e: &std::io::Error) -> String {
+    // SAFETY: geteuid/getegid cannot fail and have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let fix = match e.raw_os_error() {
+        Some(libc::EROFS) => "the filesystem is mounted read-only; remount it read-write or choose another cache_dir",
+        _ => "give this user read and write access (e.g. chown -R it), or choose another cache_dir",
+    };
+    format!("6.7 cache directory not usable: {} for uid {uid} gid {gid}: {e}; {fix}", path.display())
+}
