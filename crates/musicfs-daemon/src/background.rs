@@ -103,8 +103,15 @@ impl Background {
                 if report.added + report.changed + report.removed + report.renamed > 0 {
                     let old = self.fs.replace_tree(tree);
                     let new = self.fs.tree();
-                    let invalidations =
-                        tokio::task::spawn_blocking(move || invalidate::changes(&old, &new)).await.unwrap_or_default();
+                    let current = new.clone();
+                    let invalidations = match tokio::task::spawn_blocking(move || invalidate::changes(&old, &new)).await
+                    {
+                        Ok(list) => list,
+                        Err(e) => {
+                            tracing::error!(error = %e, "working out what the kernel must forget failed; forgetting everything");
+                            invalidate::everything(&current)
+                        }
+                    };
                     let event = Event::LibraryChanged {
                         added: report.added,
                         changed: report.changed,
