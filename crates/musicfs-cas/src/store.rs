@@ -695,6 +695,26 @@ impl ChunkStore {
 mod tests {
     use super::*;
 
+    /// The real disk, with its fullness hidden: these tests are about the store's own accounting, and must
+    /// not change with how full the host's disk happens to be (2.8 is tested on a `FaultyDisk`).
+    struct Roomy;
+
+    impl CacheDisk for Roomy {
+        fn space(&self, _dir: &Path) -> Option<(u64, u64)> {
+            None
+        }
+        fn write_durable(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+            RealDisk.write_durable(path, data)
+        }
+        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+            RealDisk.read(path)
+        }
+    }
+
+    fn open_roomy(dir: &Path, max_size: u64) -> Result<ChunkStore, StoreError> {
+        ChunkStore::open_on(dir, max_size, Arc::new(Roomy))
+    }
+
     fn chunk(n: u8, len: usize) -> (ChunkHash, Bytes) {
         let data = Bytes::from(vec![n; len]);
         (ChunkHash::of(&data), data)
@@ -704,14 +724,14 @@ mod tests {
     #[test]
     fn access_order_survives_a_restart_and_decides_eviction() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path(), 2500).unwrap();
+        let store = open_roomy(dir.path(), 2500).unwrap();
         let (a, b, c) = (chunk(1, 1000), chunk(2, 1000), chunk(3, 1000));
         store.put_batch(&[a.clone()]).unwrap();
         store.put_batch(&[b.clone()]).unwrap();
         store.get(&a.0).unwrap();
         assert_eq!(store.flush_access_times().unwrap(), 1);
         drop(store);
-        let store = ChunkStore::open(dir.path(), 2500).unwrap();
+        let store = open_roomy(dir.path(), 2500).unwrap();
         store.put_batch(&[c.clone()]).unwrap();
         assert!(store.contains(&a.0), "a was read after b, so it is the more recently used");
         assert!(!store.contains(&b.0), "b is the least recently used and makes room");
@@ -722,13 +742,13 @@ mod tests {
     #[test]
     fn put_get_and_reopen_keep_exact_size() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open_roomy(dir.path(), 1 << 20).unwrap();
         let (a, b) = (chunk(1, 1000), chunk(2, 500));
         store.put_batch(&[a.clone(), b.clone(), a.clone()]).unwrap();
         assert_eq!(store.total_bytes(), 1500);
         assert_eq!(store.get(&a.0).unwrap().unwrap(), a.1);
         drop(store);
-        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open_roomy(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.total_bytes(), 1500);
         assert_eq!(store.chunk_count(), 2);
         assert_eq!(store.get(&b.0).unwrap().unwrap(), b.1);
@@ -738,7 +758,7 @@ mod tests {
     #[test]
     fn a_corrupt_chunk_is_detected_removed_and_reported_missing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open_roomy(dir.path(), 1 << 20).unwrap();
         let a = chunk(3, 4096);
         store.put_batch(&[a.clone()]).unwrap();
         let path = store.chunk_path(&a.0);
@@ -755,7 +775,7 @@ mod tests {
     #[test]
     fn eviction_keeps_the_store_under_max_size_dropping_least_recently_used() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path(), 2500).unwrap();
+        let store = open_roomy(dir.path(), 2500).unwrap();
         let (a, b, c) = (chunk(1, 1000), chunk(2, 1000), chunk(3, 1000));
         store.put_batch(&[a.clone(), b.clone()]).unwrap();
         store.put_batch(&[c.clone()]).unwrap();
@@ -768,7 +788,7 @@ mod tests {
     #[test]
     fn orphans_are_adopted_or_removed_and_dangling_entries_dropped_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open_roomy(dir.path(), 1 << 20).unwrap();
         let (kept, lost) = (chunk(1, 1000), chunk(2, 2000));
         store.put_batch(&[kept.clone(), lost.clone()]).unwrap();
         // A crash between rename and index: a complete chunk file the index does not know.
@@ -785,7 +805,7 @@ mod tests {
         std::fs::remove_file(store.chunk_path(&lost.0)).unwrap();
         drop(store);
 
-        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open_roomy(dir.path(), 1 << 20).unwrap();
         assert!(store.contains(&kept.0));
         assert!(store.contains(&orphan.0), "a verified orphan is adopted");
         assert!(!store.contains(&lost.0), "a dangling entry is dropped");
@@ -798,12 +818,12 @@ mod tests {
     #[test]
     fn a_corrupt_index_is_rebuilt_from_the_chunk_files() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open_roomy(dir.path(), 1 << 20).unwrap();
         let (a, b) = (chunk(1, 1000), chunk(2, 2000));
         store.put_batch(&[a.clone(), b.clone()]).unwrap();
         drop(store);
         std::fs::write(dir.path().join("chunks/v1/index.redb"), b"definitely not a redb file".repeat(50)).unwrap();
-        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open_roomy(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.chunk_count(), 2);
         assert_eq!(store.total_bytes(), 3000);
         assert_eq!(store.get(&a.0).unwrap(), Some(a.1));
@@ -813,7 +833,7 @@ mod tests {
     #[test]
     fn verify_finds_rot_everywhere_and_repair_rebuilds_the_index() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open_roomy(dir.path(), 1 << 20).unwrap();
         let chunks: Vec<_> = (1..=20).map(|n| chunk(n, 500)).collect();
         store.put_batch(&chunks).unwrap();
         for (hash, _) in &chunks[..3] {
@@ -848,7 +868,7 @@ mod tests {
     #[test]
     fn a_panic_while_holding_the_index_lock_does_not_poison_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(ChunkStore::open(dir.path(), 1 << 20).unwrap());
+        let store = std::sync::Arc::new(open_roomy(dir.path(), 1 << 20).unwrap());
         let a = chunk(1, 1000);
         store.put_batch(&[a.clone()]).unwrap();
         let poisoner = store.clone();
@@ -868,10 +888,10 @@ mod tests {
     #[test]
     fn unfinished_writes_are_removed_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        drop(ChunkStore::open(dir.path(), 1 << 20).unwrap());
+        drop(open_roomy(dir.path(), 1 << 20).unwrap());
         let leftover = dir.path().join("chunks/v1/tmp/abc.123");
         std::fs::write(&leftover, b"partial").unwrap();
-        drop(ChunkStore::open(dir.path(), 1 << 20).unwrap());
+        drop(open_roomy(dir.path(), 1 << 20).unwrap());
         assert!(!leftover.exists());
     }
 }
