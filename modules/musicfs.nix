@@ -42,9 +42,11 @@ let
         type = lib.types.str;
         default = "local";
         description = ''
-          Kind of origin. `local` (a directory: local disk, NFS or SMB mount) takes `path` (absolute) and
-          `priority` (lower is preferred, default 0). Later kinds (S3, SFTP) take their own keys; put their
-          secrets in {option}`services.musicfs.environmentFile`, not here.
+          Kind of origin. `local` (a directory: local disk, NFS or SMB mount) takes `path` (absolute);
+          `s3` (an S3-compatible bucket) takes `endpoint`, `bucket`, `access_key`, optionally `prefix` and
+          `region`, and its secret as `secret_key_env` (a variable set in
+          {option}`services.musicfs.environmentFile`) or `secret_key_file`, never inline here. Every kind
+          takes `priority` (lower is preferred, default 0).
         '';
       };
     };

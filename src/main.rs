@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use musicfs_core::config::{
     CacheConfig, EventsConfig, FuseConfig, HealthConfig, LibraryConfig, LoggingConfig, OriginConfig,
 };
-use musicfs_core::{ByteSize, Config, OriginKind, Seconds};
+use musicfs_core::{ByteSize, Config, Seconds};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -323,11 +323,9 @@ fn build_config(args: MountArgs) -> Result<Config, String> {
             .origins
             .into_iter()
             .enumerate()
-            .map(|(i, path)| OriginConfig {
-                id: if i == 0 { "local".into() } else { format!("local{}", i + 1) },
-                kind: OriginKind::Local,
-                priority: i as u32,
-                path: absolute(path),
+            .map(|(i, path)| {
+                let id = if i == 0 { "local".into() } else { format!("local{}", i + 1) };
+                OriginConfig::local(id, i as u32, absolute(path))
             })
             .collect();
     }

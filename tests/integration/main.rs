@@ -7,13 +7,15 @@
 //! cargo install s3s-fs --version 0.14.1 --locked --features binary   # unless MinIO is on PATH
 //! ```
 //!
-//! These tests prove the launchers in `musicfs_test_utils::servers` give working servers, so the S3 and SFTP
-//! origin tests built on them can trust their tools. Every test starts its own servers, so they run in
+//! Most of these tests prove the launchers in `musicfs_test_utils::servers` give working servers, so the origin
+//! tests built on them can trust their tools; `s3_origin` runs the real `musicfs` binary on an S3 bucket,
+//! directly and through Toxiproxy. Every test starts its own servers, so they run in
 //! parallel; timings are asserted with generous lower bounds (a 300 ms latency toxic must add 300 ms) and
 //! upper bounds of seconds only. `docker-compose.yml` here is for people who want the same servers in
 //! Docker; the tests do not use it.
 
 mod s3;
+mod s3_origin;
 mod sshd;
 mod support;
 mod through_proxy;

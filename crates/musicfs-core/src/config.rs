@@ -41,13 +41,187 @@ pub struct OriginConfig {
     #[serde(default)]
     pub priority: u32,
     /// Root directory of a `local` origin (a local disk, or an NFS/SMB mount).
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
+    /// `s3`: the server, `https://host[:port]` (or `http://` for a server on a trusted network).
+    pub endpoint: Option<String>,
+    /// `s3`: the bucket.
+    pub bucket: Option<String>,
+    /// `s3`: only keys under this prefix (`music` or `music/flac`) form the library; default the whole bucket.
+    pub prefix: Option<String>,
+    /// `s3`: the region to sign requests for (default `us-east-1`, which MinIO and most servers accept).
+    pub region: Option<String>,
+    /// `s3`: the access key id.
+    pub access_key: Option<String>,
+    /// `s3`: the secret key inline (prefer `secret_key_file` or `secret_key_env`).
+    pub secret_key: Option<Secret>,
+    /// `s3`: a file holding the secret key (one line; surrounding whitespace is ignored).
+    pub secret_key_file: Option<PathBuf>,
+    /// `s3`: an environment variable holding the secret key.
+    pub secret_key_env: Option<String>,
+}
+
+/// A secret from the config file: never shown by `Debug`, so a logged config does not leak it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The region S3 requests are signed for when the config names none.
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
+
+impl OriginConfig {
+    /// A `local` origin at `path`.
+    pub fn local(id: impl Into<String>, priority: u32, path: PathBuf) -> Self {
+        OriginConfig {
+            id: id.into(),
+            kind: OriginKind::Local,
+            priority,
+            path: Some(path),
+            endpoint: None,
+            bucket: None,
+            prefix: None,
+            region: None,
+            access_key: None,
+            secret_key: None,
+            secret_key_file: None,
+            secret_key_env: None,
+        }
+    }
+
+    /// The S3 secret key, from the config, its file or its environment variable (read now, at start).
+    pub fn secret(&self) -> Result<String, String> {
+        let id = &self.id;
+        if let Some(secret) = &self.secret_key {
+            return Ok(secret.0.clone());
+        }
+        if let Some(file) = &self.secret_key_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                format!("origins.secret_key_file: cannot read `{}` (origin `{id}`): {e}", file.display())
+            })?;
+            let secret = text.trim();
+            if secret.is_empty() {
+                return Err(format!("origins.secret_key_file: `{}` (origin `{id}`) is empty", file.display()));
+            }
+            return Ok(secret.to_owned());
+        }
+        if let Some(var) = &self.secret_key_env {
+            return match std::env::var(var) {
+                Ok(secret) if !secret.trim().is_empty() => Ok(secret.trim().to_owned()),
+                _ => Err(format!("origins.secret_key_env: `{var}` (origin `{id}`) is not set or empty")),
+            };
+        }
+        Err(format!("origins: origin `{id}` has no secret key"))
+    }
+
+    /// Checks the fields of one origin against its type.
+    fn validate(&self) -> Result<(), String> {
+        let id = &self.id;
+        let s3_fields: [(&str, bool); 8] = [
+            ("endpoint", self.endpoint.is_some()),
+            ("bucket", self.bucket.is_some()),
+            ("prefix", self.prefix.is_some()),
+            ("region", self.region.is_some()),
+            ("access_key", self.access_key.is_some()),
+            ("secret_key", self.secret_key.is_some()),
+            ("secret_key_file", self.secret_key_file.is_some()),
+            ("secret_key_env", self.secret_key_env.is_some()),
+        ];
+        match self.kind {
+            OriginKind::Local => {
+                if let Some((key, _)) = s3_fields.iter().find(|(_, set)| *set) {
+                    return Err(format!("origins.{key}: only for `type = \"s3\"` origins (origin `{id}` is local)"));
+                }
+                let Some(path) = &self.path else {
+                    return Err(format!("origins.path: required for local origin `{id}`"));
+                };
+                if !path.is_absolute() {
+                    return Err(format!("origins.path: `{}` (origin `{id}`) must be absolute", path.display()));
+                }
+            }
+            OriginKind::S3 => {
+                if self.path.is_some() {
+                    return Err(format!(
+                        "origins.path: only for `type = \"local\"` origins (origin `{id}` is s3; use bucket and prefix)"
+                    ));
+                }
+                let endpoint = self.endpoint.as_deref().unwrap_or_default();
+                if endpoint.is_empty() {
+                    return Err(format!("origins.endpoint: required for s3 origin `{id}`"));
+                }
+                let host = endpoint.strip_prefix("https://").or_else(|| endpoint.strip_prefix("http://"));
+                if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+                    return Err(format!(
+                        "origins.endpoint: `{endpoint}` (origin `{id}`) must be http://HOST[:PORT] or https://HOST[:PORT]"
+                    ));
+                }
+                let bucket = self.bucket.as_deref().unwrap_or_default();
+                if bucket.is_empty() {
+                    return Err(format!("origins.bucket: required for s3 origin `{id}`"));
+                }
+                if bucket.contains('/') || bucket.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(format!("origins.bucket: `{bucket}` (origin `{id}`) is not a bucket name"));
+                }
+                if let Some(prefix) = &self.prefix {
+                    let trimmed = prefix.trim_matches('/');
+                    if trimmed.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..")
+                        || prefix.chars().any(char::is_control)
+                    {
+                        return Err(format!(
+                            "origins.prefix: `{prefix}` (origin `{id}`) must be key segments like `music` or `music/flac`, without `.`, `..` or `//`"
+                        ));
+                    }
+                }
+                if self.region.as_deref().is_some_and(str::is_empty) {
+                    return Err(format!("origins.region: empty for s3 origin `{id}`"));
+                }
+                if self.access_key.as_deref().unwrap_or_default().is_empty() {
+                    return Err(format!("origins.access_key: required for s3 origin `{id}`"));
+                }
+                let secrets =
+                    [self.secret_key.is_some(), self.secret_key_file.is_some(), self.secret_key_env.is_some()];
+                match secrets.iter().filter(|s| **s).count() {
+                    0 => {
+                        return Err(format!(
+                            "origins.secret_key_file: s3 origin `{id}` needs one of secret_key_file, secret_key_env or secret_key"
+                        ));
+                    }
+                    1 => {}
+                    _ => {
+                        return Err(format!(
+                            "origins.secret_key: s3 origin `{id}` has more than one of secret_key, secret_key_file and secret_key_env"
+                        ));
+                    }
+                }
+                if let Some(file) = &self.secret_key_file
+                    && !file.is_absolute()
+                {
+                    return Err(format!(
+                        "origins.secret_key_file: `{}` (origin `{id}`) must be absolute",
+                        file.display()
+                    ));
+                }
+                if self.secret_key.as_ref().is_some_and(|s| s.0.is_empty()) {
+                    return Err(format!("origins.secret_key: empty for s3 origin `{id}`"));
+                }
+                if self.secret_key_env.as_deref().is_some_and(str::is_empty) {
+                    return Err(format!("origins.secret_key_env: empty for s3 origin `{id}`"));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum OriginKind {
     Local,
+    S3,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -203,13 +377,7 @@ impl Config {
             if !seen.insert(origin.id.as_str()) {
                 return Err(format!("origins.id: `{}` is used twice", origin.id));
             }
-            if !origin.path.is_absolute() {
-                return Err(format!(
-                    "origins.path: `{}` (origin `{}`) must be absolute",
-                    origin.path.display(),
-                    origin.id
-                ));
-            }
+            origin.validate()?;
         }
         if !self.mount_point.is_absolute() {
             return Err(format!("mount_point: `{}` must be absolute", self.mount_point.display()));
@@ -342,6 +510,96 @@ read_timeout = "10s"
     fn a_config_without_origins_is_rejected() {
         let err = parse("mount_point = \"/m\"\ncache_dir = \"/c\"\norigins = []\n").unwrap_err().to_string();
         assert!(err.contains("origins"), "{err}");
+    }
+
+    const S3: &str = r#"
+mount_point = "/mnt/music"
+cache_dir = "/var/cache/musicfs"
+
+[[origins]]
+id = "bucket"
+type = "s3"
+endpoint = "https://s3.example.com"
+bucket = "music"
+prefix = "library/flac"
+access_key = "AKIAEXAMPLE"
+secret_key_file = "/etc/musicfs/s3-secret"
+"#;
+
+    #[test]
+    fn an_s3_origin_parses_with_its_fields_and_default_region() {
+        let config = parse(S3).unwrap();
+        let o = &config.origins[0];
+        assert_eq!(o.kind, OriginKind::S3);
+        assert_eq!(o.endpoint.as_deref(), Some("https://s3.example.com"));
+        assert_eq!(o.bucket.as_deref(), Some("music"));
+        assert_eq!(o.prefix.as_deref(), Some("library/flac"));
+        assert_eq!(o.access_key.as_deref(), Some("AKIAEXAMPLE"));
+        assert_eq!(o.secret_key_file.as_deref(), Some(Path::new("/etc/musicfs/s3-secret")));
+        assert_eq!((o.region.as_deref(), o.path.as_deref()), (None, None));
+        // A local origin and an s3 one side by side.
+        let both = format!("{GOOD}\n{}", &S3[S3.find("[[origins]]").unwrap()..]);
+        let both = both
+            .replace("[cache]\nmax_size = \"2GiB\"\nchunk_avg = \"512KiB\"\n\n[fuse]\nread_timeout = \"10s\"\n", "");
+        assert_eq!(parse(&both).unwrap().origins.len(), 2);
+    }
+
+    #[test]
+    fn s3_origins_need_their_own_fields_and_refuse_the_local_ones() {
+        let cases: [(&str, &str, &str); 11] = [
+            ("endpoint = \"https://s3.example.com\"\n", "", "origins.endpoint: required"),
+            ("https://s3.example.com", "ftp://x", "origins.endpoint"),
+            ("https://s3.example.com", "https://", "origins.endpoint"),
+            ("bucket = \"music\"\n", "", "origins.bucket: required"),
+            ("bucket = \"music\"", "bucket = \"a/b\"", "origins.bucket"),
+            ("prefix = \"library/flac\"", "prefix = \"library/../etc\"", "origins.prefix"),
+            ("prefix = \"library/flac\"", "prefix = \"a//b\"", "origins.prefix"),
+            ("access_key = \"AKIAEXAMPLE\"\n", "", "origins.access_key: required"),
+            ("secret_key_file = \"/etc/musicfs/s3-secret\"\n", "", "needs one of secret_key_file"),
+            ("/etc/musicfs/s3-secret", "s3-secret", "origins.secret_key_file"),
+            ("type = \"s3\"", "type = \"s3\"\npath = \"/srv/music\"", "origins.path: only for `type = \"local\"`"),
+        ];
+        for (from, to, want) in cases {
+            assert!(S3.contains(from), "{from}");
+            let err = parse(&S3.replace(from, to)).unwrap_err().to_string();
+            assert!(err.contains(want) && err.contains("bucket"), "{from} -> {to}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let two = S3.replace("secret_key_file", "secret_key_env = \"S3_SECRET\"\nsecret_key_file");
+        assert!(parse(&two).unwrap_err().to_string().contains("more than one"));
+        // S3 fields on a local origin, and a local origin without a path.
+        let err = parse(&GOOD.replace("priority = 1", "priority = 1\nbucket = \"x\"")).unwrap_err().to_string();
+        assert!(err.contains("origins.bucket: only for `type = \"s3\"`"), "{err}");
+        let err = parse(&GOOD.replace("path = \"/srv/music\"", "")).unwrap_err().to_string();
+        assert!(err.contains("origins.path: required"), "{err}");
+        // A misspelt key is still an error naming the line.
+        let err = parse(&S3.replace("access_key", "acces_key")).unwrap_err().to_string();
+        assert!(err.contains(":11:") && err.contains("acces_key"), "{err}");
+    }
+
+    #[test]
+    fn the_s3_secret_comes_from_inline_file_or_env_and_never_shows_in_debug() {
+        let inline =
+            parse(&S3.replace("secret_key_file = \"/etc/musicfs/s3-secret\"", "secret_key = \"hunter2\"")).unwrap();
+        assert_eq!(inline.origins[0].secret().unwrap(), "hunter2");
+        assert!(!format!("{inline:?}").contains("hunter2"), "the secret shows in Debug");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let text = S3.replace("/etc/musicfs/s3-secret", file.to_str().unwrap());
+        assert_eq!(parse(&text).unwrap().origins[0].secret().unwrap(), "from-a-file");
+        std::fs::remove_file(&file).unwrap();
+        let err = parse(&text).unwrap().origins[0].secret().unwrap_err();
+        assert!(err.contains("origins.secret_key_file") && err.contains("cannot read"), "{err}");
+
+        let var = format!("MUSICFS_TEST_S3_SECRET_{}", std::process::id());
+        let text = S3.replace("secret_key_file = \"/etc/musicfs/s3-secret\"", &format!("secret_key_env = \"{var}\""));
+        let err = parse(&text).unwrap().origins[0].secret().unwrap_err();
+        assert!(err.contains(&var), "{err}");
+        // SAFETY: nextest runs each test in its own process; nothing else reads this variable.
+        unsafe { std::env::set_var(&var, "from-env") };
+        assert_eq!(parse(&text).unwrap().origins[0].secret().unwrap(), "from-env");
     }
 
     #[test]

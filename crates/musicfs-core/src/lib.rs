@@ -13,6 +13,6 @@ pub mod units;
 
 pub use config::{
     CacheConfig, Config, ConfigError, EventsConfig, FuseConfig, HealthConfig, LibraryConfig, LoggingConfig,
-    OriginConfig, OriginKind,
+    OriginConfig, OriginKind, Secret,
 };
 pub use units::{ByteSize, Seconds};

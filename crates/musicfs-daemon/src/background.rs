@@ -203,14 +203,27 @@ async fn health_round_impl(shared: &crate::state::Shared, origins: &[SharedOrigi
             })
             .collect();
     }
+    let mut returned = Vec::new();
     for r in &results {
         let was_healthy = was.iter().find(|(id, _)| *id == r.origin).is_none_or(|(_, healthy)| *healthy);
         match (&r.outcome, was_healthy) {
             (Err(e), true) => {
                 shared.events.publish(Event::OriginDown { origin: r.origin.clone(), error: e.to_string() }).await
             }
-            (Ok(_), false) => shared.events.publish(Event::OriginUp { origin: r.origin.clone() }).await,
+            (Ok(_), false) => {
+                returned.push(r.origin.clone());
+                shared.events.publish(Event::OriginUp { origin: r.origin.clone() }).await
+            }
             _ => {}
+        }
+    }
+    if !returned.is_empty() {
+        // Catch-up sync (4.2.3, N4): what changed on the origins while they were away shows now, not at the
+        // next sync interval. Nobody waits for the answer; a full queue means a sync is already coming.
+        let (reply, _) = oneshot::channel();
+        match shared.sync_requests.try_send(reply) {
+            Ok(()) => tracing::info!(origins = ?returned, "4.2.3 origins back: catch-up sync requested"),
+            Err(e) => tracing::debug!(error = %e, "catch-up sync not queued; one is already pending"),
         }
     }
     let after = shared.library_state();

@@ -24,7 +24,7 @@ use musicfs_core::{Config, OriginKind};
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::adapter::{self, FuseAdapter};
 use musicfs_meta::{Db, sync};
-use musicfs_origins::{LocalOrigin, SharedOrigin};
+use musicfs_origins::{LocalOrigin, S3Origin, S3Settings, SharedOrigin};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,14 +65,37 @@ const INGEST_WAIT_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 const SESSION_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often STATUS= is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// Bound on opening one connection to an S3 origin.
+const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn build_origins(config: &Config) -> Vec<SharedOrigin> {
+/// The configured origins, most preferred first. S3 requests are bounded a little under the read timeout
+/// (like the reader's own origin calls), connecting by at most [`S3_CONNECT_TIMEOUT`].
+fn build_origins(config: &Config) -> Result<Vec<SharedOrigin>, DaemonError> {
     let mut origins: Vec<&musicfs_core::OriginConfig> = config.origins.iter().collect();
     origins.sort_by_key(|o| o.priority);
+    let request_timeout = (config.read_timeout() * 9 / 10).max(Duration::from_millis(100));
     origins
         .into_iter()
         .map(|o| match o.kind {
-            OriginKind::Local => Arc::new(LocalOrigin::new(o.id.clone(), o.path.clone())) as SharedOrigin,
+            OriginKind::Local => {
+                let path = o.path.clone().ok_or_else(|| start_err(format!("origin `{}` has no path", o.id)))?;
+                Ok(Arc::new(LocalOrigin::new(o.id.clone(), path)) as SharedOrigin)
+            }
+            OriginKind::S3 => {
+                let settings = S3Settings {
+                    endpoint: o.endpoint.clone().unwrap_or_default(),
+                    bucket: o.bucket.clone().unwrap_or_default(),
+                    prefix: o.prefix.clone(),
+                    region: o.region.clone().unwrap_or_else(|| musicfs_core::config::DEFAULT_S3_REGION.into()),
+                    access_key: o.access_key.clone().unwrap_or_default(),
+                    secret_key: o.secret().map_err(start_err)?,
+                    request_timeout,
+                    connect_timeout: request_timeout.min(S3_CONNECT_TIMEOUT),
+                };
+                tracing::info!(origin = %o.id, endpoint = %settings.endpoint, bucket = %settings.bucket, prefix = ?settings.prefix, "S3 origin");
+                let origin = S3Origin::new(o.id.clone(), settings, tokio::runtime::Handle::current()).map_err(start_err)?;
+                Ok(Arc::new(origin) as SharedOrigin)
+            }
         })
         .collect()
 }
@@ -125,7 +148,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
     let mount_point = config.mount_point.clone();
     let (request_tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
     signals::listen(mount_point.clone(), request_tx.clone()).map_err(start_err)?;
-    let origins = build_origins(&config);
+    let origins = build_origins(&config)?;
     let db = Arc::new(Db::open(&config.cache_dir.join("meta.db")).map_err(start_err)?);
     let store = Arc::new(ChunkStore::open(&config.cache_dir, config.cache.max_size.0).map_err(start_err)?);
     tracing::info!(chunks = store.chunk_count(), bytes = store.total_bytes(), "chunk store opened");
