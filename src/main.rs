@@ -51,6 +51,22 @@ enum Command {
         #[command(flatten)]
         target: CacheArgs,
     },
+    /// Find tracks by their tags; prints their paths in the mount, best match first. `musicfs search rebuild`
+    /// rebuilds the search index from the database instead (through the daemon, or offline if none runs).
+    Search {
+        #[command(flatten)]
+        target: CacheArgs,
+        /// Most paths to print.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+        /// Words that must all match, in any tag; `artist:`, `album:`, `title:`, `year:` or `path:` before a
+        /// word limits it to one (so `title:rebuild` searches for the word "rebuild").
+        #[arg(required = true)]
+        words: Vec<String>,
+    },
     /// Offline cache maintenance (the daemon must not be running on this cache).
     Cache {
         #[command(subcommand)]
@@ -112,6 +128,45 @@ fn print_answer(answer: Result<String, String>) -> ExitCode {
             eprintln!("musicfs: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn search(args: CacheArgs, limit: usize, json: bool, words: Vec<String>) -> ExitCode {
+    let (cache_dir, _) = match target_cache(args) {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("musicfs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = musicfs_daemon::control::socket_path(&cache_dir);
+    if words == ["rebuild"] {
+        let answer = match musicfs_daemon::control::request(&socket, r#"{"cmd":"search_rebuild"}"#, SYNC_TIMEOUT) {
+            Ok(answer) => answer,
+            // No daemon: rebuild offline (this takes the cache lock, so it never races one).
+            Err(_) => match musicfs_daemon::search::rebuild_offline(&cache_dir) {
+                Ok(documents) => format!("{{\"rebuilt\":true,\"documents\":{documents}}}"),
+                Err(e) => {
+                    eprintln!("musicfs: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        return print_answer(Ok(answer));
+    }
+    let command = serde_json::json!({ "cmd": "search", "query": words.join(" "), "limit": limit }).to_string();
+    let answer = musicfs_daemon::control::request(&socket, &command, ANSWER_TIMEOUT)
+        .map_err(|e| format!("no running daemon answers on {} ({e})", socket.display()));
+    match answer {
+        Ok(text) if !json && !text.starts_with("{\"error\"") => {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let mount_point = PathBuf::from(v["mount_point"].as_str().unwrap_or(""));
+            for hit in v["hits"].as_array().into_iter().flatten() {
+                println!("{}", mount_point.join(hit["path"].as_str().unwrap_or("")).display());
+            }
+            ExitCode::SUCCESS
+        }
+        other => print_answer(other),
     }
 }
 
@@ -186,6 +241,7 @@ fn status(args: CacheArgs, json: bool) -> ExitCode {
         })
         .collect();
     println!("tasks:      {}", tasks.join(", "));
+    println!("search:     {}  ({} tracks indexed)", v["search"].as_str().unwrap_or("?"), v["search_documents"]);
     let e = &v["events"];
     let lost: Vec<String> = e["consumers"]
         .as_array()
@@ -357,6 +413,7 @@ fn main() -> ExitCode {
         Command::Metrics { target } => print_answer(control(target, r#"{"cmd":"metrics"}"#, ANSWER_TIMEOUT)),
         Command::Sync { target } => print_answer(control(target, r#"{"cmd":"sync"}"#, SYNC_TIMEOUT)),
         Command::Events { target } => events(target),
+        Command::Search { target, limit, json, words } => search(target, limit, json, words),
         Command::Cache { op: CacheOp::Verify(args) } => cache_op(args, false),
         Command::Cache { op: CacheOp::Repair(args) } => cache_op(args, true),
         Command::Mount(args) => {

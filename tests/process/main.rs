@@ -6,3 +6,4 @@ mod control;
 mod crash_recovery;
 mod filesystem;
 mod lifecycle;
+mod search;

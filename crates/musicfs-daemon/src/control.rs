@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Deserialize)]
-#[serde(tag = "cmd", rename_all = "lowercase")]
+#[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
     Status,
     Metrics,
@@ -26,6 +26,13 @@ pub enum Command {
     Sync,
     /// Stream events until the client hangs up.
     Events,
+    /// Tracks matching every word of `query`, best first.
+    Search {
+        query: String,
+        limit: Option<usize>,
+    },
+    /// Rebuild the search index from the database (6.5).
+    SearchRebuild,
 }
 
 /// The socket of the daemon serving `cache_dir` (one daemon per cache, 3.9): in the runtime directory, named
@@ -109,6 +116,20 @@ async fn answer(
         }
         Ok(Command::Sync) => sync_now(shared).await.unwrap_or_else(|e| serde_json::json!({ "error": e }).to_string()),
         Ok(Command::Events) => return stream_events(write, shared, cancel).await,
+        Ok(Command::Search { query, limit }) => match shared.search.query(query, limit.unwrap_or(20)).await {
+            Ok(hits) => {
+                let hits: Vec<_> = hits
+                    .iter()
+                    .map(|h| serde_json::json!({ "track_id": h.track_id, "path": h.vpath, "score": h.score }))
+                    .collect();
+                serde_json::json!({ "mount_point": shared.mount_point, "hits": hits }).to_string()
+            }
+            Err(e) => serde_json::json!({ "error": e }).to_string(),
+        },
+        Ok(Command::SearchRebuild) => match shared.search.rebuild().await {
+            Ok(documents) => serde_json::json!({ "rebuilt": true, "documents": documents }).to_string(),
+            Err(e) => serde_json::json!({ "error": e }).to_string(),
+        },
         Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
     };
     write.write_all(reply.as_bytes()).await?;

@@ -14,6 +14,7 @@ pub mod events;
 pub mod lock;
 pub mod mounts;
 pub mod preflight;
+pub mod search;
 pub mod signals;
 pub mod state;
 pub mod systemd;
@@ -241,6 +242,11 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         fs: fs.clone(),
         stats: Default::default(),
     });
+    let search = Arc::new(search::Search::new(
+        &config.cache_dir,
+        db.clone(),
+        bus.subscribe("search indexer", Guarantee::Lossless),
+    ));
     let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(8);
     let shared = Arc::new(state::Shared {
         fs: fs.clone(),
@@ -258,6 +264,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         stopping: AtomicBool::new(false),
         events: bus,
         invalidator: invalidator.clone(),
+        search: search.clone(),
         sync_requests: sync_tx,
     });
     let socket = control::socket_path(&config.cache_dir);
@@ -277,6 +284,8 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         sync_requests: tokio::sync::Mutex::new(sync_rx),
     });
     supervisor.spawn("kernel cache invalidator", true, move |token| invalidator.clone().run(token));
+    let indexer = search.clone();
+    supervisor.spawn("search indexer", false, move |token| indexer.clone().run(token));
     let w = work.clone();
     supervisor.spawn("health monitor", true, move |token| w.clone().health_loop(token));
     let w = work.clone();
@@ -341,6 +350,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
     if let Err(e) = reader.flush(INGEST_WAIT_AT_SHUTDOWN).await {
         tracing::warn!(error = %e, "could not flush the chunk cache");
     }
+    let _ = tokio::task::spawn_blocking(move || search.close()).await;
     if let Err(e) = db.checkpoint() {
         tracing::warn!(error = %e, "could not checkpoint the database");
     }
@@ -357,7 +367,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         drained_ms,
         flushed_ms,
         total_ms = stopping.elapsed().as_millis() as u64,
-        "2.3 stopped cleanly: reads drained, background stopped, cache flushed, database checkpointed, unmounted"
+        "2.3 stopped cleanly: reads drained, background stopped, cache flushed, search index committed, database checkpointed, unmounted"
     );
     Ok(())
 }

@@ -31,6 +31,7 @@ pub struct Shared {
     pub stopping: AtomicBool,
     pub events: Arc<crate::events::Bus>,
     pub invalidator: Arc<crate::events::Invalidator>,
+    pub search: Arc<crate::search::Search>,
     /// `musicfs sync` requests, answered by the library watcher.
     pub sync_requests: tokio::sync::mpsc::Sender<crate::background::SyncRequest>,
 }
@@ -70,6 +71,9 @@ pub struct Status {
     pub memory_limit_bytes: Option<u64>,
     pub tasks: Vec<musicfs_core::supervisor::TaskHealth>,
     pub events: EventsStatus,
+    /// "ready", "opening", or why search is unavailable (6.5); and the documents searchable.
+    pub search: String,
+    pub search_documents: u64,
 }
 
 /// Open descriptors of this process and its soft limit.
@@ -148,6 +152,7 @@ impl Shared {
 
     pub fn status(&self) -> Status {
         let (open_fds, fd_limit) = fd_usage();
+        let (search_state, search_documents) = self.search.status();
         let stats = &self.reader.stats;
         let hits = stats.chunk_hits.load(Ordering::Relaxed);
         let misses = stats.chunk_misses.load(Ordering::Relaxed);
@@ -181,6 +186,8 @@ impl Shared {
             rss_bytes: rss_bytes(),
             memory_limit_bytes: memory_limit(),
             tasks: self.supervisor.health(),
+            search: search_state,
+            search_documents,
             events: EventsStatus {
                 capacity: self.events.capacity(),
                 published: self.events.published(),
@@ -220,6 +227,8 @@ impl Shared {
             gauge("musicfs_memory_limit_bytes", "The service's cgroup memory limit.", limit as f64);
         }
         gauge("musicfs_tracks", "Tracks in the mounted library.", s.tracks as f64);
+        gauge("musicfs_search_documents", "Tracks searchable in the search index.", s.search_documents as f64);
+        gauge("musicfs_search_up", "Whether search is available (6.5).", f64::from(u8::from(s.search == "ready")));
         gauge("musicfs_cache_bytes", "Chunk bytes in the cache.", s.cache_bytes as f64);
         gauge("musicfs_cache_max_bytes", "Cache size limit.", s.cache_max_bytes as f64);
         gauge("musicfs_cache_chunks", "Chunks in the cache.", s.chunks as f64);

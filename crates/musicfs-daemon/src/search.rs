@@ -1,0 +1,182 @@
+//! The search index in the running daemon (5.2, 6.5): opened after the mount is up, rebuilt from SQLite if
+//! damaged, and kept in line with the library by a lossless consumer of the event bus. `musicfs search`
+//! queries it. When it is unavailable, search says so and the filesystem never notices: nothing on the read
+//! path touches it, and its task is not critical to the watchdog.
+
+use crate::events::Event;
+use musicfs_core::events::{Delivery, Subscription};
+use musicfs_meta::Db;
+use musicfs_search::{Hit, SearchIndex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Where the index lives under the cache directory.
+pub fn index_dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("search").join("v1")
+}
+
+pub struct Search {
+    dir: PathBuf,
+    db: Arc<Db>,
+    index: Mutex<Option<Arc<SearchIndex>>>,
+    /// "opening", "ready", or why search is unavailable.
+    state: Mutex<String>,
+    pub events: tokio::sync::Mutex<Subscription<Event>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Search {
+    pub fn new(cache_dir: &Path, db: Arc<Db>, events: Subscription<Event>) -> Search {
+        Search {
+            dir: index_dir(cache_dir),
+            db,
+            index: Mutex::new(None),
+            state: Mutex::new("opening".into()),
+            events: tokio::sync::Mutex::new(events),
+        }
+    }
+
+    /// The search indexer (supervised, not critical): opens the index, then re-indexes after every library
+    /// change, and after lost events. A failure to open ends the task with an error, so the supervisor
+    /// retries with backoff while search stays unavailable.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+        let mut events = self.events.lock().await;
+        if lock(&self.index).is_none() {
+            let (dir, db) = (self.dir.clone(), self.db.clone());
+            let opened = tokio::task::spawn_blocking(move || {
+                let tracks = db.load_tracks().map_err(|e| e.to_string())?;
+                SearchIndex::open_or_rebuild(&dir, &tracks).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+            crate::background::release_freed_memory();
+            match opened {
+                Ok((index, how)) => {
+                    tracing::info!(documents = index.doc_count(), ?how, "search index ready");
+                    *lock(&self.index) = Some(Arc::new(index));
+                    *lock(&self.state) = "ready".into();
+                }
+                Err(e) => {
+                    *lock(&self.state) = format!("unavailable: {e}");
+                    return Err(format!("6.5 search index unavailable: {e}"));
+                }
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                delivery = events.next() => match delivery {
+                    Delivery::Event(Event::LibraryChanged { .. }) | Delivery::Lost(_) => self.catch_up().await?,
+                    Delivery::Event(_) => {}
+                    Delivery::Closed => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// Re-indexes what differs from the database (per-document fingerprints), and commits.
+    async fn catch_up(&self) -> Result<(), String> {
+        let Some(index) = lock(&self.index).clone() else { return Ok(()) };
+        let db = self.db.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let tracks = db.load_tracks().map_err(|e| e.to_string())?;
+            index.reconcile(&tracks).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        crate::background::release_freed_memory();
+        match result {
+            Ok(changed) => {
+                tracing::debug!(changed, "search index caught up with the library");
+                Ok(())
+            }
+            // A failed commit rolled back; the next change (or the restarted task) reconciles again.
+            Err(e) => Err(format!("search index could not catch up: {e}")),
+        }
+    }
+
+    fn ready(&self) -> Result<Arc<SearchIndex>, String> {
+        lock(&self.index).clone().ok_or_else(|| format!("search is {}", lock(&self.state)))
+    }
+
+    pub async fn query(&self, text: String, limit: usize) -> Result<Vec<Hit>, String> {
+        let index = self.ready()?;
+        tokio::task::spawn_blocking(move || index.search(&text, limit).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// `musicfs search rebuild` on the running daemon (6.5): every document replaced from the database. An
+    /// index too damaged for that, or one that could not be opened at all, is thrown away and built anew.
+    pub async fn rebuild(&self) -> Result<u64, String> {
+        let current = lock(&self.index).take();
+        *lock(&self.state) = "rebuilding".into();
+        let (db, dir) = (self.db.clone(), self.dir.clone());
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            let tracks = db.load_tracks().map_err(|e| e.to_string())?;
+            if let Some(index) = current {
+                match index.rebuild(&tracks) {
+                    Ok(()) => return Ok(index),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "6.5 search index too damaged to rebuild in place; recreating it")
+                    }
+                }
+            }
+            SearchIndex::recreate(&dir, &tracks).map(Arc::new).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        crate::background::release_freed_memory();
+        match rebuilt {
+            Ok(index) => {
+                let documents = index.doc_count();
+                *lock(&self.index) = Some(index);
+                *lock(&self.state) = "ready".into();
+                Ok(documents)
+            }
+            Err(e) => {
+                *lock(&self.state) = format!("unavailable: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// For status: the state and the number of documents searchable.
+    pub fn status(&self) -> (String, u64) {
+        let documents = lock(&self.index).as_ref().map_or(0, |i| i.doc_count());
+        (lock(&self.state).clone(), documents)
+    }
+
+    /// At shutdown (2.3), before the database checkpoint: commit what is queued and wait for merges.
+    pub fn close(&self) {
+        let Some(index) = lock(&self.index).take() else { return };
+        *lock(&self.state) = "closed".into();
+        let result = match Arc::try_unwrap(index) {
+            Ok(index) => index.shutdown(),
+            // A search still running holds it: commit, and let the last holder drop it.
+            Err(shared) => shared.commit(),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "search index could not commit at shutdown; the next start reconciles it");
+        }
+    }
+}
+
+/// `musicfs search rebuild` with no daemon running: throw the index away and build it anew from the database.
+pub fn rebuild_offline(cache_dir: &Path) -> Result<u64, crate::DaemonError> {
+    let _lock = crate::CacheLock::acquire(cache_dir)?;
+    let db = Db::open(&cache_dir.join("meta.db")).map_err(|e| crate::DaemonError::Start(e.to_string()))?;
+    let tracks = db.load_tracks().map_err(|e| crate::DaemonError::Start(e.to_string()))?;
+    let index =
+        SearchIndex::recreate(&index_dir(cache_dir), &tracks).map_err(|e| crate::DaemonError::Start(e.to_string()))?;
+    let documents = index.doc_count();
+    index.shutdown().map_err(|e| crate::DaemonError::Start(e.to_string()))?;
+    Ok(documents)
+}
