@@ -164,6 +164,14 @@ pkgs.testers.runNixOSTest {
         probe("disk-full")
         recover()
 
+    with subtest("readiness: READY=1 once the mount answers, STATUS= kept current, STOPPING=1 at shutdown"):
+        probe("readiness")
+        recover()
+
+    with subtest("limits: the unit's resource bounds are what the running daemon has, cgroups included"):
+        probe("limits")
+        recover()
+
     with subtest("after every scenario the library still reads back intact"):
         assert content_hashes(MOUNT) == content_hashes(ORIGIN), "mount and origin differ"
   '';

@@ -15,6 +15,8 @@ pub struct Machine {
     pub mount_point: PathBuf,
     pub cache_dir: PathBuf,
     pub origin: PathBuf,
+    /// The origin's id in the config (what `musicfs status` and STATUS= call it).
+    pub origin_id: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +60,9 @@ impl Machine {
             mount_point: get(value.get("mount_point"), "mount_point")?,
             cache_dir: get(value.get("cache_dir"), "cache_dir")?,
             origin: get(value.get("origins").and_then(|o| o.get(0)).and_then(|o| o.get("path")), "origins[0].path")?,
+            origin_id: get(value.get("origins").and_then(|o| o.get(0)).and_then(|o| o.get("id")), "origins[0].id")?
+                .to_string_lossy()
+                .into_owned(),
         })
     }
 
@@ -119,6 +124,20 @@ impl Machine {
             (true, Ok(_)) => MountState::Serving,
             (true, Err(_)) => MountState::Dead,
         }
+    }
+
+    /// Files visible under the mount point, listed without reading them.
+    pub fn mount_file_count(&self) -> Result<usize> {
+        let mut files = Vec::new();
+        walk(&self.mount_point, &mut files)?;
+        Ok(files.len())
+    }
+
+    /// Files of the origin, listed without reading them.
+    pub fn origin_file_count(&self) -> Result<usize> {
+        let mut files = Vec::new();
+        walk(&self.origin, &mut files)?;
+        Ok(files.len())
     }
 
     /// Content hash → origin path, for every file of the origin.

@@ -34,9 +34,18 @@ enum Scenario {
     Execstop,
     /// The cache filesystem fills (by MusicFS, and by another process): reads go on, status degraded, recovery.
     DiskFull,
+    /// Type=notify: `systemctl start` returns only once the mount answers; STATUS= follows the cache and the
+    /// origin; STOPPING=1 moves the unit to deactivating while the daemon drains.
+    Readiness,
+    /// The unit's resource bounds (LimitNOFILE, MemoryHigh/MemoryMax, TasksMax, OOMScoreAdjust) are what
+    /// systemd runs it with and what the running daemon has.
+    Limits,
     /// Every scenario in turn.
     All,
 }
+
+/// A scenario: runs against the machine, returns its figures or what failed.
+type Run = fn(&machine::Machine) -> anyhow::Result<serde_json::Value>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,18 +56,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let list: Vec<(&str, fn(&machine::Machine) -> anyhow::Result<serde_json::Value>)> = match cli.scenario {
+    let list: Vec<(&str, Run)> = match cli.scenario {
         Scenario::Sigterm => vec![("sigterm", scenarios::sigterm)],
         Scenario::Kill9 => vec![("kill9", scenarios::kill9)],
         Scenario::Watchdog => vec![("watchdog", scenarios::watchdog)],
         Scenario::Execstop => vec![("execstop", scenarios::execstop)],
         Scenario::DiskFull => vec![("disk-full", scenarios::disk_full)],
+        Scenario::Readiness => vec![("readiness", scenarios::readiness)],
+        Scenario::Limits => vec![("limits", scenarios::limits)],
         Scenario::All => vec![
             ("sigterm", scenarios::sigterm),
             ("kill9", scenarios::kill9),
             ("watchdog", scenarios::watchdog),
             ("execstop", scenarios::execstop),
             ("disk-full", scenarios::disk_full),
+            ("readiness", scenarios::readiness),
+            ("limits", scenarios::limits),
         ],
     };
     let mut all_passed = true;

@@ -66,6 +66,24 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Copies the just-built binaries out of `target/debug` at once: another cargo run in the same workspace (a
+/// plain `cargo build`) may replace them there with a build without failpoints, which the scenarios need.
+fn keep_binaries(built: &Path, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    for bin in ["musicfs", "musicfs-probe"] {
+        std::fs::copy(built.join(bin), dir.join(bin)).with_context(|| format!("copying {bin}"))?;
+    }
+    // With the `failpoints` feature the failpoint names are strings in the binary; without it they are not.
+    let musicfs = std::fs::read(dir.join("musicfs"))?;
+    let needle = b"daemon::watchdog::selfcheck_stall";
+    ensure!(
+        musicfs.windows(needle.len()).any(|w| w == needle),
+        "{} has no failpoints: another cargo build replaced it after ours; run again",
+        built.join("musicfs").display()
+    );
+    Ok(dir.to_owned())
+}
+
 /// Installs binaries, unit, config, test timings and a sample library into the machine's root.
 fn install(root: &Path, workspace: &Path, target: &Path) -> Result<usize> {
     for bin in ["musicfs", "musicfs-probe"] {
@@ -87,7 +105,8 @@ fn install(root: &Path, workspace: &Path, target: &Path) -> Result<usize> {
     )?;
     write(
         &root.join("etc/musicfs/musicfs.toml"),
-        "mount_point = \"/mnt/music\"\ncache_dir = \"/var/cache/musicfs\"\n\n[[origins]]\nid = \"disk\"\ntype = \"local\"\npath = \"/srv/music\"\n\n[fuse]\nread_timeout = \"10s\"\nallow_other = true\n",
+        "mount_point = \"/mnt/music\"\ncache_dir = \"/var/cache/musicfs\"\n\n[[origins]]\nid = \"disk\"\ntype = \"local\"\npath = \"/srv/music\"\n\n[fuse]\nread_timeout = \"10s\"\nallow_other = true\n\n\
+         [health]\ninterval = \"5s\"\n",
     )?;
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     std::fs::create_dir_all(&wants)?;
@@ -120,6 +139,10 @@ impl Container {
                 "--register=no",
                 "--keep-unit",
                 "--bind=/dev/fuse",
+                // nspawn drops CAP_SYS_RESOURCE, and without it the container's systemd quietly runs the unit
+                // with the host's open-file limit and without its negative OOMScoreAdjust (5.8: the limits
+                // scenario). Given back here where the host has it (a sandbox without it keeps the clamp).
+                "--capability=CAP_SYS_RESOURCE",
                 "--machine=musicfs-st",
                 "--quiet",
                 "--directory",
@@ -186,14 +209,15 @@ pub fn run_system_test(args: &Args) -> Result<()> {
             .current_dir(&workspace),
         "cargo build",
     )?;
+    let out = workspace.join("target/system-test");
+    let bins = keep_binaries(&workspace.join("target/debug"), &out.join("bin"))?;
     println!("== root filesystem");
     let base = rootfs(&args.rootfs_cache)?;
-    let out = workspace.join("target/system-test");
     let machine_root = out.join("rootfs");
     let _ = std::fs::remove_dir_all(&machine_root);
     std::fs::create_dir_all(&out)?;
     run(Command::new("cp").args(["-a", "--reflink=auto"]).arg(&base).arg(&machine_root), "copying the rootfs")?;
-    let files = install(&machine_root, &workspace, &workspace.join("target/debug"))?;
+    let files = install(&machine_root, &workspace, &bins)?;
     println!("   installed musicfs, the unit from dist/, a config and {files} library files");
 
     println!("== booting with systemd-nspawn");
