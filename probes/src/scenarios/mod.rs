@@ -1,0 +1,220 @@
+//! The system scenarios. Each breaks or inspects the real unit one way, checks what the failure modes
+//! require, and returns the figures it measured; any failed check is an error naming what went wrong.
+
+use crate::machine::{Machine, MountState, Streamer, now_epoch};
+use anyhow::{Result, bail, ensure};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+mod unit;
+pub use unit::{limits, readiness};
+
+fn secs(d: Duration) -> f64 {
+    (d.as_millis() as f64) / 1000.0
+}
+
+/// Proves L4: 2.1, 2.3
+pub fn sigterm(m: &Machine) -> Result<Value> {
+    let since = now_epoch();
+    m.wait_serving(Duration::from_secs(30))?;
+    let stream = Streamer::start(m)?;
+    std::thread::sleep(Duration::from_millis(500));
+    m.systemctl(&["kill", "-s", "SIGTERM"])?;
+    let stop = m.wait_until(Duration::from_secs(20), "the daemon exiting after SIGTERM", || m.is_stopped())?;
+    let (streamed, _) = stream.finish()?;
+    ensure!(streamed > 0, "the reader got no bytes before the stop");
+    ensure!(m.prop("ExecMainStatus") == "0", "exit status {} (want 0)", m.prop("ExecMainStatus"));
+    ensure!(m.mount_state() == MountState::Absent, "mount left behind: {:?}", m.mount_state());
+    let journal = m.journal_since(since);
+    ensure!(journal.contains("2.3 stopped cleanly"), "no clean-shutdown line in the journal:\n{journal}");
+    let (ok, verify) = m.run("musicfs", &["cache", "verify", "--config", &m.config])?;
+    ensure!(ok && verify.contains("all sound"), "cache not consistent after the stop: {verify}");
+    m.systemctl(&["start"])?;
+    let serving = m.wait_serving(Duration::from_secs(60))?;
+    Ok(
+        json!({ "sigterm_to_exit_seconds": secs(stop), "restart_to_serving_seconds": secs(serving), "streamed_bytes": streamed }),
+    )
+}
+
+/// Proves L4: 2.7
+pub fn kill9(m: &Machine) -> Result<Value> {
+    m.wait_serving(Duration::from_secs(30))?;
+    let before = m.restarts();
+    let pid = m.main_pid();
+    let stream = Streamer::start(m)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    m.systemctl(&["kill", "-s", "SIGKILL"])?;
+    m.wait_until(Duration::from_secs(30), "systemd restarting the killed daemon", || {
+        m.restarts() > before && m.main_pid() != pid
+    })?;
+    let serving = m.wait_serving(Duration::from_secs(60))?;
+    let to_serving = killed.elapsed();
+    let (streamed, errors) = stream.finish()?;
+    ensure!(m.mount_state() == MountState::Serving, "the mount is {:?} after the restart", m.mount_state());
+    Ok(
+        json!({ "kill_to_serving_seconds": secs(to_serving), "after_restart_wait_seconds": secs(serving), "restarts": m.restarts() - before, "streamed_bytes": streamed, "read_errors_during_restart": errors }),
+    )
+}
+
+/// Proves L4: 3.1
+pub fn watchdog(m: &Machine) -> Result<Value> {
+    m.wait_serving(Duration::from_secs(30))?;
+    let limit = parse_systemd_span(&m.prop("WatchdogUSec"));
+    ensure!(!limit.is_zero(), "the unit has no WatchdogSec");
+    // A frozen daemon stops petting the watchdog.
+    let since = now_epoch();
+    let before = m.restarts();
+    let frozen = Instant::now();
+    m.systemctl(&["kill", "-s", "SIGSTOP"])?;
+    m.wait_until(limit * 3 + Duration::from_secs(20), "a watchdog restart of the frozen daemon", || {
+        m.restarts() > before
+    })?;
+    let serving = m.wait_serving(Duration::from_secs(60))?;
+    let freeze_to_serving = frozen.elapsed();
+    let journal = m.journal_since(since);
+    ensure!(journal.contains("Watchdog timeout"), "systemd did not report a watchdog timeout:\n{journal}");
+
+    // A daemon that runs but fails its self-check (failpoint build) stops petting it too.
+    let since = now_epoch();
+    let before = m.restarts();
+    m.dropin("probe", "[Service]\nEnvironment=FAILPOINTS=daemon::watchdog::selfcheck_stall=3*off->return\n")?;
+    m.systemctl(&["restart"])?;
+    m.wait_until(limit * 4 + Duration::from_secs(30), "a watchdog restart after the self-check stalls", || {
+        m.restarts() > before
+    })?;
+    let journal_stall = m.journal_since(since);
+    ensure!(
+        journal_stall.contains("3.1 self-check did not finish in time"),
+        "the daemon did not log the stalled self-check:\n{journal_stall}"
+    );
+    ensure!(journal_stall.contains("Watchdog timeout"), "no watchdog timeout after the stall:\n{journal_stall}");
+    m.remove_dropin("probe")?;
+    m.systemctl(&["restart"])?;
+    m.wait_serving(Duration::from_secs(60))?;
+    Ok(
+        json!({ "watchdog_seconds": secs(limit), "freeze_to_serving_seconds": secs(freeze_to_serving), "restart_wait_seconds": secs(serving) }),
+    )
+}
+
+/// Proves L4: 3.7
+pub fn execstop(m: &Machine) -> Result<Value> {
+    m.wait_serving(Duration::from_secs(30))?;
+    let since = now_epoch();
+    let asked = Instant::now();
+    m.systemctl(&["stop"])?;
+    let clean_stop = asked.elapsed();
+    let journal = m.journal_since(since);
+    ensure!(
+        journal.contains("reason=\"musicfs shutdown\""),
+        "ExecStop did not go through `musicfs shutdown`:\n{journal}"
+    );
+    ensure!(journal.contains("2.3 stopped cleanly"), "no clean shutdown:\n{journal}");
+    ensure!(
+        m.prop("ExecMainStatus") == "0" && m.mount_state() == MountState::Absent,
+        "unclean stop: status {}, mount {:?}",
+        m.prop("ExecMainStatus"),
+        m.mount_state()
+    );
+
+    // Frozen: ExecStop cannot get an answer, the stop times out, the kill follows, ExecStopPost unmounts.
+    m.systemctl(&["start"])?;
+    m.wait_serving(Duration::from_secs(60))?;
+    let since = now_epoch();
+    m.systemctl(&["kill", "-s", "SIGSTOP"])?;
+    let asked = Instant::now();
+    let _ = m.run("systemctl", &["stop", &m.unit]);
+    let frozen_stop = asked.elapsed();
+    ensure!(m.is_stopped(), "the frozen unit did not stop");
+    let state = m.mount_state();
+    ensure!(state != MountState::Dead, "a dead mount was left behind");
+    let journal = m.journal_since(since);
+    ensure!(journal.to_lowercase().contains("kill"), "systemd did not kill the frozen daemon:\n{journal}");
+    let _ = m.run("systemctl", &["reset-failed", &m.unit]);
+    m.systemctl(&["start"])?;
+    let serving = m.wait_serving(Duration::from_secs(60))?;
+    Ok(
+        json!({ "clean_stop_seconds": secs(clean_stop), "frozen_stop_seconds": secs(frozen_stop), "mount_after_frozen_stop": format!("{state:?}"), "restart_to_serving_seconds": secs(serving) }),
+    )
+}
+
+/// systemd prints time spans like `3s`, `1min 30s`, `500ms`.
+fn parse_systemd_span(text: &str) -> Duration {
+    text.split_whitespace()
+        .map(|part| {
+            let split = part.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(part.len());
+            let (number, unit) = part.split_at(split);
+            let n: f64 = number.parse().unwrap_or(0.0);
+            let secs = match unit {
+                "us" => n / 1e6,
+                "ms" => n / 1e3,
+                "s" | "" => n,
+                "min" => n * 60.0,
+                "h" => n * 3600.0,
+                _ => 0.0,
+            };
+            Duration::from_secs_f64(secs)
+        })
+        .sum()
+}
+
+fn cache_fs_size(m: &Machine) -> Result<u64> {
+    let (ok, text) = m.run("df", &["--output=size", "-B1", &m.cache_dir.to_string_lossy()])?;
+    ensure!(ok, "df failed: {text}");
+    Ok(text.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0))
+}
+
+/// Proves L4: 2.8, 6.6
+pub fn disk_full(m: &Machine) -> Result<Value> {
+    m.wait_serving(Duration::from_secs(30))?;
+    let size = cache_fs_size(m)?;
+    ensure!(
+        size > 0 && size <= 256 << 20,
+        "the cache directory must be on a small filesystem for this scenario ({size} bytes)"
+    );
+    let origin_bytes: u64 = m.origin_hashes()?.values().map(|p| std::fs::metadata(p).map_or(0, |x| x.len())).sum();
+    ensure!(origin_bytes > size, "the library ({origin_bytes} B) must be larger than the cache filesystem ({size} B)");
+    let (pid, restarts) = (m.main_pid(), m.restarts());
+    let since = now_epoch();
+
+    // 1. MusicFS fills its own disk: everything still reads right; the watermarks keep room.
+    let files = m.verify_mount()?;
+    let fill_one = m.status()?;
+
+    // 2. Another process fills the disk: reads still right, from the origin; status degraded.
+    let filler = m.cache_dir.join("filler.bin");
+    let _ = m.run("fallocate", &["-l", &size.to_string(), &filler.to_string_lossy()]);
+    let _ =
+        m.run("dd", &["if=/dev/zero", &format!("of={}", filler.display()), "bs=1M", "oflag=append", "conv=notrunc"]);
+    let _ = m.run("systemctl", &["kill", "-s", "SIGHUP", &m.unit]);
+    m.verify_mount()?;
+    m.verify_mount()?;
+    let degraded = m.status()?;
+    ensure!(degraded["state"] == "degraded", "status does not say degraded with a full cache disk: {degraded}");
+
+    // 3. Space returns: caching resumes.
+    std::fs::remove_file(&filler)?;
+    let written_before = m.status()?["chunks_written"].as_u64().unwrap_or(0);
+    let recovered = Instant::now();
+    m.wait_until(Duration::from_secs(30), "caching to resume after space returned", || {
+        let _ = m.verify_mount();
+        m.status().is_ok_and(|s| s["state"] == "ready" && s["chunks_written"].as_u64().unwrap_or(0) > written_before)
+    })?;
+    ensure!(m.main_pid() == pid && m.restarts() == restarts, "the daemon was restarted during disk-full");
+    let journal = m.journal_since(since);
+    ensure!(
+        !journal.contains("2.2 panic") && !journal.contains("No space left on device (os error 28)\" count"),
+        "errors in the journal:\n{journal}"
+    );
+    if journal.contains("2.8 cache writes stopped") && !journal.contains("2.8 cache writes work again") {
+        bail!("caching stopped and the journal does not show it resuming:\n{journal}");
+    }
+    Ok(json!({
+        "cache_fs_bytes": size,
+        "library_bytes": origin_bytes,
+        "files_verified": files,
+        "cache_bytes_after_own_fill": fill_one["cache_bytes"],
+        "degraded_reason": degraded["cache_write_failure"],
+        "resume_seconds": secs(recovered.elapsed()),
+    }))
+}
