@@ -230,7 +230,13 @@ fn status(args: CacheArgs, json: bool) -> ExitCode {
         .map(|op| format!("{} {} ({} errors)", op[0].as_str().unwrap_or("?"), op[1], op[2]))
         .collect();
     println!("fuse ops:   {}; {} reads in flight", ops.join(", "), v["reads_in_flight"]);
-    println!("resources:  {} of {} fds, {} resident", v["open_fds"], v["fd_limit"], bytes("rss_bytes"));
+    println!(
+        "resources:  {} of {} fds, {} resident ({} for the library tree)",
+        v["open_fds"],
+        v["fd_limit"],
+        bytes("rss_bytes"),
+        bytes("tree_bytes")
+    );
     let tasks: Vec<String> = v["tasks"]
         .as_array()
         .into_iter()

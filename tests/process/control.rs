@@ -64,6 +64,8 @@ fn status_metrics_and_shutdown_over_the_control_socket() {
         "musicfs_origin_up{origin=\"local\"} 1",
         "musicfs_read_duration_seconds_count",
         "musicfs_open_fds",
+        "musicfs_tree_heap_bytes",
+        "musicfs_search_up",
         "musicfs_cache_hit_ratio",
         "musicfs_events_lost_total{consumer=\"kernel cache invalidator\"} 0",
         "musicfs_task_restarts_total{task=\"health monitor\"} 0",

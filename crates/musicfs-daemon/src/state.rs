@@ -67,6 +67,8 @@ pub struct Status {
     pub open_fds: u64,
     pub fd_limit: u64,
     pub rss_bytes: u64,
+    /// The library tree's share of that (5.5).
+    pub tree_bytes: u64,
     /// The cgroup memory limit (MemoryHigh, else MemoryMax), if the service has one.
     pub memory_limit_bytes: Option<u64>,
     pub tasks: Vec<musicfs_core::supervisor::TaskHealth>,
@@ -184,6 +186,7 @@ impl Shared {
             open_fds,
             fd_limit,
             rss_bytes: rss_bytes(),
+            tree_bytes: self.fs.tree().heap_bytes() as u64,
             memory_limit_bytes: memory_limit(),
             tasks: self.supervisor.health(),
             search: search_state,
@@ -223,6 +226,7 @@ impl Shared {
         gauge("musicfs_open_fds", "Open file descriptors.", s.open_fds as f64);
         gauge("musicfs_fd_limit", "RLIMIT_NOFILE soft limit.", s.fd_limit as f64);
         gauge("musicfs_rss_bytes", "Resident memory.", s.rss_bytes as f64);
+        gauge("musicfs_tree_heap_bytes", "Heap held by the library tree (5.5).", s.tree_bytes as f64);
         if let Some(limit) = s.memory_limit_bytes {
             gauge("musicfs_memory_limit_bytes", "The service's cgroup memory limit.", limit as f64);
         }
