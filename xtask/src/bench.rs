@@ -254,6 +254,7 @@ fn scale_bench(tracks: usize, workdir: &Path, binary: &Path, report: &mut Report
         count_files(&mnt).with_context(|| format!("listing {}; daemon log:\n{}", mnt.display(), daemon.log()))?;
     let walk_secs = clock.elapsed().as_secs_f64();
     let (rss_walk_mb, hwm_walk_mb) = memory_mb(pid)?;
+    let (sync_ms, invalidations) = sync_one_new_track(binary, &daemon_args, &files)?;
     stop(daemon, &mnt)?;
 
     println!("  {:<34} {:>10} {:>10}", "mount", "daemon ms", "wall ms");
@@ -267,6 +268,7 @@ fn scale_bench(tracks: usize, workdir: &Path, binary: &Path, report: &mut Report
     println!(
         "  listing the mount: {visible} files in {walk_secs:.2} s; then VmRSS {rss_walk_mb:.1} MB, VmHWM {hwm_walk_mb:.1} MB"
     );
+    println!("  `musicfs sync` after adding one track: {sync_ms:.0} ms; {invalidations} kernel cache invalidations");
     let checks = [
         Check { name: "second mount", value: second_ms as f64, unit: " ms", target: 500.0, at_least: false },
         Check { name: "idle RSS", value: rss_mb, unit: " MB", target: 50.0, at_least: false },
@@ -277,12 +279,34 @@ fn scale_bench(tracks: usize, workdir: &Path, binary: &Path, report: &mut Report
         "second_mount_daemon_ms": second_ms, "second_mount_wall_ms": second_wall_ms, "idle_rss_mb": rss_mb,
         "idle_hwm_mb": hwm_mb, "rss_after_listing_mb": rss_walk_mb, "listing_secs": walk_secs,
         "files_generated": files.len(), "files_visible": visible, "delta_sync_done_at_rss": delta_sync_done,
+        "sync_one_new_track_ms": sync_ms, "sync_kernel_invalidations": invalidations,
     });
     report.figures.extend(figures.as_object().cloned().unwrap_or_default());
     report.checks.extend(checks);
     ensure!(served == files.len() as u64, "musicfs served {served} tracks, {} were generated", files.len());
     ensure!(visible == files.len(), "the mount lists {visible} files, {} were generated", files.len());
     Ok(())
+}
+
+/// Adds a copy of the first track under a new name, runs `musicfs sync` and times it: the whole delta sync of
+/// the library (listing, diff against the database, tree rebuild, kernel cache invalidation). The copy is
+/// removed again, so the library stays as generated.
+fn sync_one_new_track(binary: &Path, args: &DaemonArgs, files: &[SampleTrack]) -> Result<(f64, u64)> {
+    let (origin, cache) = (&args.origins[0], args.cache_dir.as_deref().context("no cache dir")?);
+    let first = files.first().context("empty library")?;
+    let extra = origin.join("bench-sync-extra.flac");
+    std::fs::copy(origin.join(&first.rel_path), &extra)?;
+    let musicfs = |what: &[&str]| Command::new(binary).args(what).arg("--cache-dir").arg(cache).output();
+    let clock = Instant::now();
+    let out = musicfs(&["sync"]);
+    let sync_ms = clock.elapsed().as_secs_f64() * 1e3;
+    let _ = std::fs::remove_file(&extra);
+    let out = out?;
+    ensure!(out.status.success(), "musicfs sync failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(report["added"] == 1, "musicfs sync did not see the new track: {report}");
+    let status: Value = serde_json::from_slice(&musicfs(&["status", "--json"])?.stdout).unwrap_or_default();
+    Ok((sync_ms, status["events"]["kernel_invalidations"].as_u64().unwrap_or(0)))
 }
 
 /// Writes `bytes` random bytes to `path` unless a file of that size is already there.
