@@ -1,6 +1,7 @@
 //! The S3 origin end to end: the real `musicfs` binary mounts a library whose files live in a real S3 bucket
 //! (s3s-fs or MinIO), reached directly or through Toxiproxy. Tag tree and byte-identical reads, a latency
-//! spike (N1), tracks uploaded after the mount (5.4), and a partition that heals (N4).
+//! spike (N1), tracks uploaded after the mount (5.4), a partition that heals (N4), a host name that does not
+//! resolve until it does (4.2.5).
 
 use musicfs_test_utils::daemon::{Daemon, DaemonArgs, Scratch, is_fuse_mounted};
 use musicfs_test_utils::files::walk_files;
@@ -447,7 +448,6 @@ fn a_partition_heals_without_a_remount_and_a_catch_up_sync_runs() {
 
 /// An origin whose host name does not resolve (through the system resolver) is reported as a DNS failure,
 /// in `musicfs status` and in the log, while the other origin serves: the library is degraded, not offline.
-/// (Not yet 4.2.5: the quick re-check is still missing.)
 #[test]
 fn an_origin_whose_host_does_not_resolve_is_reported_as_dns() {
     let library = Library::generate(2);
@@ -471,4 +471,77 @@ fn an_origin_whose_host_does_not_resolve_is_reported_as_dns() {
     assert!(log.lines().any(|l| l.contains("nodns") && l.contains("error=origin unavailable: DNS")), "{log}");
     let status = daemon.stop().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// A line in /etc/hosts for the length of a test: the system resolver (nss "files", read at every lookup)
+/// answers for `name` only while it is there. Removed on drop, leaving the rest of the file as it was.
+struct HostsEntry {
+    line: String,
+}
+
+impl HostsEntry {
+    fn add(name: &str) -> HostsEntry {
+        let line = format!("127.0.0.1 {name}");
+        let mut hosts = std::fs::read_to_string("/etc/hosts").expect("read /etc/hosts (run as root, as CI does)");
+        if !hosts.ends_with('\n') {
+            hosts.push('\n');
+        }
+        std::fs::write("/etc/hosts", format!("{hosts}{line}\n")).expect("write /etc/hosts (run as root, as CI does)");
+        HostsEntry { line }
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+            let kept: String = hosts.lines().filter(|l| *l != self.line).map(|l| format!("{l}\n")).collect();
+            let _ = std::fs::write("/etc/hosts", kept);
+        }
+    }
+}
+
+/// 4.2.5 through the real resolver: the only origin's host name does not resolve. That is DNS, not a dead
+/// origin: the library is degraded (not offline), the log says DNS, and the origin is re-checked every 2 s
+/// rather than every health interval (60 s here), so once the name resolves the library is ready within
+/// seconds and a catch-up sync brings its tracks, without a remount.
+/// Proves L3: 4.2.5
+#[test]
+fn a_host_name_that_does_not_resolve_is_degraded_and_rechecked_until_it_does() {
+    let library = Library::generate(2);
+    let server = S3Server::start().unwrap();
+    server.create_bucket(BUCKET).unwrap();
+    library.upload(&server, "library", 0);
+    library.upload(&server, "library", 1);
+    let scratch = Scratch::new().unwrap();
+    let name = format!("musicfs-dns-{}-{}.test", std::process::id(), server.port());
+    let endpoint = format!("http://{name}:{}", server.port());
+    let daemon = start(
+        &scratch,
+        &s3_origin(&scratch, &server, "far", &endpoint, "library"),
+        "[health]\ninterval = \"60s\"\ntimeout = \"2s\"\n",
+    );
+    wait_for_state(&scratch, &daemon, "degraded", Duration::from_secs(10));
+    let now = status(&scratch);
+    assert!(
+        now["origins"][0]["last_error"].as_str().is_some_and(|e| e.starts_with("origin unavailable: DNS")),
+        "{now}"
+    );
+    assert_eq!(now["origins"][0]["dns_failure"], true, "{now}");
+    assert!(daemon.log().contains("4.2.5 origin host name does not resolve"), "{}", daemon.log());
+    let pid = daemon.pid();
+
+    let _hosts = HostsEntry::add(&name);
+    let resolved = Instant::now();
+    let took = wait_for_state(&scratch, &daemon, "ready", Duration::from_secs(15));
+    eprintln!("ready {took:?} after the name resolved (health interval 60 s)");
+    let deadline = resolved + Duration::from_secs(20);
+    while !library.mounted(&scratch, 1).exists() {
+        assert!(Instant::now() < deadline, "no catch-up sync brought the tracks:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..2 {
+        assert_eq!(std::fs::read(library.mounted(&scratch, i)).unwrap(), library.bytes(i));
+    }
+    assert_eq!(daemon.pid(), pid, "no restart, no remount");
+    assert!(daemon.stop().unwrap().success());
 }

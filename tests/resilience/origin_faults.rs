@@ -1,4 +1,5 @@
-//! Origins that hang or fail, in-process: reads stay bounded (3.8), health rounds stay bounded (4.2.2).
+//! Origins that hang or fail, in-process: reads stay bounded (3.8), health rounds stay bounded (4.2.2), a
+//! host name that does not resolve is degraded and re-checked soon (4.2.5).
 
 use musicfs_origins::health::{self, LibraryState};
 use musicfs_origins::memory::MemoryOrigin;
@@ -73,4 +74,32 @@ async fn hung_origins_do_not_stall_the_health_round() {
     assert!(round[1..].iter().all(|r| matches!(r.outcome, Err(OriginError::Timeout(_)))));
     assert_eq!(health::state_of(&round), LibraryState::Degraded);
     assert!(hung.iter().all(|o| o.faults_injected() == 1));
+}
+
+/// Proves L1: 4.2.5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_failure_is_degraded_and_rechecked_soon_not_an_origin_death() {
+    let every = Duration::from_secs(30);
+    let origin = FaultyOrigin::new(Arc::new(MemoryOrigin::new()), FailMode::Dns);
+    let origins: Vec<SharedOrigin> = vec![origin.clone()];
+
+    // The only origin does not resolve: degraded, not offline, and the next round comes soon.
+    let round = health::check_all(&origins, Duration::from_secs(1)).await;
+    let error = round[0].outcome.as_ref().unwrap_err();
+    assert!(error.is_dns() && error.to_string().contains("DNS"), "logged as DNS: {error}");
+    assert_eq!(health::state_of(&round), LibraryState::Degraded);
+    assert_eq!(health::next_round(&round, every), health::DNS_RECHECK);
+
+    // A dead origin (connection refused) is what takes the library offline, at the normal pace.
+    origin.set_mode(FailMode::ReturnError(std::io::ErrorKind::ConnectionRefused));
+    let round = health::check_all(&origins, Duration::from_secs(1)).await;
+    assert!(!round[0].outcome.as_ref().unwrap_err().is_dns());
+    assert_eq!(health::state_of(&round), LibraryState::Offline);
+    assert_eq!(health::next_round(&round, every), every);
+
+    // Resolved again: ready.
+    origin.set_mode(FailMode::Healthy);
+    let round = health::check_all(&origins, Duration::from_secs(1)).await;
+    assert_eq!(health::state_of(&round), LibraryState::Ready);
+    assert_eq!(origin.faults_injected(), 2);
 }

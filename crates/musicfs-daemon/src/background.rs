@@ -8,7 +8,7 @@ use musicfs_cas::ChunkStore;
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::invalidate;
 use musicfs_meta::{Db, sync};
-use musicfs_origins::SharedOrigin;
+use musicfs_origins::{OriginError, SharedOrigin};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -38,13 +38,17 @@ pub struct Background {
 }
 
 impl Background {
-    /// The health monitor (critical): one bounded, concurrent round of origin checks per interval.
+    /// The health monitor (critical): one bounded, concurrent round of origin checks per interval, or
+    /// sooner after a DNS failure (4.2.5).
     pub async fn health_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
-        let mut tick = tokio::time::interval(self.health_every);
+        let mut next = Duration::ZERO;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = tick.tick() => self.health_round().await,
+                _ = tokio::time::sleep(next) => {
+                    let results = health_round_impl(&self.shared, &self.origins, self.health_timeout).await;
+                    next = musicfs_origins::health::next_round(&results, self.health_every);
+                }
             }
         }
     }
@@ -90,10 +94,6 @@ impl Background {
                 _ = resources.tick() => warned = watch_resources(warned),
             }
         }
-    }
-
-    async fn health_round(&self) {
-        health_round_impl(&self.shared, &self.origins, self.health_timeout).await;
     }
 
     /// One delta sync. A changed library is swapped in and announced with what the kernel must forget.
@@ -185,7 +185,11 @@ impl Background {
 
 /// One health round (4.2.1, 4.2.2): every origin checked at once, each bounded by the timeout; state
 /// changes are logged once, not per read.
-async fn health_round_impl(shared: &crate::state::Shared, origins: &[SharedOrigin], timeout: Duration) {
+async fn health_round_impl(
+    shared: &crate::state::Shared,
+    origins: &[SharedOrigin],
+    timeout: Duration,
+) -> Vec<musicfs_origins::health::CheckResult> {
     let before = shared.library_state();
     let was: Vec<(String, bool)> = {
         let states = shared.origins.read().unwrap_or_else(|p| p.into_inner());
@@ -199,6 +203,7 @@ async fn health_round_impl(shared: &crate::state::Shared, origins: &[SharedOrigi
             .map(|r| crate::state::OriginStatus {
                 id: r.origin.clone(),
                 healthy: r.outcome.is_ok(),
+                dns_failure: r.outcome.as_ref().is_err_and(OriginError::is_dns),
                 last_error: r.outcome.as_ref().err().map(|e| e.to_string()),
             })
             .collect();
@@ -208,6 +213,10 @@ async fn health_round_impl(shared: &crate::state::Shared, origins: &[SharedOrigi
         let was_healthy = was.iter().find(|(id, _)| *id == r.origin).is_none_or(|(_, healthy)| *healthy);
         match (&r.outcome, was_healthy) {
             (Err(e), true) => {
+                if e.is_dns() {
+                    tracing::warn!(origin = %r.origin, error = %e, recheck = ?musicfs_origins::health::DNS_RECHECK,
+                        "4.2.5 origin host name does not resolve: DNS, not a dead origin; degraded, re-checking soon");
+                }
                 shared.events.publish(Event::OriginDown { origin: r.origin.clone(), error: e.to_string() }).await
             }
             (Ok(_), false) => {
@@ -232,6 +241,7 @@ async fn health_round_impl(shared: &crate::state::Shared, origins: &[SharedOrigi
         tracing::warn!(from = before.as_str(), to = after.as_str(), down = ?down, "4.2.3 library state changed");
         shared.events.publish(Event::StateChanged { from: before.as_str(), to: after.as_str() }).await;
     }
+    results
 }
 
 /// How often descriptor and memory use are checked.

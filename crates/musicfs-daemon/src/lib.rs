@@ -257,7 +257,12 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         origins: std::sync::RwLock::new(
             origins
                 .iter()
-                .map(|o| state::OriginStatus { id: o.id().to_owned(), healthy: true, last_error: None })
+                .map(|o| state::OriginStatus {
+                    id: o.id().to_owned(),
+                    healthy: true,
+                    dns_failure: false,
+                    last_error: None,
+                })
                 .collect(),
         ),
         supervisor: supervisor.clone(),

@@ -17,6 +17,8 @@ use std::time::Instant;
 pub struct OriginStatus {
     pub id: String,
     pub healthy: bool,
+    /// The last check failed because the host name did not resolve (4.2.5): degraded, re-checked soon.
+    pub dns_failure: bool,
     pub last_error: Option<String>,
 }
 
@@ -129,11 +131,8 @@ impl Shared {
     pub fn library_state(&self) -> LibraryState {
         let origins = self.origins.read().unwrap_or_else(|p| p.into_inner());
         let healthy = origins.iter().filter(|o| o.healthy).count();
-        match healthy {
-            n if n == origins.len() => LibraryState::Ready,
-            0 => LibraryState::Offline,
-            _ => LibraryState::Degraded,
-        }
+        let dns = origins.iter().filter(|o| o.dns_failure).count();
+        musicfs_origins::health::state_from(healthy, dns, origins.len())
     }
 
     /// Why the cache cannot grow right now (2.8, 6.6): writes failing, or its disk (nearly) full of other

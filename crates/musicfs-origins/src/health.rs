@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 pub enum LibraryState {
     /// Every origin answers.
     Ready,
-    /// Some origins answer.
+    /// Some origins answer, or the ones that do not failed to resolve their host name (4.2.5).
     Degraded,
     /// No origin answers: only cached music plays.
     Offline,
@@ -71,9 +71,26 @@ pub async fn check_all(origins: &[SharedOrigin], timeout: Duration) -> Vec<Check
 /// The overall state from one round of results.
 pub fn state_of(results: &[CheckResult]) -> LibraryState {
     let healthy = results.iter().filter(|r| r.outcome.is_ok()).count();
-    match healthy {
-        0 => LibraryState::Offline,
-        n if n == results.len() => LibraryState::Ready,
-        _ => LibraryState::Degraded,
+    let dns = results.iter().filter(|r| r.outcome.as_ref().is_err_and(OriginError::is_dns)).count();
+    state_from(healthy, dns, results.len())
+}
+
+/// The overall state from counts of origins: answering, failing to resolve (4.2.5: degraded, not dead), all.
+pub fn state_from(healthy: usize, dns_failures: usize, total: usize) -> LibraryState {
+    if healthy == total {
+        LibraryState::Ready
+    } else if healthy == 0 && dns_failures == 0 {
+        LibraryState::Offline
+    } else {
+        LibraryState::Degraded
     }
+}
+
+/// How soon to check again after a DNS failure (4.2.5), instead of the full health interval.
+pub const DNS_RECHECK: Duration = Duration::from_secs(2);
+
+/// When the next round should run: soon if a name did not resolve, else after `every`.
+pub fn next_round(results: &[CheckResult], every: Duration) -> Duration {
+    let dns = results.iter().any(|r| r.outcome.as_ref().is_err_and(OriginError::is_dns));
+    if dns { DNS_RECHECK.min(every) } else { every }
 }

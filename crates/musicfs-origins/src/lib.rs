@@ -40,6 +40,12 @@ pub enum OriginError {
 }
 
 impl OriginError {
+    /// A name that did not resolve (4.2.5). Remote origins report it as `Unavailable("DNS: …")`: usually a
+    /// resolver hiccup, not a dead server, so it is re-checked soon and does not take the library offline.
+    pub fn is_dns(&self) -> bool {
+        matches!(self, OriginError::Unavailable(why) if why.starts_with("DNS"))
+    }
+
     pub fn from_io(err: std::io::Error, rel: &Path) -> Self {
         match err.kind() {
             std::io::ErrorKind::NotFound => OriginError::NotFound(rel.to_owned()),

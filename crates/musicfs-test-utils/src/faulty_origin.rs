@@ -24,6 +24,8 @@ pub enum FailMode {
     PartialRead { max_bytes: usize },
     /// Fail every call with this error kind.
     ReturnError(io::ErrorKind),
+    /// Fail every call as a host name that does not resolve (4.2.5).
+    Dns,
 }
 
 pub struct FaultyOrigin {
@@ -90,6 +92,7 @@ impl FaultyOrigin {
             FailMode::TimeoutMs(ms) => Decision::Hang(Duration::from_millis(ms)),
             FailMode::PartialRead { max_bytes } if is_read => Decision::Truncate(max_bytes),
             FailMode::PartialRead { .. } => Decision::Pass,
+            FailMode::Dns => Decision::Fail(OriginError::Unavailable("DNS: cannot resolve origin.invalid".into())),
             FailMode::ReturnError(kind) => {
                 Decision::Fail(OriginError::Io(io::Error::new(kind, "injected by FaultyOrigin")))
             }
