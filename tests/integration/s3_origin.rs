@@ -366,8 +366,9 @@ fn a_track_uploaded_to_s3_after_the_mount_appears_by_polling() {
 /// Two S3 origins behind two proxies. Cutting one makes the library Degraded, cutting both Offline: cached
 /// tracks keep playing byte-identical, an uncached one fails with EIO within the read timeout. When the
 /// partition heals the library is Ready again without a remount, reads go to the origins again, and a
-/// catch-up sync picks up a track uploaded during the partition (the sync interval is an hour).
-/// Proves L3: N4
+/// catch-up sync picks up a track uploaded during the partition (the sync interval is an hour). Failing
+/// reads while offline are one log line per origin and one when it answers again, not a line per read.
+/// Proves L3: N4, 4.2.3
 #[test]
 fn a_partition_heals_without_a_remount_and_a_catch_up_sync_runs() {
     let library = Library::generate(9);
@@ -419,6 +420,14 @@ fn a_partition_heals_without_a_remount_and_a_catch_up_sync_runs() {
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     assert!(took < Duration::from_secs(10), "the failed read took {took:?}, not bounded by the 3 s read timeout");
     eprintln!("uncached read failed with EIO in {took:?} while offline");
+    // A player retrying: every read fails, and the log says so once, not once per read (4.2.3).
+    for _ in 0..5 {
+        assert!(std::fs::read(library.mounted(&scratch, 1)).is_err());
+    }
+    let log = daemon.log();
+    let failing = log.lines().filter(|l| l.contains("4.2.3 origin reads failing") && l.contains("s3a")).count();
+    assert_eq!(failing, 1, "six failed reads of one origin make one line:\n{log}");
+    assert!(!log.contains("ingest failed") && !log.contains("transient error"), "per-read lines:\n{log}");
 
     // Uploaded during the partition, straight to the server.
     server.http_put_object(BUCKET, &library.key("a", 8), &library.bytes(8)).unwrap();
@@ -439,6 +448,7 @@ fn a_partition_heals_without_a_remount_and_a_catch_up_sync_runs() {
     assert!(std::fs::read(&new).unwrap() == library.bytes(8));
     let log = daemon.log();
     assert!(log.contains("catch-up sync requested"), "{log}");
+    assert!(log.lines().any(|l| l.contains("4.2.3 origin reads work again") && l.contains("s3a")), "{log}");
     assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
     assert_eq!(daemon.pid(), pid);
     assert!(is_fuse_mounted(&scratch.mnt()));

@@ -103,3 +103,42 @@ async fn a_dns_failure_is_degraded_and_rechecked_soon_not_an_origin_death() {
     assert_eq!(health::state_of(&round), LibraryState::Ready);
     assert_eq!(origin.faults_injected(), 2);
 }
+
+/// 4.2.3 in-process: the library goes Ready → Degraded → Offline → Ready as its origins fail and return;
+/// cached music keeps playing while they are down; uncached reads fail fast with EIO; and the thousand
+/// failing reads of a player retrying are one log line, plus one when the origin answers again.
+/// Proves L1: 4.2.3
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_origins_down_keeps_cached_music_playing_with_one_log_line_not_one_per_read() {
+    let fx = InProcessFs::new(2, 200_000, Duration::from_secs(2)).await.unwrap();
+    let other = FaultyOrigin::new(Arc::new(MemoryOrigin::new()), FailMode::Healthy);
+    let origins: Vec<SharedOrigin> = vec![fx.origin.clone(), other.clone()];
+    let state = async || health::state_of(&health::check_all(&origins, Duration::from_secs(1)).await);
+    assert_eq!(state().await, LibraryState::Ready);
+
+    let (cached, uncached) = (fx.ino(0).unwrap(), fx.ino(1).unwrap());
+    assert_eq!(fx.read_all(cached, 65536).await.unwrap(), track_bytes(0, 200_000));
+    fx.fs.reader().flush(Duration::from_secs(5)).await.unwrap();
+
+    other.set_mode(FailMode::ReturnError(std::io::ErrorKind::ConnectionRefused));
+    assert_eq!(state().await, LibraryState::Degraded);
+    fx.origin.set_mode(FailMode::ReturnError(std::io::ErrorKind::ConnectionRefused));
+    assert_eq!(state().await, LibraryState::Offline);
+
+    let failures = &fx.fs.reader().failures;
+    let lines_before = failures.lines.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..200 {
+        assert_eq!(fx.read_all(cached, 65536).await.unwrap(), track_bytes(0, 200_000), "cached music plays");
+        let err = fx.fs.read(uncached, 0, 65536).await.unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+    }
+    assert!(fx.origin.faults_injected() >= 200, "the uncached reads reached the failing origin");
+    let lines = || failures.lines.load(std::sync::atomic::Ordering::Relaxed) - lines_before;
+    assert_eq!(lines(), 1, "200 failing reads are one log line");
+
+    fx.origin.set_mode(FailMode::Healthy);
+    other.set_mode(FailMode::Healthy);
+    assert_eq!(state().await, LibraryState::Ready);
+    assert_eq!(fx.read_all(uncached, 65536).await.unwrap(), track_bytes(1, 200_000));
+    assert_eq!(lines(), 2, "and one more when the origin answers again");
+}

@@ -51,6 +51,10 @@ pub(crate) fn start_or_join(reader: &Arc<Reader>, file: &FileRef) -> watch::Rece
                 reader.remember_manifest(track, manifest);
                 tracing::debug!(track, path = %file.rel_path.display(), "ingested");
             }
+            // Origin failures are in the reader's summary (4.2.3); one line per track would be log spam.
+            Err(e @ crate::ReadError::Origin(_)) => {
+                tracing::debug!(track, path = %file.rel_path.display(), error = %e, "ingest failed; reads go to the origin")
+            }
             Err(e) => {
                 tracing::warn!(track, path = %file.rel_path.display(), error = %e, "ingest failed; reads go to the origin")
             }

@@ -8,6 +8,7 @@
 
 pub mod chunker;
 pub mod disk;
+pub mod failure_log;
 pub mod hash;
 pub mod ingest;
 pub mod manifest;

@@ -78,6 +78,8 @@ pub struct Reader {
     persist_tx: mpsc::Sender<Persist>,
     /// Origins whose reads fail fast until the instant given (see `open_breaker`).
     breakers: Mutex<HashMap<String, std::time::Instant>>,
+    /// Origin read failures, summarised (4.2.3).
+    pub failures: crate::failure_log::FailureLog,
     /// Ingests have stopped caching ahead (2.8, 95 %); logged once per episode.
     ahead_paused: AtomicBool,
     pub stats: ReaderStats,
@@ -110,6 +112,7 @@ impl Reader {
             origin_timeout,
             persist_tx,
             breakers: Mutex::new(HashMap::new()),
+            failures: Default::default(),
             ahead_paused: AtomicBool::new(false),
             stats: ReaderStats::default(),
         })
@@ -177,6 +180,17 @@ impl Reader {
     }
 
     pub(crate) async fn origin_read(&self, file: &FileRef, offset: u64, len: usize) -> Result<Bytes, ReadError> {
+        let result = self.bounded_origin_read(file, offset, len).await;
+        match &result {
+            Ok(_) => self.failures.answered(file.origin.id()),
+            // A file gone from its origin is the sync's business, not an origin outage.
+            Err(ReadError::Origin(OriginError::NotFound(_))) => {}
+            Err(e) => self.failures.failed(file.origin.id(), e),
+        }
+        result
+    }
+
+    async fn bounded_origin_read(&self, file: &FileRef, offset: u64, len: usize) -> Result<Bytes, ReadError> {
         let id = file.origin.id();
         if let Some(left) = self.breaker_open_for(id) {
             return Err(OriginError::Unavailable(format!(

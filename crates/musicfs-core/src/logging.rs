@@ -4,8 +4,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once; later calls are ignored (tests may call it repeatedly).
 pub fn init(level: &str) {
+    // object_store logs every retried request at info; the reader summarises origin failures itself (4.2.3).
+    let level = if level.contains("object_store") { level.to_owned() } else { format!("{level},object_store=warn") };
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
