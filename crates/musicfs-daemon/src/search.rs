@@ -1,15 +1,24 @@
-//! The search index in the running daemon (5.2, 6.5): opened after the mount is up, rebuilt from SQLite if
+//! The search index in the running daemon (5.2, 6.5): checked after the mount is up, rebuilt from SQLite if
 //! damaged, and kept in line with the library by a lossless consumer of the event bus. `musicfs search`
 //! queries it. When it is unavailable, search says so and the filesystem never notices: nothing on the read
 //! path touches it, and its task is not critical to the watchdog.
+//!
+//! Memory (5.5): an open index holds its term dictionaries and columns on the heap, tens of MB at 100 000
+//! tracks. So it is open only while used: it closes after [`IDLE_CLOSE`] without a query or a change, and
+//! the next one opens it again (a fraction of a second).
 
 use crate::events::Event;
 use musicfs_core::events::{Delivery, Subscription};
 use musicfs_meta::Db;
 use musicfs_search::{Hit, SearchIndex};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// How long an unused index stays open.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(60);
 
 /// Where the index lives under the cache directory.
 pub fn index_dir(cache_dir: &Path) -> PathBuf {
@@ -19,9 +28,13 @@ pub fn index_dir(cache_dir: &Path) -> PathBuf {
 pub struct Search {
     dir: PathBuf,
     db: Arc<Db>,
+    /// Open while in use; `None` when closed (idle) or not available.
     index: Mutex<Option<Arc<SearchIndex>>>,
-    /// "opening", "ready", or why search is unavailable.
+    last_used: Mutex<Instant>,
+    /// "opening", "ready" (open or closed), or why search is unavailable.
     state: Mutex<String>,
+    /// Searchable documents at the last open or change, for status while the index is closed.
+    documents: AtomicU64,
     pub events: tokio::sync::Mutex<Subscription<Event>>,
 }
 
@@ -35,17 +48,20 @@ impl Search {
             dir: index_dir(cache_dir),
             db,
             index: Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
             state: Mutex::new("opening".into()),
+            documents: AtomicU64::new(0),
             events: tokio::sync::Mutex::new(events),
         }
     }
 
-    /// The search indexer (supervised, not critical): opens the index, then re-indexes after every library
-    /// change, and after lost events. A failure to open ends the task with an error, so the supervisor
-    /// retries with backoff while search stays unavailable.
+    /// The search indexer (supervised, not critical): checks the index (rebuilding a damaged one, re-indexing
+    /// what a crash lost), then re-indexes after every library change and after lost events, and closes the
+    /// index when idle. A failure to open ends the task with an error, so the supervisor retries with backoff
+    /// while search stays unavailable.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
         let mut events = self.events.lock().await;
-        if lock(&self.index).is_none() {
+        if lock(&self.state).as_str() != "ready" {
             let (dir, db) = (self.dir.clone(), self.db.clone());
             let opened = tokio::task::spawn_blocking(move || {
                 let tracks = db.load_tracks().map_err(|e| e.to_string())?;
@@ -54,22 +70,27 @@ impl Search {
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r);
-            crate::background::release_freed_memory();
             match opened {
                 Ok((index, how)) => {
                     tracing::info!(documents = index.doc_count(), ?how, "search index ready");
-                    *lock(&self.index) = Some(Arc::new(index));
+                    // Checked, and closed until someone searches (5.5).
+                    self.documents.store(index.doc_count(), Ordering::Relaxed);
+                    drop(index);
+                    crate::background::release_freed_memory();
                     *lock(&self.state) = "ready".into();
                 }
                 Err(e) => {
+                    crate::background::release_freed_memory();
                     *lock(&self.state) = format!("unavailable: {e}");
                     return Err(format!("6.5 search index unavailable: {e}"));
                 }
             }
         }
+        let mut idle_check = tokio::time::interval(IDLE_CLOSE / 4);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
+                _ = idle_check.tick() => self.close_if_idle(),
                 delivery = events.next() => match delivery {
                     Delivery::Event(Event::LibraryChanged { .. }) | Delivery::Lost(_) => self.catch_up().await?,
                     Delivery::Event(_) => {}
@@ -79,20 +100,61 @@ impl Search {
         }
     }
 
+    /// Holds `index` open and notes its use.
+    fn keep(&self, index: Arc<SearchIndex>) {
+        self.documents.store(index.doc_count(), Ordering::Relaxed);
+        *lock(&self.index) = Some(index);
+        *lock(&self.last_used) = Instant::now();
+    }
+
+    fn close_if_idle(&self) {
+        if lock(&self.last_used).elapsed() < IDLE_CLOSE {
+            return;
+        }
+        if let Some(index) = lock(&self.index).take() {
+            drop(index);
+            crate::background::release_freed_memory();
+            tracing::debug!("search index closed while idle (5.5)");
+        }
+    }
+
+    /// The open index, opened again if it was closed while idle.
+    async fn open_index(&self) -> Result<Arc<SearchIndex>, String> {
+        if let Some(index) = lock(&self.index).clone() {
+            *lock(&self.last_used) = Instant::now();
+            return Ok(index);
+        }
+        let state = lock(&self.state).clone();
+        if state != "ready" {
+            return Err(format!("search is {state}"));
+        }
+        let dir = self.dir.clone();
+        let index = tokio::task::spawn_blocking(move || SearchIndex::open(&dir).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map(Arc::new)
+            .map_err(|e| format!("search index cannot be opened: {e}; `musicfs search rebuild` rebuilds it"))?;
+        self.keep(index.clone());
+        Ok(index)
+    }
+
     /// Re-indexes what differs from the database (per-document fingerprints), and commits.
     async fn catch_up(&self) -> Result<(), String> {
-        let Some(index) = lock(&self.index).clone() else { return Ok(()) };
+        let index = self.open_index().await?;
         let db = self.db.clone();
         let result = tokio::task::spawn_blocking(move || {
             let tracks = db.load_tracks().map_err(|e| e.to_string())?;
-            index.reconcile(&tracks).map_err(|e| e.to_string())
+            let changed = index.reconcile(&tracks).map_err(|e| e.to_string())?;
+            Ok::<_, String>((changed, index.doc_count()))
         })
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r);
         crate::background::release_freed_memory();
         match result {
-            Ok(changed) => {
+            Ok((changed, documents)) => {
+                self.documents.store(documents, Ordering::Relaxed);
                 tracing::debug!(changed, "search index caught up with the library");
                 Ok(())
             }
@@ -101,12 +163,8 @@ impl Search {
         }
     }
 
-    fn ready(&self) -> Result<Arc<SearchIndex>, String> {
-        lock(&self.index).clone().ok_or_else(|| format!("search is {}", lock(&self.state)))
-    }
-
     pub async fn query(&self, text: String, limit: usize) -> Result<Vec<Hit>, String> {
-        let index = self.ready()?;
+        let index = self.open_index().await?;
         tokio::task::spawn_blocking(move || index.search(&text, limit).map_err(|e| e.to_string()))
             .await
             .map_err(|e| e.to_string())?
@@ -137,7 +195,7 @@ impl Search {
         match rebuilt {
             Ok(index) => {
                 let documents = index.doc_count();
-                *lock(&self.index) = Some(index);
+                self.keep(index);
                 *lock(&self.state) = "ready".into();
                 Ok(documents)
             }
@@ -150,8 +208,7 @@ impl Search {
 
     /// For status: the state and the number of documents searchable.
     pub fn status(&self) -> (String, u64) {
-        let documents = lock(&self.index).as_ref().map_or(0, |i| i.doc_count());
-        (lock(&self.state).clone(), documents)
+        (lock(&self.state).clone(), self.documents.load(Ordering::Relaxed))
     }
 
     /// At shutdown (2.3), before the database checkpoint: commit what is queued and wait for merges.
