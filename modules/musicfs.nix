@@ -45,8 +45,11 @@ let
           Kind of origin. `local` (a directory: local disk, NFS or SMB mount) takes `path` (absolute);
           `s3` (an S3-compatible bucket) takes `endpoint`, `bucket`, `access_key`, optionally `prefix` and
           `region`, and its secret as `secret_key_env` (a variable set in
-          {option}`services.musicfs.environmentFile`) or `secret_key_file`, never inline here. Every kind
-          takes `priority` (lower is preferred, default 0).
+          {option}`services.musicfs.environmentFile`) or `secret_key_file`, never inline here. `sftp` (a
+          directory on an SSH server) takes `host`, optionally `port` (default 22), `user`,
+          `private_key_file` (absolute, no passphrase, readable by the service), `path` (the directory on
+          the server) and one of `known_hosts_file` or `host_key_fingerprint` (`SHA256:…`): unknown host
+          keys are refused. Every kind takes `priority` (lower is preferred, default 0).
         '';
       };
     };

@@ -16,6 +16,7 @@
 
 mod s3;
 mod s3_origin;
+mod sftp_origin;
 mod sshd;
 mod support;
 mod through_proxy;

@@ -40,7 +40,8 @@ pub struct OriginConfig {
     pub kind: OriginKind,
     #[serde(default)]
     pub priority: u32,
-    /// Root directory of a `local` origin (a local disk, or an NFS/SMB mount).
+    /// `local`: the root directory (a local disk, or an NFS/SMB mount), absolute. `sftp`: the root directory on
+    /// the server, absolute or relative to the directory the server starts SFTP sessions in (usually home).
     pub path: Option<PathBuf>,
     /// `s3`: the server, `https://host[:port]` (or `http://` for a server on a trusted network).
     pub endpoint: Option<String>,
@@ -58,6 +59,19 @@ pub struct OriginConfig {
     pub secret_key_file: Option<PathBuf>,
     /// `s3`: an environment variable holding the secret key.
     pub secret_key_env: Option<String>,
+    /// `sftp`: the server's host name or address.
+    pub host: Option<String>,
+    /// `sftp`: the SSH port (default 22).
+    pub port: Option<u16>,
+    /// `sftp`: the user to log in as.
+    pub user: Option<String>,
+    /// `sftp`: the private key to log in with (absolute path; OpenSSH or PEM format, without a passphrase).
+    pub private_key_file: Option<PathBuf>,
+    /// `sftp`: a known_hosts file (OpenSSH format) that must list the server's host key.
+    pub known_hosts_file: Option<PathBuf>,
+    /// `sftp`: the server's host key fingerprint as `ssh-keygen -lf` prints it (`SHA256:…`), instead of a
+    /// known_hosts file. With neither, the origin is refused: unknown host keys are never accepted.
+    pub host_key_fingerprint: Option<String>,
 }
 
 /// A secret from the config file: never shown by `Debug`, so a logged config does not leak it.
@@ -73,6 +87,8 @@ impl fmt::Debug for Secret {
 
 /// The region S3 requests are signed for when the config names none.
 pub const DEFAULT_S3_REGION: &str = "us-east-1";
+/// The SSH port of an SFTP origin when the config names none.
+pub const DEFAULT_SFTP_PORT: u16 = 22;
 
 impl OriginConfig {
     /// A `local` origin at `path`.
@@ -90,6 +106,12 @@ impl OriginConfig {
             secret_key: None,
             secret_key_file: None,
             secret_key_env: None,
+            host: None,
+            port: None,
+            user: None,
+            private_key_file: None,
+            known_hosts_file: None,
+            host_key_fingerprint: None,
         }
     }
 
@@ -121,21 +143,37 @@ impl OriginConfig {
     /// Checks the fields of one origin against its type.
     fn validate(&self) -> Result<(), String> {
         let id = &self.id;
-        let s3_fields: [(&str, bool); 8] = [
-            ("endpoint", self.endpoint.is_some()),
-            ("bucket", self.bucket.is_some()),
-            ("prefix", self.prefix.is_some()),
-            ("region", self.region.is_some()),
-            ("access_key", self.access_key.is_some()),
-            ("secret_key", self.secret_key.is_some()),
-            ("secret_key_file", self.secret_key_file.is_some()),
-            ("secret_key_env", self.secret_key_env.is_some()),
+        let kind = self.kind.name();
+        // Every type-specific key, with the types it belongs to.
+        let typed: [(&str, bool, &[OriginKind]); 15] = [
+            ("path", self.path.is_some(), &[OriginKind::Local, OriginKind::Sftp]),
+            ("endpoint", self.endpoint.is_some(), &[OriginKind::S3]),
+            ("bucket", self.bucket.is_some(), &[OriginKind::S3]),
+            ("prefix", self.prefix.is_some(), &[OriginKind::S3]),
+            ("region", self.region.is_some(), &[OriginKind::S3]),
+            ("access_key", self.access_key.is_some(), &[OriginKind::S3]),
+            ("secret_key", self.secret_key.is_some(), &[OriginKind::S3]),
+            ("secret_key_file", self.secret_key_file.is_some(), &[OriginKind::S3]),
+            ("secret_key_env", self.secret_key_env.is_some(), &[OriginKind::S3]),
+            ("host", self.host.is_some(), &[OriginKind::Sftp]),
+            ("port", self.port.is_some(), &[OriginKind::Sftp]),
+            ("user", self.user.is_some(), &[OriginKind::Sftp]),
+            ("private_key_file", self.private_key_file.is_some(), &[OriginKind::Sftp]),
+            ("known_hosts_file", self.known_hosts_file.is_some(), &[OriginKind::Sftp]),
+            ("host_key_fingerprint", self.host_key_fingerprint.is_some(), &[OriginKind::Sftp]),
         ];
+        for (key, set, kinds) in typed {
+            if set && !kinds.contains(&self.kind) {
+                let types: Vec<String> = kinds.iter().map(|k| format!("`type = \"{}\"`", k.name())).collect();
+                let hint = if key == "path" && self.kind == OriginKind::S3 { "; use bucket and prefix" } else { "" };
+                return Err(format!(
+                    "origins.{key}: only for {} origins (origin `{id}` is {kind}{hint})",
+                    types.join(" or ")
+                ));
+            }
+        }
         match self.kind {
             OriginKind::Local => {
-                if let Some((key, _)) = s3_fields.iter().find(|(_, set)| *set) {
-                    return Err(format!("origins.{key}: only for `type = \"s3\"` origins (origin `{id}` is local)"));
-                }
                 let Some(path) = &self.path else {
                     return Err(format!("origins.path: required for local origin `{id}`"));
                 };
@@ -144,11 +182,6 @@ impl OriginConfig {
                 }
             }
             OriginKind::S3 => {
-                if self.path.is_some() {
-                    return Err(format!(
-                        "origins.path: only for `type = \"local\"` origins (origin `{id}` is s3; use bucket and prefix)"
-                    ));
-                }
                 let endpoint = self.endpoint.as_deref().unwrap_or_default();
                 if endpoint.is_empty() {
                     return Err(format!("origins.endpoint: required for s3 origin `{id}`"));
@@ -212,9 +245,82 @@ impl OriginConfig {
                     return Err(format!("origins.secret_key_env: empty for s3 origin `{id}`"));
                 }
             }
+            OriginKind::Sftp => self.validate_sftp()?,
         }
         Ok(())
     }
+
+    fn validate_sftp(&self) -> Result<(), String> {
+        let id = &self.id;
+        let host = self.host.as_deref().unwrap_or_default();
+        if host.is_empty() {
+            return Err(format!("origins.host: required for sftp origin `{id}`"));
+        }
+        if host.contains(['/', '@']) || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "origins.host: `{host}` (origin `{id}`) must be a host name or address only (the user goes in `user`, the port in `port`)"
+            ));
+        }
+        if self.port == Some(0) {
+            return Err(format!("origins.port: 0 is not a port (origin `{id}`)"));
+        }
+        let user = self.user.as_deref().unwrap_or_default();
+        if user.is_empty() {
+            return Err(format!("origins.user: required for sftp origin `{id}`"));
+        }
+        if user.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@') {
+            return Err(format!("origins.user: `{user}` (origin `{id}`) is not a user name"));
+        }
+        let Some(key) = &self.private_key_file else {
+            return Err(format!(
+                "origins.private_key_file: required for sftp origin `{id}` (logins are by public key)"
+            ));
+        };
+        if !key.is_absolute() {
+            return Err(format!("origins.private_key_file: `{}` (origin `{id}`) must be absolute", key.display()));
+        }
+        match (&self.known_hosts_file, &self.host_key_fingerprint) {
+            (None, None) => {
+                return Err(format!(
+                    "origins.known_hosts_file: sftp origin `{id}` needs known_hosts_file or host_key_fingerprint: \
+                     the server's host key must be known, unknown host keys are rejected"
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "origins.host_key_fingerprint: sftp origin `{id}` has both known_hosts_file and host_key_fingerprint; give one"
+                ));
+            }
+            (Some(file), None) if !file.is_absolute() => {
+                return Err(format!("origins.known_hosts_file: `{}` (origin `{id}`) must be absolute", file.display()));
+            }
+            (None, Some(fingerprint)) if !is_sha256_fingerprint(fingerprint) => {
+                return Err(format!(
+                    "origins.host_key_fingerprint: `{fingerprint}` (origin `{id}`) must be `SHA256:` and 43 base64 characters, \
+                     as `ssh-keygen -lf <host key>.pub` prints it"
+                ));
+            }
+            _ => {}
+        }
+        match &self.path {
+            None => {
+                return Err(format!(
+                    "origins.path: required for sftp origin `{id}` (the music directory on the server)"
+                ));
+            }
+            Some(path) if path.as_os_str().is_empty() => {
+                return Err(format!("origins.path: empty for sftp origin `{id}`"));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// `SHA256:` and the 43 unpadded base64 characters of a SHA-256 digest, as OpenSSH prints fingerprints.
+pub fn is_sha256_fingerprint(text: &str) -> bool {
+    text.strip_prefix("SHA256:")
+        .is_some_and(|b64| b64.len() == 43 && b64.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/'))
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -222,6 +328,18 @@ impl OriginConfig {
 pub enum OriginKind {
     Local,
     S3,
+    Sftp,
+}
+
+impl OriginKind {
+    /// The name used for `type` in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            OriginKind::Local => "local",
+            OriginKind::S3 => "s3",
+            OriginKind::Sftp => "sftp",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -600,6 +718,86 @@ secret_key_file = "/etc/musicfs/s3-secret"
         // SAFETY: nextest runs each test in its own process; nothing else reads this variable.
         unsafe { std::env::set_var(&var, "from-env") };
         assert_eq!(parse(&text).unwrap().origins[0].secret().unwrap(), "from-env");
+    }
+
+    const SFTP: &str = r#"
+mount_point = "/mnt/music"
+cache_dir = "/var/cache/musicfs"
+
+[[origins]]
+id = "nas-sftp"
+type = "sftp"
+host = "nas.example.com"
+user = "music"
+private_key_file = "/etc/musicfs/id_ed25519"
+known_hosts_file = "/etc/musicfs/known_hosts"
+path = "/srv/music"
+"#;
+
+    #[test]
+    fn an_sftp_origin_parses_with_its_fields_and_default_port() {
+        let config = parse(SFTP).unwrap();
+        let o = &config.origins[0];
+        assert_eq!(o.kind, OriginKind::Sftp);
+        assert_eq!(o.host.as_deref(), Some("nas.example.com"));
+        assert_eq!(o.port, None);
+        assert_eq!(o.port.unwrap_or(DEFAULT_SFTP_PORT), 22);
+        assert_eq!(o.user.as_deref(), Some("music"));
+        assert_eq!(o.private_key_file.as_deref(), Some(Path::new("/etc/musicfs/id_ed25519")));
+        assert_eq!(o.known_hosts_file.as_deref(), Some(Path::new("/etc/musicfs/known_hosts")));
+        assert_eq!(o.path.as_deref(), Some(Path::new("/srv/music")));
+        // A port, a fingerprint instead of known_hosts, and a path relative to the login directory.
+        let fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        let other = SFTP
+            .replace("user = \"music\"", "user = \"music\"\nport = 2222")
+            .replace("known_hosts_file = \"/etc/musicfs/known_hosts\"", &format!("host_key_fingerprint = \"{fp}\""))
+            .replace("\"/srv/music\"", "\"music\"");
+        let config = parse(&other).unwrap();
+        let o = &config.origins[0];
+        assert_eq!((o.port, o.host_key_fingerprint.as_deref()), (Some(2222), Some(fp)));
+        assert_eq!(o.path.as_deref(), Some(Path::new("music")));
+        // Beside a local origin.
+        let both = format!("{GOOD}\n{}", &SFTP[SFTP.find("[[origins]]").unwrap()..]);
+        let both = both
+            .replace("[cache]\nmax_size = \"2GiB\"\nchunk_avg = \"512KiB\"\n\n[fuse]\nread_timeout = \"10s\"\n", "");
+        assert_eq!(parse(&both).unwrap().origins.len(), 2);
+    }
+
+    #[test]
+    fn sftp_origins_need_their_own_fields_and_a_known_host_key() {
+        let fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        let known = "known_hosts_file = \"/etc/musicfs/known_hosts\"\n";
+        let cases: [(&str, String, &str); 14] = [
+            ("host = \"nas.example.com\"\n", String::new(), "origins.host: required"),
+            ("\"nas.example.com\"", "\"music@nas.example.com\"".into(), "origins.host"),
+            ("\"nas.example.com\"", "\"sftp://nas\"".into(), "origins.host"),
+            ("user = \"music\"\n", String::new(), "origins.user: required"),
+            ("user = \"music\"", "user = \"music\"\nport = 0".into(), "origins.port"),
+            ("private_key_file = \"/etc/musicfs/id_ed25519\"\n", String::new(), "origins.private_key_file: required"),
+            ("\"/etc/musicfs/id_ed25519\"", "\"id_ed25519\"".into(), "origins.private_key_file"),
+            (known, String::new(), "unknown host keys are rejected"),
+            ("\"/etc/musicfs/known_hosts\"", "\"known_hosts\"".into(), "origins.known_hosts_file"),
+            (known, format!("{known}host_key_fingerprint = \"{fp}\"\n"), "give one"),
+            (known, "host_key_fingerprint = \"MD5:aa:bb\"\n".into(), "origins.host_key_fingerprint"),
+            (known, format!("host_key_fingerprint = \"{}\"\n", &fp[..40]), "origins.host_key_fingerprint"),
+            ("path = \"/srv/music\"\n", String::new(), "origins.path: required"),
+            ("type = \"sftp\"", "type = \"sftp\"\nbucket = \"x\"".into(), "origins.bucket: only for `type = \"s3\"`"),
+        ];
+        for (from, to, want) in cases {
+            assert!(SFTP.contains(from), "{from}");
+            let err = parse(&SFTP.replace(from, &to)).unwrap_err().to_string();
+            assert!(err.contains(want) && err.contains("nas-sftp"), "{from} -> {to}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        // A port that does not fit, named with its line.
+        let err = parse(&SFTP.replace("user = \"music\"", "user = \"music\"\nport = 70000")).unwrap_err().to_string();
+        assert!(err.contains(":10:") && err.contains("70000"), "{err}");
+        // SFTP fields on other types.
+        let err = parse(&GOOD.replace("priority = 1", "priority = 1\nhost = \"x\"")).unwrap_err().to_string();
+        assert!(err.contains("origins.host: only for `type = \"sftp\"` origins (origin `nas` is local)"), "{err}");
+        let err = parse(&S3.replace("access_key", "known_hosts_file = \"/k\"\naccess_key")).unwrap_err().to_string();
+        assert!(err.contains("origins.known_hosts_file: only for `type = \"sftp\"`"), "{err}");
+        assert!(is_sha256_fingerprint(fp) && !is_sha256_fingerprint("sha256:x"));
     }
 
     #[test]

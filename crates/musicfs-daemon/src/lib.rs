@@ -75,6 +75,9 @@ fn build_origins(config: &Config) -> Result<Vec<SharedOrigin>, DaemonError> {
     let mut origins: Vec<&musicfs_core::OriginConfig> = config.origins.iter().collect();
     origins.sort_by_key(|o| o.priority);
     let request_timeout = (config.read_timeout() * 9 / 10).max(Duration::from_millis(100));
+    // SFTP operations get the same bound as S3 requests; opening a session (login included) at most 5 s.
+    use musicfs_origins::sftp::{HostKeyCheck, PoolSettings, SftpOrigin, SftpSettings};
+    const SFTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     origins
         .into_iter()
         .map(|o| match o.kind {
@@ -96,6 +99,26 @@ fn build_origins(config: &Config) -> Result<Vec<SharedOrigin>, DaemonError> {
                 tracing::info!(origin = %o.id, endpoint = %settings.endpoint, bucket = %settings.bucket, prefix = ?settings.prefix, "S3 origin");
                 let origin = S3Origin::new(o.id.clone(), settings, tokio::runtime::Handle::current()).map_err(start_err)?;
                 Ok(Arc::new(origin) as SharedOrigin)
+            }
+            OriginKind::Sftp => {
+                let host_key = match (&o.known_hosts_file, &o.host_key_fingerprint) {
+                    (Some(file), _) => HostKeyCheck::KnownHosts(file.clone()),
+                    (None, Some(fingerprint)) => HostKeyCheck::Fingerprint(fingerprint.clone()),
+                    (None, None) => return Err(start_err(format!("sftp origin `{}` has no host key to check", o.id))),
+                };
+                let settings = SftpSettings {
+                    host: o.host.clone().unwrap_or_default(),
+                    port: o.port.unwrap_or(musicfs_core::config::DEFAULT_SFTP_PORT),
+                    user: o.user.clone().unwrap_or_default(),
+                    private_key_file: o.private_key_file.clone().unwrap_or_default(),
+                    host_key,
+                    root: o.path.clone().unwrap_or_default(),
+                    timeout: request_timeout,
+                    connect_timeout: request_timeout.min(SFTP_CONNECT_TIMEOUT),
+                    pool: PoolSettings::default(),
+                };
+                tracing::info!(origin = %o.id, host = %settings.host, port = settings.port, user = %settings.user, root = %settings.root.display(), "SFTP origin");
+                Ok(Arc::new(SftpOrigin::new(o.id.clone(), settings)) as SharedOrigin)
             }
         })
         .collect()

@@ -1,4 +1,4 @@
-//! Origins: the places music is read from (a local directory, an S3 bucket; SFTP later).
+//! Origins: the places music is read from (a local directory, an S3 bucket, a directory on an SFTP server).
 //!
 //! Every backend implements [`Origin`]. Paths inside an origin are raw bytes relative to its root, so
 //! file names that are not UTF-8 still work. [`memory::MemoryOrigin`] is the in-memory test double.
@@ -7,6 +7,7 @@ pub mod health;
 pub mod local;
 pub mod memory;
 pub mod s3;
+pub mod sftp;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 pub use local::LocalOrigin;
 pub use s3::{S3Origin, S3Settings};
+pub use sftp::{HostKeyCheck, PoolSettings, SftpOrigin, SftpSettings};
 
 /// One file as an origin lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
