@@ -14,6 +14,7 @@
 //! upper bounds of seconds only. `docker-compose.yml` here is for people who want the same servers in
 //! Docker; the tests do not use it.
 
+mod mounted;
 mod s3;
 mod s3_origin;
 mod sftp_origin;

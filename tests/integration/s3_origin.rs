@@ -3,7 +3,7 @@
 //! spike (N1), tracks uploaded after the mount (5.4), a partition that heals (N4), a host name that does not
 //! resolve until it does (4.2.5).
 
-use musicfs_test_utils::daemon::{Daemon, DaemonArgs, Scratch, is_fuse_mounted};
+use musicfs_test_utils::daemon::{Scratch, is_fuse_mounted};
 use musicfs_test_utils::files::walk_files;
 use musicfs_test_utils::sample::{self, SampleOptions, SampleTrack};
 use musicfs_test_utils::servers::noxious_client::{Proxy, StreamDirection, Toxic, ToxicKind};
@@ -12,10 +12,9 @@ use musicfs_test_utils::servers::tokio;
 use musicfs_test_utils::servers::toxiproxy::Toxiproxy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_musicfs");
+use crate::mounted::{musicfs, start, status, wait_for_state};
 const BUCKET: &str = "music";
 
 /// Real tagged audio, generated once per test into its own directory.
@@ -62,52 +61,6 @@ fn s3_origin(scratch: &Scratch, server: &S3Server, id: &str, endpoint: &str, pre
         server.access_key(),
         secret.display().to_string()
     )
-}
-
-/// Writes the config and starts the daemon on it.
-fn start(scratch: &Scratch, origins: &str, extra: &str) -> Daemon {
-    let config = scratch.dir.path().join("musicfs.toml");
-    let text = format!(
-        "mount_point = {:?}\ncache_dir = {:?}\n\n{origins}{extra}\n",
-        scratch.mnt().display().to_string(),
-        scratch.cache().display().to_string()
-    );
-    std::fs::write(&config, text).unwrap();
-    let args = DaemonArgs {
-        config: Some(config),
-        cache_dir: Some(scratch.cache()),
-        mount_point: scratch.mnt(),
-        ..Default::default()
-    };
-    Daemon::start(Path::new(BIN), &args).expect("start musicfs on an S3 origin")
-}
-
-fn musicfs(args: &[&str], scratch: &Scratch) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).arg("--cache-dir").arg(scratch.cache()).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn status(scratch: &Scratch) -> serde_json::Value {
-    let (ok, out, err) = musicfs(&["status", "--json"], scratch);
-    assert!(ok, "musicfs status failed: {err}");
-    serde_json::from_str(&out).unwrap()
-}
-
-/// Waits (bounded) until `musicfs status` says `state`.
-fn wait_for_state(scratch: &Scratch, daemon: &Daemon, state: &str, within: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let now = status(scratch);
-        if now["state"] == state {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "state is {} after {within:?}, not {state}:\n{}", now, daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Waits until the chunks fetched by earlier reads are on disk: chunk writes run behind the reads.

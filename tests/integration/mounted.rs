@@ -1,0 +1,56 @@
+//! The real `musicfs` binary on remote origins, for the origin tests: start it on a config naming the
+//! origins, ask it through its CLI, and wait (bounded) for a state.
+
+use musicfs_test_utils::daemon::{Daemon, DaemonArgs, Scratch};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_musicfs");
+
+/// Writes a config with these `[[origins]]` sections and `extra` TOML, and starts the daemon on it.
+pub fn start(scratch: &Scratch, origins: &str, extra: &str) -> Daemon {
+    let config = scratch.dir.path().join("musicfs.toml");
+    let text = format!(
+        "mount_point = {:?}\ncache_dir = {:?}\n\n{origins}{extra}\n",
+        scratch.mnt().display().to_string(),
+        scratch.cache().display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    let args = DaemonArgs {
+        config: Some(config),
+        cache_dir: Some(scratch.cache()),
+        mount_point: scratch.mnt(),
+        ..Default::default()
+    };
+    Daemon::start(Path::new(BIN), &args).expect("start musicfs")
+}
+
+/// Runs `musicfs ARGS --cache-dir CACHE`: (success, stdout, stderr).
+pub fn musicfs(args: &[&str], scratch: &Scratch) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).arg("--cache-dir").arg(scratch.cache()).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn status(scratch: &Scratch) -> serde_json::Value {
+    let (ok, out, err) = musicfs(&["status", "--json"], scratch);
+    assert!(ok, "musicfs status failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Waits (bounded) until `musicfs status` says `state`; returns how long that took.
+pub fn wait_for_state(scratch: &Scratch, daemon: &Daemon, state: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = status(scratch);
+        if now["state"] == state {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "state is {} after {within:?}, not {state}:\n{}", now, daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
