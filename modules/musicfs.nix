@@ -127,9 +127,10 @@ in
       default = null;
       example = "/run/secrets/musicfs.env";
       description = ''
-        File of `NAME=value` lines passed as systemd `EnvironmentFile=`: the place for secrets of
-        network origins (S3 keys, SFTP passwords) so they stay out of the world-readable Nix store.
-        Give it as a string, not a Nix path literal, or the file is copied into the store.
+        File of `NAME=value` lines passed as systemd `EnvironmentFile=`: the place for S3 secret keys
+        (named by an origin's `secret_key_env`) so they stay out of the world-readable Nix store. SFTP
+        origins need nothing here: they log in with `private_key_file`. Give it as a string, not a Nix
+        path literal, or the file is copied into the store.
       '';
     };
 

@@ -9,10 +9,12 @@
 //!
 //! Most of these tests prove the launchers in `musicfs_test_utils::servers` give working servers, so the origin
 //! tests built on them can trust their tools; `s3_origin` runs the real `musicfs` binary on an S3 bucket,
-//! directly and through Toxiproxy. Every test starts its own servers, so they run in
-//! parallel; timings are asserted with generous lower bounds (a 300 ms latency toxic must add 300 ms) and
-//! upper bounds of seconds only. `docker-compose.yml` here is for people who want the same servers in
-//! Docker; the tests do not use it.
+//! directly and through Toxiproxy; `sftp_origin` tests the SFTP origin and its session pool against a real
+//! `sshd` and runs the binary on a library served over SFTP, directly and through Toxiproxy while the
+//! connection is cut mid-read. Every test starts its own servers, so they run in parallel; timings are
+//! asserted with generous lower bounds (a 300 ms latency toxic must add 300 ms) and upper bounds of seconds
+//! only. `docker-compose.yml` here is for people who want the same servers in Docker; the tests do not use
+//! it.
 
 mod mounted;
 mod s3;
