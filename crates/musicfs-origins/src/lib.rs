@@ -6,6 +6,7 @@
 pub mod health;
 pub mod local;
 pub mod memory;
+pub mod read_ahead;
 pub mod s3;
 pub mod sftp;
 

@@ -15,6 +15,7 @@
 //! refused connection is `Unavailable`, and a name that does not resolve is `Unavailable` with a message
 //! that starts with "DNS" (4.2.5 wants DNS failures told apart from dead servers).
 
+use crate::read_ahead::ReadAhead;
 use crate::{Origin, OriginEntry, OriginError, ReadSeek, is_safe_relative};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,7 +24,6 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::client::{DnsFuture, DnsResolver, HttpError, HttpErrorKind};
 use object_store::path::Path as KeyPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
-use std::io::{Read, Seek, SeekFrom};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,8 +33,7 @@ use std::time::Duration;
 pub const POOL_IDLE: Duration = Duration::from_secs(30);
 /// Retries of one request after a transient failure (connection dropped, 5xx); all within the request timeout.
 pub const MAX_RETRIES: usize = 2;
-/// The blocking reader used for tag parsing fetches at least this much per request.
-pub const READ_AHEAD: usize = 256 << 10;
+pub use crate::read_ahead::READ_AHEAD;
 
 /// Where the bucket is and how to reach it.
 #[derive(Clone)]
@@ -360,7 +359,10 @@ impl Origin for S3Origin {
         let o = origin.clone();
         let r = rel.clone();
         let size = origin.wait(async move { o.head(&r).await })?.size;
-        Ok(Box::new(BlockingReader { origin, rel, size, pos: 0, buf: Bytes::new(), buf_start: 0 }))
+        Ok(Box::new(ReadAhead::new(size, move |pos, want| {
+            let (o, r) = (origin.clone(), rel.clone());
+            origin.wait(async move { o.get_range(&r, pos, want).await })
+        })))
     }
 
     async fn health_check(&self) -> Result<(), OriginError> {
@@ -371,61 +373,6 @@ impl Origin for S3Origin {
             Err(_) => Err(OriginError::Timeout(self.timeout)),
             Ok(Some(Err(e))) => Err(map_error(e, Path::new(""), self.timeout, &self.endpoint)),
             Ok(_) => Ok(()),
-        }
-    }
-}
-
-/// `Read + Seek` over ranged GETs, with a read-ahead buffer so the tag parser's many small reads become a
-/// few requests. Used on blocking threads only.
-struct BlockingReader {
-    origin: Arc<S3Origin>,
-    rel: PathBuf,
-    size: u64,
-    pos: u64,
-    buf: Bytes,
-    buf_start: u64,
-}
-
-impl Read for BlockingReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if out.is_empty() || self.pos >= self.size {
-            return Ok(0);
-        }
-        let buffered = self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
-        if !buffered {
-            let want = out.len().max(READ_AHEAD).min((self.size - self.pos) as usize);
-            let (origin, rel, pos) = (self.origin.clone(), self.rel.clone(), self.pos);
-            let bytes = self
-                .origin
-                .wait(async move { origin.get_range(&rel, pos, want).await })
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if bytes.is_empty() {
-                return Ok(0);
-            }
-            self.buf = bytes;
-            self.buf_start = self.pos;
-        }
-        let at = (self.pos - self.buf_start) as usize;
-        let n = out.len().min(self.buf.len() - at);
-        out[..n].copy_from_slice(&self.buf[at..at + n]);
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for BlockingReader {
-    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(n) => Some(n),
-            SeekFrom::End(d) => self.size.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        match target {
-            Some(n) => {
-                self.pos = n;
-                Ok(n)
-            }
-            None => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start of the object")),
         }
     }
 }

@@ -27,24 +27,23 @@
 //!
 //! The parts: this file has the settings, the [`Origin`] impl and how libssh2 errors are classified;
 //! `pool` keeps the sessions and runs operations on them, `connect` opens one session, `host_keys`
-//! checks the server's key ([`known_hosts`], [`sha256_fingerprint`]) and `reader` is the blocking reader
-//! for tag parsing.
+//! checks the server's key ([`known_hosts`], [`sha256_fingerprint`]); tag parsing reads through the
+//! shared [`ReadAhead`].
 
 mod connect;
 mod host_keys;
 mod pool;
-mod reader;
 #[cfg(test)]
 mod tests;
 
+pub use crate::read_ahead::READ_AHEAD;
 pub use host_keys::{known_hosts, sha256_fingerprint};
-pub use reader::READ_AHEAD;
 
+use crate::read_ahead::ReadAhead;
 use crate::{Origin, OriginEntry, OriginError, ReadSeek, is_safe_relative};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pool::{Pool, PoolState, spawn_reaper};
-use reader::BlockingReader;
 use ssh2::{ErrorCode, FileStat};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -203,7 +202,10 @@ impl Origin for SftpOrigin {
 
     fn open_blocking(&self, rel: &Path) -> Result<Box<dyn ReadSeek>, OriginError> {
         let size = self.pool.stat_file(rel, Instant::now() + self.timeout)?.size;
-        Ok(Box::new(BlockingReader::new(self.pool.clone(), rel.to_owned(), self.timeout, size)))
+        let (pool, rel, timeout) = (self.pool.clone(), rel.to_owned(), self.timeout);
+        Ok(Box::new(ReadAhead::new(size, move |pos, want| {
+            pool.read_range(&rel, pos, want, std::time::Instant::now() + timeout)
+        })))
     }
 
     async fn health_check(&self) -> Result<(), OriginError> {
