@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::mounted::{musicfs, start, status, wait_for_state};
+use crate::support::check_blocking_reader;
 const BUCKET: &str = "music";
 
 /// Real tagged audio, generated once per test into its own directory.
@@ -110,7 +111,6 @@ fn proxy(rt: &tokio::runtime::Runtime, toxiproxy: &Toxiproxy, name: &str, upstre
 #[test]
 fn the_s3_origin_lists_stats_and_reads_ranges_from_a_real_server() {
     use musicfs_origins::{Origin, OriginError, S3Origin, S3Settings};
-    use std::io::{Read, Seek, SeekFrom};
     let server = S3Server::start().unwrap();
     server.create_bucket(BUCKET).unwrap();
     let big = musicfs_test_utils::files::pseudo_random_bytes(600_000, 7);
@@ -149,25 +149,7 @@ fn the_s3_origin_lists_stats_and_reads_ranges_from_a_real_server() {
     assert!(matches!(rt.block_on(origin.stat(Path::new("nope.flac"))), Err(OriginError::NotFound(_))));
     rt.block_on(origin.health_check()).unwrap();
 
-    // The tag scanner's reader, on a plain thread: small reads and seeks, then the whole object.
-    let o = origin.clone();
-    std::thread::spawn(move || {
-        let mut r = o.open_blocking(song).unwrap();
-        let mut head = [0u8; 4];
-        r.read_exact(&mut head).unwrap();
-        assert_eq!(head, big[..4]);
-        assert_eq!(r.seek(SeekFrom::End(-128)).unwrap(), big.len() as u64 - 128);
-        let mut tail = Vec::new();
-        r.read_to_end(&mut tail).unwrap();
-        assert_eq!(tail, big[big.len() - 128..]);
-        r.seek(SeekFrom::Start(0)).unwrap();
-        let mut all = Vec::new();
-        r.read_to_end(&mut all).unwrap();
-        assert!(all == big, "the blocking reader returned different bytes");
-        assert!(matches!(o.open_blocking(Path::new("nope.flac")), Err(OriginError::NotFound(_))));
-    })
-    .join()
-    .unwrap();
+    check_blocking_reader(origin.clone(), song, &big);
 }
 
 #[test]

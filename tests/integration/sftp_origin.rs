@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::mounted::{musicfs, start, status, wait_for_state};
+use crate::support::check_blocking_reader;
 
 /// Real tagged audio, generated once per test into its own directory (the directory sshd serves).
 struct Library {
@@ -142,7 +143,6 @@ fn runtime() -> tokio::runtime::Runtime {
 /// ranged reads (short at the end, empty past it); the blocking `Read + Seek` the tag scanner uses; NotFound.
 #[test]
 fn the_sftp_origin_lists_stats_and_reads_ranges_from_a_real_server() {
-    use std::io::{Read, Seek, SeekFrom};
     let served = tempfile::tempdir().unwrap();
     let big = pseudo_random_bytes(600_000, 7);
     let root = served.path();
@@ -180,25 +180,7 @@ fn the_sftp_origin_lists_stats_and_reads_ranges_from_a_real_server() {
     assert!(matches!(rt.block_on(origin.stat(Path::new("../etc/passwd"))), Err(OriginError::NotFound(_))));
     rt.block_on(origin.health_check()).unwrap();
 
-    // The tag scanner's reader, on a plain thread: small reads and seeks, then the whole file.
-    let o = origin.clone();
-    std::thread::spawn(move || {
-        let mut r = o.open_blocking(song).unwrap();
-        let mut head = [0u8; 4];
-        r.read_exact(&mut head).unwrap();
-        assert_eq!(head, big[..4]);
-        assert_eq!(r.seek(SeekFrom::End(-128)).unwrap(), big.len() as u64 - 128);
-        let mut tail = Vec::new();
-        r.read_to_end(&mut tail).unwrap();
-        assert_eq!(tail, big[big.len() - 128..]);
-        r.seek(SeekFrom::Start(0)).unwrap();
-        let mut all = Vec::new();
-        r.read_to_end(&mut all).unwrap();
-        assert!(all == big, "the blocking reader returned different bytes");
-        assert!(matches!(o.open_blocking(Path::new("nope.flac")), Err(OriginError::NotFound(_))));
-    })
-    .join()
-    .unwrap();
+    check_blocking_reader(origin.clone(), song, &big);
     // All of that on one session: nothing ran concurrently.
     assert_eq!(origin.stats().connects.load(Ordering::Relaxed), 1);
     assert_eq!(logins(&sshd), 1, "{}", sshd.log());

@@ -1,4 +1,5 @@
-//! Helpers shared by the network-layer tests: a TCP echo server, timed round trips, an `sftp` batch runner.
+//! Helpers shared by the network-layer tests: a TCP echo server, timed round trips, an `sftp` batch runner, and
+//! the check of a remote origin's blocking reader.
 
 use musicfs_test_utils::servers::sshd::Sshd;
 use musicfs_test_utils::servers::tokio;
@@ -119,4 +120,29 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// The tag scanner's reader of a remote origin, on a plain thread as the scanner uses it: small reads and
+/// seeks, then the whole file `big` at `song`; a missing file is NotFound.
+pub fn check_blocking_reader(origin: Arc<dyn musicfs_origins::Origin>, song: &Path, big: &[u8]) {
+    use std::io::{Read, Seek, SeekFrom};
+    let (song, big) = (song.to_owned(), big.to_owned());
+    std::thread::spawn(move || {
+        let mut r = origin.open_blocking(&song).unwrap();
+        let mut head = [0u8; 4];
+        r.read_exact(&mut head).unwrap();
+        assert_eq!(head, big[..4]);
+        assert_eq!(r.seek(SeekFrom::End(-128)).unwrap(), big.len() as u64 - 128);
+        let mut tail = Vec::new();
+        r.read_to_end(&mut tail).unwrap();
+        assert_eq!(tail, big[big.len() - 128..]);
+        r.seek(SeekFrom::Start(0)).unwrap();
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        assert!(all == big, "the blocking reader returned different bytes");
+        let missing = origin.open_blocking(Path::new("nope.flac"));
+        assert!(matches!(missing, Err(musicfs_origins::OriginError::NotFound(_))));
+    })
+    .join()
+    .unwrap();
 }
