@@ -10,9 +10,13 @@ use musicfs_fuse::invalidate;
 use musicfs_meta::{Db, sync};
 use musicfs_origins::{OriginError, SharedOrigin};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+/// How long `musicfs sync` waits for the kernel-cache invalidator before answering anyway.
+const SYNC_INVALIDATION_WAIT: Duration = Duration::from_secs(5);
 
 /// A `musicfs sync` request: run a delta sync now, answer with its summary.
 pub type SyncRequest = oneshot::Sender<Result<serde_json::Value, String>>;
@@ -68,7 +72,12 @@ impl Background {
                     let _ = self.delta_sync().await;
                 }
                 Some(reply) = requests.recv() => {
-                    let _ = reply.send(self.delta_sync().await);
+                    let report = self.delta_sync().await;
+                    // Answer once the changes show through the mount, not merely in the tree.
+                    if !self.shared.invalidator.caught_up(SYNC_INVALIDATION_WAIT).await {
+                        tracing::warn!("3.3 kernel cache invalidation still behind when musicfs sync answered");
+                    }
+                    let _ = reply.send(report);
                     resync.reset();
                 }
             }
@@ -119,6 +128,7 @@ impl Background {
                         renamed: report.renamed,
                         tracks: report.total,
                         invalidations: invalidations.into(),
+                        generation: self.shared.invalidator.stats.published.fetch_add(1, Ordering::SeqCst) + 1,
                     };
                     self.shared.events.publish(event).await;
                 }

@@ -25,6 +25,9 @@ pub enum Event {
         /// What the kernel may still hold from the tree before.
         #[serde(skip)]
         invalidations: Arc<[Invalidation]>,
+        /// Its number among library changes ([`InvalidatorStats::published`]).
+        #[serde(skip)]
+        generation: u64,
     },
     OriginDown {
         origin: String,
@@ -49,6 +52,9 @@ pub struct InvalidatorStats {
     pub sent: AtomicU64,
     /// Full invalidations after lost events.
     pub resyncs: AtomicU64,
+    /// Library changes announced (numbered by the publisher), and the last one the kernel has been told of.
+    pub published: AtomicU64,
+    pub applied: AtomicU64,
 }
 
 /// The invalidator: a lossless consumer that tells the kernel what each sync changed. Holding the
@@ -64,15 +70,17 @@ impl Invalidator {
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
         let mut events = self.events.lock().await;
         loop {
-            let list: Arc<[Invalidation]> = tokio::select! {
+            let (list, generation): (Arc<[Invalidation]>, u64) = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 delivery = events.next() => match delivery {
-                    Delivery::Event(Event::LibraryChanged { invalidations, .. }) => invalidations,
+                    Delivery::Event(Event::LibraryChanged { invalidations, generation, .. }) => (invalidations, generation),
                     Delivery::Event(_) => continue,
                     Delivery::Lost(lost) => {
                         tracing::warn!(lost, "3.3 invalidator lost events; invalidating the whole kernel cache");
                         self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-                        invalidate::everything(&self.fs.tree()).into()
+                        // Covers every change announced so far: the tree is read after the count.
+                        let generation = self.stats.published.load(Ordering::SeqCst);
+                        (invalidate::everything(&self.fs.tree()).into(), generation)
                     }
                     Delivery::Closed => return Ok(()),
                 },
@@ -82,8 +90,23 @@ impl Invalidator {
                 .await
                 .map_err(|e| format!("invalidation task failed: {e}"))?;
             self.stats.sent.fetch_add(sent as u64, Ordering::Relaxed);
+            self.stats.applied.fetch_max(generation, Ordering::SeqCst);
             tracing::debug!(sent, "kernel cache invalidated after a library change");
         }
+    }
+
+    /// Waits (at most `bound`) until the kernel has been told of every library change announced so far, so
+    /// that `musicfs sync` answers only once its changes show through the mount.
+    pub async fn caught_up(&self, bound: std::time::Duration) -> bool {
+        let target = self.stats.published.load(Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + bound;
+        while self.stats.applied.load(Ordering::SeqCst) < target {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        true
     }
 }
 
@@ -134,7 +157,9 @@ mod tests {
         let old = inv.fs.replace_tree(next);
         let invalidations = invalidate::changes(&old, &inv.fs.tree()).into();
         let (added, changed, removed, renamed, tracks) = (0, 0, 1, 0, inv.fs.tree().file_count());
-        bus.publish(Event::LibraryChanged { added, changed, removed, renamed, tracks, invalidations }).await;
+        let generation = inv.stats.published.fetch_add(1, Ordering::SeqCst) + 1;
+        let event = Event::LibraryChanged { added, changed, removed, renamed, tracks, invalidations, generation };
+        bus.publish(event).await;
     }
 
     async fn settle(kernel: &RecordingKernelCache, want: impl Fn(&[Invalidation]) -> bool) -> Vec<Invalidation> {
