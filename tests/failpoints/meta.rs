@@ -17,7 +17,7 @@ async fn a_corrupt_database_at_start_is_set_aside_and_rebuilt_by_rescan() {
     origin.insert("a.flac", vec![1u8; 100], 1);
     let origins: Vec<SharedOrigin> = vec![origin];
     let db = Arc::new(Db::open(&path).unwrap());
-    sync::sync(&db, &origins, false).await.unwrap();
+    sync::sync(&db, &origins, sync::SyncOptions::default()).await.unwrap();
     assert_eq!(db.track_count().unwrap(), 1);
     drop(db);
 
@@ -27,7 +27,7 @@ async fn a_corrupt_database_at_start_is_set_aside_and_rebuilt_by_rescan() {
     let aside =
         std::fs::read_dir(dir.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains("corrupt"));
     assert!(aside, "the damaged file is kept aside for inspection");
-    let (report, tree) = sync::sync(&db, &origins, false).await.unwrap();
+    let (report, tree) = sync::sync(&db, &origins, sync::SyncOptions::default()).await.unwrap();
     assert_eq!((report.added, tree.file_count()), (1, 1), "a rescan rebuilds the library");
 
     fail::remove("meta::db::open_corrupt");
@@ -52,14 +52,15 @@ async fn a_scan_interrupted_after_a_batch_resumes_without_rereading_it() {
 
     fail::cfg("meta::sync::after_batch", "1*panic(scan killed)->off").unwrap();
     let (db2, origins2) = (db.clone(), origins.clone());
-    let killed = tokio::spawn(async move { sync::sync(&db2, &origins2, false).await.map(|_| ()) }).await;
+    let killed =
+        tokio::spawn(async move { sync::sync(&db2, &origins2, sync::SyncOptions::default()).await.map(|_| ()) }).await;
     assert!(killed.is_err(), "the scan died at the failpoint");
     assert_eq!(db.track_count().unwrap(), SYNC_BATCH as u64, "one batch was committed");
     assert_eq!(db.unnamed_tracks().unwrap(), SYNC_BATCH as u64, "its tracks wait for names");
     let opened_first = origin.calls();
 
     fail::remove("meta::sync::after_batch");
-    let (report, tree) = sync::sync(&db, &origins, false).await.unwrap();
+    let (report, tree) = sync::sync(&db, &origins, sync::SyncOptions::default()).await.unwrap();
     let opened_second = origin.calls() - opened_first;
     // One listing call plus one open per track still to read.
     assert_eq!(opened_second, 1 + total - SYNC_BATCH, "the committed batch was not read again");

@@ -373,11 +373,18 @@ pub struct LibraryConfig {
     /// How often the origins are compared with the database to pick up added, changed and removed files
     /// (a delta sync also runs once after every start).
     pub sync_interval: Seconds,
+    /// The longest one origin's listing may take in a delta sync. An origin that does not finish in time
+    /// (a hung NFS server, a stalled connection) is treated as unreachable for that sync, so the watcher
+    /// never goes stale behind it (4.2.4).
+    pub list_timeout: Seconds,
 }
 
 impl Default for LibraryConfig {
     fn default() -> Self {
-        Self { sync_interval: Seconds(Duration::from_secs(15 * 60)) }
+        Self {
+            sync_interval: Seconds(Duration::from_secs(15 * 60)),
+            list_timeout: Seconds(Duration::from_secs(5 * 60)),
+        }
     }
 }
 
@@ -535,6 +542,9 @@ impl Config {
         if self.library.sync_interval.0 < Duration::from_secs(1) {
             return Err("library.sync_interval: must be at least 1s".into());
         }
+        if self.library.list_timeout.0.is_zero() {
+            return Err("library.list_timeout: must be more than 0".into());
+        }
         if self.health.timeout.0.is_zero() {
             return Err("health.timeout: must be more than 0".into());
         }
@@ -622,6 +632,15 @@ read_timeout = "10s"
         assert_eq!(config.events.capacity, 16);
         let err = parse(&format!("{GOOD}\n[events]\ncapacity = 0\n")).unwrap_err().to_string();
         assert!(err.contains("events.capacity"), "{err}");
+    }
+
+    #[test]
+    fn the_listing_bound_defaults_to_five_minutes_and_is_checked() {
+        assert_eq!(parse(GOOD).unwrap().library.list_timeout.0, Duration::from_secs(300));
+        let config = parse(&format!("{GOOD}\n[library]\nlist_timeout = \"90s\"\n")).unwrap();
+        assert_eq!(config.library.list_timeout.0, Duration::from_secs(90));
+        let err = parse(&format!("{GOOD}\n[library]\nlist_timeout = \"0s\"\n")).unwrap_err().to_string();
+        assert!(err.contains("library.list_timeout"), "{err}");
     }
 
     #[test]

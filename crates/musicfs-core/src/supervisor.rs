@@ -2,6 +2,8 @@
 //! while the daemon is still running is restarted with backoff (1 s, 5 s, 30 s, then 30 s) up to a capped
 //! number of restarts; past the cap it stays dead, which the watchdog's self-check sees for critical tasks
 //! (so systemd restarts the whole daemon). Restarts and liveness are visible in `musicfs status`.
+//! [`Supervisor::revive_given_up`] gives such tasks a fresh start when what they depend on recovers, e.g.
+//! when an origin returns (4.2.4): a task that failed because an origin was gone should not stay dead.
 
 use serde::Serialize;
 use std::future::Future;
@@ -28,6 +30,7 @@ pub struct Supervisor {
     cancel: CancellationToken,
     backoff: Vec<Duration>,
     max_restarts: u32,
+    revive: Arc<tokio::sync::Notify>,
 }
 
 impl Supervisor {
@@ -37,7 +40,13 @@ impl Supervisor {
 
     /// A supervisor with its own backoff steps (the last repeats) and restart cap; tests use short ones.
     pub fn with_policy(cancel: CancellationToken, backoff: Vec<Duration>, max_restarts: u32) -> Supervisor {
-        Supervisor { tasks: Arc::new(Mutex::new(Vec::new())), cancel, backoff, max_restarts }
+        Supervisor {
+            tasks: Arc::new(Mutex::new(Vec::new())),
+            cancel,
+            backoff,
+            max_restarts,
+            revive: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     fn update(&self, index: usize, change: impl FnOnce(&mut TaskHealth)) {
@@ -82,11 +91,23 @@ impl Supervisor {
                         failure,
                         "2.6 task failed too often; giving it up"
                     );
+                    // Registered before the task is marked dead, so a revive right after cannot be missed.
+                    let revived = this.revive.notified();
                     this.update(index, |t| {
                         t.alive = false;
                         t.last_failure = Some(failure);
                     });
-                    return;
+                    tokio::select! {
+                        _ = this.cancel.cancelled() => return,
+                        _ = revived => {}
+                    }
+                    tracing::info!(task = name, "4.2.4 given-up task revived: what it depends on recovered");
+                    restarts = 0;
+                    this.update(index, |t| {
+                        t.alive = true;
+                        t.restarts = 0;
+                    });
+                    continue;
                 }
                 let wait = this
                     .backoff
@@ -121,6 +142,15 @@ impl Supervisor {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Restarts every given-up task with a fresh restart budget; returns their names.
+    pub fn revive_given_up(&self) -> Vec<&'static str> {
+        let dead: Vec<&'static str> = self.health().into_iter().filter(|t| !t.alive).map(|t| t.name).collect();
+        if !dead.is_empty() && !self.cancel.is_cancelled() {
+            self.revive.notify_waiters();
+        }
+        dead
+    }
+
     /// Names of critical tasks that are no longer running (given up), for the watchdog's self-check.
     pub fn dead_critical(&self) -> Vec<&'static str> {
         self.health().into_iter().filter(|t| t.critical && !t.alive).map(|t| t.name).collect()
@@ -132,7 +162,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// Proves L1: 2.6, 2.2
+    /// Proves L1: 2.6, 2.2, 4.2.4
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_task_is_restarted_with_backoff_and_one_that_keeps_failing_is_given_up() {
         let cancel = CancellationToken::new();
@@ -160,6 +190,31 @@ mod tests {
         assert_eq!((broken.alive, broken.restarts), (false, 3), "given up after the cap: {broken:?}");
         assert_eq!(broken.last_failure.as_deref(), Some("cannot reach the origin"));
         assert_eq!(sup.dead_critical(), vec!["broken"]);
+
+        // 4.2.4: what it depended on is back; the given-up task gets a fresh start and budget.
+        assert_eq!(sup.revive_given_up(), vec!["broken"]);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let broken = sup.health().into_iter().find(|t| t.name == "broken").unwrap();
+        assert_eq!((broken.alive, broken.restarts), (false, 3), "revived, failed through a new budget: {broken:?}");
+        let revived = Arc::new(AtomicU32::new(0));
+        let r = revived.clone();
+        sup.spawn("recovers", false, move |token| {
+            let r = r.clone();
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) < 4 {
+                    return Err("origin gone".to_owned());
+                }
+                token.cancelled().await;
+                Ok(())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(revived.load(Ordering::SeqCst), 4, "given up after 1 run and 3 restarts");
+        assert!(sup.revive_given_up().contains(&"recovers"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let recovers = sup.health().into_iter().find(|t| t.name == "recovers").unwrap();
+        assert_eq!((recovers.alive, recovers.restarts), (true, 0), "running again after the revive: {recovers:?}");
+        assert_eq!(revived.load(Ordering::SeqCst), 5);
         cancel.cancel();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(sup.health().iter().all(|t| !t.alive), "cancellation reaches every task");

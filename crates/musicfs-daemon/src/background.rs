@@ -10,7 +10,7 @@ use musicfs_fuse::invalidate;
 use musicfs_meta::{Db, sync};
 use musicfs_origins::{OriginError, SharedOrigin};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,11 @@ pub struct Background {
     pub origins: Vec<SharedOrigin>,
     pub sync_now: bool,
     pub sync_every: Duration,
+    /// Bounds each origin's listing, so a hung origin cannot leave the watcher stuck (4.2.4).
+    pub list_timeout: Duration,
     pub sync_requests: tokio::sync::Mutex<mpsc::Receiver<SyncRequest>>,
+    /// Set once the library watcher has run; a later start is a restart after it died.
+    pub watcher_started: AtomicBool,
 }
 
 impl Background {
@@ -58,10 +62,15 @@ impl Background {
     }
 
     /// The library watcher (critical): a delta sync after start (unless the start scanned), then every sync
-    /// interval, and whenever `musicfs sync` asks.
+    /// interval, and whenever `musicfs sync` asks. Restarted by the supervisor after it dies, it syncs at
+    /// once, since it may have missed changes while it was down (4.2.4).
     pub async fn sync_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+        let restarted = self.watcher_started.swap(true, Ordering::SeqCst);
+        if restarted {
+            tracing::info!("4.2.4 library watcher restarted; syncing now for what it missed");
+        }
         let mut resync = tokio::time::interval(self.sync_every);
-        if !self.sync_now {
+        if !self.sync_now && !restarted {
             resync.tick().await;
         }
         let mut requests = self.sync_requests.lock().await;
@@ -107,7 +116,13 @@ impl Background {
 
     /// One delta sync. A changed library is swapped in and announced with what the kernel must forget.
     async fn delta_sync(&self) -> Result<serde_json::Value, String> {
-        let result = match sync::sync(&self.db, &self.origins, false).await {
+        let result = match sync::sync(
+            &self.db,
+            &self.origins,
+            sync::SyncOptions { show_progress: false, list_timeout: self.list_timeout },
+        )
+        .await
+        {
             Ok((report, tree)) => {
                 if report.added + report.changed + report.removed + report.renamed > 0 {
                     let old = self.fs.replace_tree(tree);
@@ -237,6 +252,11 @@ async fn health_round_impl(
         }
     }
     if !returned.is_empty() {
+        // Tasks that failed too often while an origin was gone get a fresh start (4.2.4).
+        let revived = shared.supervisor.revive_given_up();
+        if !revived.is_empty() {
+            tracing::info!(origins = ?returned, tasks = ?revived, "4.2.4 origins back: given-up tasks restarted");
+        }
         // Catch-up sync (4.2.3, N4): what changed on the origins while they were away shows now, not at the
         // next sync interval. Nobody waits for the answer; a full queue means a sync is already coming.
         let (reply, _) = oneshot::channel();
@@ -298,3 +318,7 @@ pub fn release_freed_memory() {
         libc::malloc_trim(0);
     }
 }
+
+#[cfg(test)]
+#[path = "background_tests.rs"]
+mod tests;

@@ -188,7 +188,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         }
         systemd::status("scanning library");
         let (report, tree) = tokio::select! {
-            scanned = sync::sync(&db, &origins, true) => scanned.map_err(start_err)?,
+            scanned = sync::sync(&db, &origins, sync::SyncOptions { show_progress: true, list_timeout: config.library.list_timeout.0 }) => scanned.map_err(start_err)?,
             Some(signals::Request::Shutdown(signal, _)) = requests.recv() => {
                 tracing::info!(signal, "2.1 stopping during the first scan; it resumes from its last batch next time");
                 return Ok(());
@@ -309,7 +309,9 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         origins: origins.clone(),
         sync_now: !first_run,
         sync_every: config.library.sync_interval.0,
+        list_timeout: config.library.list_timeout.0,
         sync_requests: tokio::sync::Mutex::new(sync_rx),
+        watcher_started: AtomicBool::new(false),
     });
     supervisor.spawn("kernel cache invalidator", true, move |token| invalidator.clone().run(token));
     let indexer = search.clone();

@@ -56,22 +56,46 @@ fn build_tree(db: &Db, tracks: &[Track]) -> Result<Tree, DbError> {
     Ok(Tree::build(rows, &inodes))
 }
 
+/// How a sync runs.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncOptions {
+    /// Print a progress line on stderr (the first scan, on a terminal).
+    pub show_progress: bool,
+    /// The longest one origin's listing may take; past it the origin counts as unreachable for this sync
+    /// and its tracks stay as they were (4.2.4: a hung origin never leaves the watcher stuck).
+    pub list_timeout: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions { show_progress: false, list_timeout: Duration::from_secs(5 * 60) }
+    }
+}
+
 /// Brings the database in line with the origins and returns the new tree.
 pub async fn sync(
     db: &Arc<Db>,
     origins: &[SharedOrigin],
-    show_progress: bool,
+    options: SyncOptions,
 ) -> Result<(SyncReport, Tree), SyncError> {
+    let show_progress = options.show_progress;
     let db2 = db.clone();
     let existing =
         tokio::task::spawn_blocking(move || db2.load_tracks()).await.map_err(|e| SyncError::Task(e.to_string()))??;
     let mut report = SyncReport::default();
     let mut listings: Vec<(usize, Vec<OriginEntry>)> = Vec::new();
     for (idx, origin) in origins.iter().enumerate() {
-        match origin.list().await {
-            Ok(entries) => listings.push((idx, entries.into_iter().filter(|e| tags::is_audio(&e.rel_path)).collect())),
-            Err(e) => {
+        match tokio::time::timeout(options.list_timeout, origin.list()).await {
+            Ok(Ok(entries)) => {
+                listings.push((idx, entries.into_iter().filter(|e| tags::is_audio(&e.rel_path)).collect()))
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(origin = origin.id(), error = %e, "origin could not be listed; keeping its tracks as they were");
+                report.unreachable.push(origin.id().to_owned());
+            }
+            Err(_) => {
+                tracing::warn!(origin = origin.id(), timeout = ?options.list_timeout,
+                    "4.2.4 origin listing did not finish in time; keeping its tracks as they were");
                 report.unreachable.push(origin.id().to_owned());
             }
         }
@@ -296,7 +320,7 @@ mod tests {
         origin.insert("b.mp3", vec![2u8; 10], 1);
         origin.insert("notes.txt", vec![3u8; 10], 1);
         let origins: Vec<SharedOrigin> = vec![origin.clone()];
-        let (report, tree) = sync(&db, &origins, false).await.unwrap();
+        let (report, tree) = sync(&db, &origins, SyncOptions::default()).await.unwrap();
         assert_eq!((report.added, report.total), (2, 2));
         let unknown = tree.lookup(crate::tree::ROOT_INO, b"Unknown Artist").unwrap().ino;
         let album = tree.lookup(unknown, b"Unknown Album").unwrap().ino;
@@ -305,14 +329,14 @@ mod tests {
         origin.remove(std::path::Path::new("b.mp3"));
         origin.insert("a.flac", vec![9u8; 20], 2);
         origin.insert("c.ogg", vec![4u8; 10], 1);
-        let (report, tree) = sync(&db, &origins, false).await.unwrap();
+        let (report, tree) = sync(&db, &origins, SyncOptions::default()).await.unwrap();
         assert_eq!((report.added, report.changed, report.removed, report.total), (1, 1, 1, 2));
         let a = tree.lookup(album, b"a.flac").unwrap();
         assert_eq!(a.ino, a_ino, "inode numbers are stable across syncs");
         assert!(tree.lookup(album, b"b.mp3").is_none());
         assert!(tree.lookup(album, b"c.ogg").is_some());
 
-        let (again, _) = sync(&db, &origins, false).await.unwrap();
+        let (again, _) = sync(&db, &origins, SyncOptions::default()).await.unwrap();
         assert_eq!((again.added, again.changed, again.removed), (0, 0, 0));
     }
 }

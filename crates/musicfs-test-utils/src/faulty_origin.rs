@@ -26,6 +26,8 @@ pub enum FailMode {
     ReturnError(io::ErrorKind),
     /// Fail every call as a host name that does not resolve (4.2.5).
     Dns,
+    /// Panic in every call: a bug in a backend, which the task that called it must survive (2.6, 4.2.4).
+    Panic,
 }
 
 pub struct FaultyOrigin {
@@ -93,6 +95,10 @@ impl FaultyOrigin {
             FailMode::PartialRead { max_bytes } if is_read => Decision::Truncate(max_bytes),
             FailMode::PartialRead { .. } => Decision::Pass,
             FailMode::Dns => Decision::Fail(OriginError::Unavailable("DNS: cannot resolve origin.invalid".into())),
+            FailMode::Panic => {
+                self.faults.fetch_add(1, Ordering::SeqCst);
+                panic!("injected by FaultyOrigin (panic)");
+            }
             FailMode::ReturnError(kind) => {
                 Decision::Fail(OriginError::Io(io::Error::new(kind, "injected by FaultyOrigin")))
             }

@@ -60,7 +60,7 @@ impl InProcessFs {
         let origin = FaultyOrigin::new(memory.clone(), FailMode::Healthy);
         let origins: Vec<SharedOrigin> = vec![origin.clone()];
         let db = Arc::new(Db::open(&dir.path().join("meta.db"))?);
-        let (_, tree) = sync::sync(&db, &origins, false).await?;
+        let (_, tree) = sync::sync(&db, &origins, sync::SyncOptions::default()).await?;
         let manifests: Arc<dyn ManifestStore> = db.clone();
         let reader = Reader::new(backend.clone(), manifests, SMALL_CHUNKS, 1 << 20, read_timeout * 9 / 10);
         let fs = Arc::new(MusicFs::new(tree, reader, &origins, read_timeout));

@@ -1,0 +1,186 @@
+//! L1 tests of the library watcher and the health monitor: the real loops, store, database and filesystem
+//! logic, with the origin an in-memory double behind a [`FaultyOrigin`] — a remote origin that cannot tell
+//! anyone what changed, so it must be polled (5.4).
+
+use super::*;
+use crate::events::{Bus, Invalidator};
+use crate::state::{OriginStatus, Shared};
+use musicfs_core::events::Guarantee;
+use musicfs_core::supervisor::Supervisor;
+use musicfs_fuse::invalidate::RecordingKernelCache;
+use musicfs_test_utils::faulty_origin::FailMode;
+use musicfs_test_utils::fixtures::{InProcessFs, track_bytes};
+use std::time::Instant;
+
+struct Harness {
+    lib: InProcessFs,
+    shared: Arc<Shared>,
+    supervisor: Supervisor,
+    cancel: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A library of two tracks with its watcher (and the invalidator it waits for) running under a supervisor
+/// that restarts after `backoff` and gives up after `max_restarts`.
+async fn harness(sync_every: Duration, list_timeout: Duration, backoff: Duration, max_restarts: u32) -> Harness {
+    let lib = InProcessFs::new(2, 1000, Duration::from_secs(5)).await.unwrap();
+    let cancel = CancellationToken::new();
+    let supervisor = Supervisor::with_policy(cancel.child_token(), vec![backoff], max_restarts);
+    let bus = Arc::new(Bus::new(64));
+    let invalidator = Arc::new(Invalidator {
+        events: tokio::sync::Mutex::new(bus.subscribe("kernel cache invalidator", Guarantee::Lossless)),
+        kernel: Arc::new(RecordingKernelCache::default()),
+        fs: lib.fs.clone(),
+        stats: Default::default(),
+    });
+    let search = Arc::new(crate::search::Search::new(
+        lib.dir.path(),
+        lib.db.clone(),
+        bus.subscribe("search indexer", Guarantee::Lossy),
+    ));
+    let (sync_tx, sync_rx) = mpsc::channel(8);
+    let shared = Arc::new(Shared {
+        fs: lib.fs.clone(),
+        store: lib.store.clone(),
+        reader: lib.fs.reader().clone(),
+        mount_point: lib.dir.path().join("mnt"),
+        started: Instant::now(),
+        origins: std::sync::RwLock::new(vec![OriginStatus {
+            id: "memory".to_owned(),
+            healthy: true,
+            dns_failure: false,
+            last_error: None,
+        }]),
+        supervisor: supervisor.clone(),
+        stopping: AtomicBool::new(false),
+        events: bus,
+        invalidator: invalidator.clone(),
+        search,
+        sync_requests: sync_tx,
+    });
+    let work = Arc::new(Background {
+        shared: shared.clone(),
+        health_every: Duration::from_secs(3600),
+        health_timeout: Duration::from_secs(1),
+        fs: lib.fs.clone(),
+        store: lib.store.clone(),
+        db: lib.db.clone(),
+        origins: vec![lib.origin.clone()],
+        sync_now: false,
+        sync_every,
+        list_timeout,
+        sync_requests: tokio::sync::Mutex::new(sync_rx),
+        watcher_started: AtomicBool::new(false),
+    });
+    supervisor.spawn("kernel cache invalidator", true, move |token| invalidator.clone().run(token));
+    supervisor.spawn("library watcher", true, move |token| work.clone().sync_loop(token));
+    Harness { lib, shared, supervisor, cancel }
+}
+
+impl Harness {
+    fn tracks(&self) -> usize {
+        self.lib.fs.tree().file_count()
+    }
+
+    fn watcher(&self) -> musicfs_core::supervisor::TaskHealth {
+        self.supervisor.health().into_iter().find(|t| t.name == "library watcher").unwrap()
+    }
+
+    /// What `musicfs sync` does: ask the watcher, wait for its answer.
+    async fn sync_now(&self) -> Result<Result<serde_json::Value, String>, oneshot::error::RecvError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared.sync_requests.send(reply).await.unwrap();
+        answer.await
+    }
+
+    async fn health_round(&self) {
+        let origins: Vec<SharedOrigin> = vec![self.lib.origin.clone()];
+        health_round_impl(&self.shared, &origins, Duration::from_secs(1)).await;
+    }
+}
+
+/// Polls `done` for up to `within`; returns how long it took, or None.
+async fn eventually(within: Duration, done: impl Fn() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if done() {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// Proves L1: 4.2.4
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_watcher_survives_a_hung_origin_a_crash_and_being_given_up() {
+    // Interval syncs are an hour apart: every sync below comes from a request, a restart or a recovery.
+    let h = harness(Duration::from_secs(3600), Duration::from_millis(300), Duration::from_millis(300), 1).await;
+    assert_eq!(h.tracks(), 2);
+
+    // A listing that hangs (a dead NFS server) is abandoned at the bound; the watcher answers and lives on.
+    h.lib.origin.set_mode(FailMode::TimeoutMs(60_000));
+    let asked = Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(10), h.sync_now())
+        .await
+        .expect("4.2.4: a hung origin listing left the library watcher stuck")
+        .expect("the watcher answered")
+        .expect("the sync itself succeeds");
+    assert_eq!(report["unreachable"], serde_json::json!(["memory"]), "{report}");
+    assert_eq!(h.tracks(), 2, "the hung origin's tracks are kept as they were");
+    println!("hung listing abandoned after {:?}", asked.elapsed());
+
+    // The watcher dies (a bug in a backend) while a track is added; the supervisor restarts it after the
+    // backoff, and the restarted watcher syncs at once instead of an hour later.
+    h.lib.memory.insert("t002.wav", track_bytes(2, 1000), 1);
+    h.lib.origin.set_mode(FailMode::Panic);
+    assert!(h.sync_now().await.is_err(), "the watcher died without answering");
+    h.lib.origin.set_mode(FailMode::Healthy);
+    let caught_up = eventually(Duration::from_secs(5), || h.tracks() == 3).await;
+    assert!(caught_up.is_some(), "4.2.4: the restarted watcher did not catch up: {:?}", h.watcher());
+    println!("restarted watcher caught up {caught_up:?} after the crash");
+    assert_eq!((h.watcher().alive, h.watcher().restarts), (true, 1), "{:?}", h.watcher());
+
+    // Crashing past its restart budget gets it given up; the origin going away and coming back revives it,
+    // and it syncs what changed meanwhile.
+    h.lib.memory.insert("t003.wav", track_bytes(3, 1000), 1);
+    h.lib.origin.set_mode(FailMode::Panic);
+    assert!(h.sync_now().await.is_err());
+    assert!(eventually(Duration::from_secs(5), || !h.watcher().alive).await.is_some(), "{:?}", h.watcher());
+    h.lib.origin.set_mode(FailMode::ReturnError(std::io::ErrorKind::ConnectionRefused));
+    h.health_round().await;
+    assert_eq!(h.tracks(), 3, "nothing syncs while the watcher is given up");
+    h.lib.origin.set_mode(FailMode::Healthy);
+    h.health_round().await;
+    let revived = eventually(Duration::from_secs(5), || h.tracks() == 4).await;
+    assert!(revived.is_some(), "4.2.4: the origin's return did not revive the watcher: {:?}", h.watcher());
+    assert!(h.watcher().alive);
+    assert!(h.sync_now().await.is_ok(), "the revived watcher answers requests");
+}
+
+/// Proves L1: 5.4
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_cannot_notify_is_polled_and_changes_show_within_the_interval() {
+    let interval = Duration::from_millis(500);
+    let h = harness(interval, Duration::from_secs(5), Duration::from_millis(50), 3).await;
+    let mut events = h.shared.events.subscribe("test", Guarantee::Lossless);
+
+    h.lib.memory.insert("t002.wav", track_bytes(2, 1000), 1);
+    let appeared = eventually(Duration::from_secs(10), || h.tracks() == 3).await;
+    assert!(appeared.is_some(), "5.4: a track added on the origin never appeared without `musicfs sync`");
+    println!("added track appeared after {appeared:?} (interval {interval:?})");
+    match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+        Ok(musicfs_core::events::Delivery::Event(Event::LibraryChanged { added: 1, tracks: 3, .. })) => {}
+        other => panic!("the poll announces what it found: {other:?}"),
+    }
+
+    h.lib.memory.remove(std::path::Path::new("t000.wav"));
+    let gone = eventually(Duration::from_secs(10), || h.tracks() == 2).await;
+    assert!(gone.is_some(), "5.4: a track removed on the origin stayed in the library");
+    println!("removed track disappeared after {gone:?}");
+}
