@@ -223,6 +223,12 @@ fn status(args: CacheArgs, json: bool) -> ExitCode {
         };
         println!("origin:     {}  {state}", o["id"].as_str().unwrap_or("?"));
     }
+    if v["served_from_backup"].as_u64().is_some_and(|n| n > 0) {
+        println!(
+            "            {} tracks served from a backup origin, re-validated when their origin returns",
+            v["served_from_backup"]
+        );
+    }
     let ops: Vec<String> = v["fuse_ops"]
         .as_array()
         .into_iter()

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Most of these tests prove the launchers in `musicfs_test_utils::servers` give working servers, so the origin
-//! tests built on them can trust their tools; `s3_origin` runs the real `musicfs` binary on an S3 bucket,
+//! tests built on them can trust their tools; `backup_origin` reads an S3 origin's tracks from a local backup
+//! while the S3 connection is cut, mid-read too (4.2.6, N2); `s3_origin` runs the real `musicfs` binary on an S3 bucket,
 //! directly and through Toxiproxy; `sftp_origin` tests the SFTP origin and its session pool against a real
 //! `sshd` and runs the binary on a library served over SFTP, directly and through Toxiproxy while the
 //! connection is cut mid-read. Every test starts its own servers, so they run in parallel; timings are
@@ -16,6 +17,7 @@
 //! only. `docker-compose.yml` here is for people who want the same servers in Docker; the tests do not use
 //! it.
 
+mod backup_origin;
 mod mounted;
 mod s3;
 mod s3_origin;

@@ -16,23 +16,28 @@ use std::time::{Duration, Instant};
 
 use crate::mounted::{musicfs, start, status, wait_for_state};
 use crate::support::check_blocking_reader;
-const BUCKET: &str = "music";
+pub(crate) const BUCKET: &str = "music";
 
 /// Real tagged audio, generated once per test into its own directory.
-struct Library {
-    dir: tempfile::TempDir,
-    tracks: Vec<SampleTrack>,
+pub(crate) struct Library {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) tracks: Vec<SampleTrack>,
 }
 
 impl Library {
-    fn generate(tracks: usize) -> Library {
+    pub(crate) fn generate(tracks: usize) -> Library {
+        Library::generate_long(tracks, 1.0)
+    }
+
+    /// Tracks of `seconds` each (a WAV takes 32 KB a second).
+    pub(crate) fn generate_long(tracks: usize, seconds: f32) -> Library {
         let dir = tempfile::tempdir().unwrap();
-        let tracks = sample::generate(dir.path(), &SampleOptions { tracks, hostile: false, seconds: 1.0 })
+        let tracks = sample::generate(dir.path(), &SampleOptions { tracks, hostile: false, seconds })
             .expect("generate sample library (needs ffmpeg)");
         Library { dir, tracks }
     }
 
-    fn bytes(&self, i: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&self, i: usize) -> Vec<u8> {
         std::fs::read(self.dir.path().join(&self.tracks[i].rel_path)).unwrap()
     }
 
@@ -41,18 +46,18 @@ impl Library {
     }
 
     /// Puts track `i` into the bucket under `prefix` (through the server's data dir for s3s-fs).
-    fn upload(&self, server: &S3Server, prefix: &str, i: usize) {
+    pub(crate) fn upload(&self, server: &S3Server, prefix: &str, i: usize) {
         server.put_object(BUCKET, &self.key(prefix, i), &self.bytes(i)).unwrap();
     }
 
     /// Where track `i` shows in the mount.
-    fn mounted(&self, scratch: &Scratch, i: usize) -> PathBuf {
+    pub(crate) fn mounted(&self, scratch: &Scratch, i: usize) -> PathBuf {
         scratch.mnt().join(self.tracks[i].expected_tag_path().unwrap())
     }
 }
 
 /// An `[[origins]]` table for `prefix` of the bucket at `endpoint`, its secret in a file.
-fn s3_origin(scratch: &Scratch, server: &S3Server, id: &str, endpoint: &str, prefix: &str) -> String {
+pub(crate) fn s3_origin(scratch: &Scratch, server: &S3Server, id: &str, endpoint: &str, prefix: &str) -> String {
     let secret = scratch.dir.path().join(format!("{id}.secret"));
     std::fs::write(&secret, format!("{}\n", server.secret_key())).unwrap();
     format!(
@@ -65,7 +70,7 @@ fn s3_origin(scratch: &Scratch, server: &S3Server, id: &str, endpoint: &str, pre
 }
 
 /// Waits until the chunks fetched by earlier reads are on disk: chunk writes run behind the reads.
-fn wait_for_cache_to_settle(scratch: &Scratch) {
+pub(crate) fn wait_for_cache_to_settle(scratch: &Scratch) {
     let started = Instant::now();
     let mut last = (u64::MAX, Instant::now());
     loop {
@@ -82,7 +87,7 @@ fn wait_for_cache_to_settle(scratch: &Scratch) {
 }
 
 /// Reads a whole file, timed.
-fn timed_read(path: &Path) -> (std::io::Result<Vec<u8>>, Duration) {
+pub(crate) fn timed_read(path: &Path) -> (std::io::Result<Vec<u8>>, Duration) {
     let started = Instant::now();
     let result = std::fs::read(path);
     (result, started.elapsed())
@@ -97,11 +102,16 @@ fn drop_kernel_pages(path: &Path) {
     assert_eq!(rc, 0, "posix_fadvise failed: {rc}");
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-fn proxy(rt: &tokio::runtime::Runtime, toxiproxy: &Toxiproxy, name: &str, upstream: SocketAddr) -> (Proxy, String) {
+pub(crate) fn proxy(
+    rt: &tokio::runtime::Runtime,
+    toxiproxy: &Toxiproxy,
+    name: &str,
+    upstream: SocketAddr,
+) -> (Proxy, String) {
     let (proxy, listen) = rt.block_on(toxiproxy.create_proxy(name, upstream)).unwrap();
     (proxy, format!("http://{listen}"))
 }

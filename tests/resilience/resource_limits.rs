@@ -60,6 +60,7 @@ async fn with_no_file_descriptor_left_reads_fail_cleanly_and_recover() {
         track_id: 1,
         origin,
         rel_path: "a.flac".into(),
+        backup: None,
         fingerprint: Fingerprint {
             size: data.len() as u64,
             mtime_ns: std::fs::metadata(lib.join("a.flac"))
@@ -68,6 +69,7 @@ async fn with_no_file_descriptor_left_reads_fail_cleanly_and_recover() {
                     m.mtime() * 1_000_000_000 + m.mtime_nsec()
                 })
                 .unwrap(),
+            version: 0,
         },
     };
 

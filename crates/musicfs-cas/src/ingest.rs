@@ -7,7 +7,7 @@
 //! path (`Reader::chunk_bytes`), and the rest are fetched by range if they are ever read.
 
 use crate::hash::ChunkHash;
-use crate::manifest::{ChunkRef, Manifest};
+use crate::manifest::{ChunkRef, Fingerprint, Manifest};
 use crate::reader::{FileRef, ReadError, Reader};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -71,8 +71,10 @@ async fn ingest(reader: &Arc<Reader>, file: &FileRef, tx: &watch::Sender<Progres
     let mut read_pos = 0u64;
     let mut chunks: Vec<ChunkRef> = Vec::new();
     let mut covered = 0u64;
+    let mut from_backup = false;
     loop {
-        let block = reader.origin_read(file, read_pos, BLOCK).await?;
+        let (block, from_backup_now) = reader.origin_read_noting_backup(file, read_pos, BLOCK).await?;
+        from_backup |= from_backup_now;
         read_pos += block.len() as u64;
         let eof = block.len() < BLOCK || read_pos >= size;
         pending.extend_from_slice(&block);
@@ -115,12 +117,20 @@ async fn ingest(reader: &Arc<Reader>, file: &FileRef, tx: &watch::Sender<Progres
             break;
         }
     }
-    let now = tokio::time::timeout(reader.origin_timeout, file.origin.stat(&file.rel_path))
-        .await
-        .map_err(|_| musicfs_origins::OriginError::Timeout(reader.origin_timeout))??;
-    if covered != size || now.size != size || now.mtime_ns != file.fingerprint.mtime_ns {
+    if covered != size {
         return Err(ReadError::Changed);
     }
+    // The origin's copy must still be the one the library knows. A backup's copy has its own mtime and
+    // stamp, so only its size is checked (above); the manifest is flagged for re-validation (4.2.6).
+    if !from_backup {
+        let now = tokio::time::timeout(reader.origin_timeout, file.origin.stat(&file.rel_path))
+            .await
+            .map_err(|_| musicfs_origins::OriginError::Timeout(reader.origin_timeout))??;
+        let now = Fingerprint { size: now.size, mtime_ns: now.mtime_ns, version: now.version };
+        if !now.matches(&file.fingerprint) {
+            return Err(ReadError::Changed);
+        }
+    }
     reader.persist_barrier().await;
-    Ok(Manifest { fingerprint: file.fingerprint, chunks })
+    Ok(Manifest { fingerprint: file.fingerprint, chunks, from_backup })
 }

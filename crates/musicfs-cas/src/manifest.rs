@@ -2,11 +2,25 @@
 
 use crate::hash::ChunkHash;
 
-/// Identifies the origin version a manifest was made from; a different fingerprint means re-ingest.
+/// Identifies the origin version a manifest was made from; a fingerprint that does not [match] means
+/// re-ingest.
+///
+/// [match]: Fingerprint::matches
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fingerprint {
     pub size: u64,
     pub mtime_ns: i64,
+    /// The origin's version stamp (5.6); 0 when unknown, which matches any stamp.
+    pub version: i64,
+}
+
+impl Fingerprint {
+    /// Same size and mtime, and the same version stamp where both sides know it.
+    pub fn matches(&self, other: &Fingerprint) -> bool {
+        self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && (self.version == 0 || other.version == 0 || self.version == other.version)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +40,9 @@ impl ChunkRef {
 pub struct Manifest {
     pub fingerprint: Fingerprint,
     pub chunks: Vec<ChunkRef>,
+    /// Made from a backup origin's copy while the track's own origin was away (4.2.6): served, but
+    /// re-validated against the origin when it returns.
+    pub from_backup: bool,
 }
 
 impl Manifest {

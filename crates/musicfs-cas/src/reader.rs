@@ -26,6 +26,8 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 pub struct FileRef {
     pub track_id: i64,
     pub origin: SharedOrigin,
+    /// A copy of `origin` (same layout) read from when `origin` does not answer (4.2.6).
+    pub backup: Option<SharedOrigin>,
     pub rel_path: PathBuf,
     pub fingerprint: Fingerprint,
 }
@@ -56,6 +58,8 @@ pub struct ReaderStats {
     pub passthrough_reads: AtomicU64,
     /// Bytes read from origins.
     pub origin_bytes: AtomicU64,
+    /// Origin reads answered by a backup origin because the track's own origin did not (4.2.6).
+    pub backup_reads: AtomicU64,
     /// Chunks an ingest cut but did not cache because the cache disk was above 95 % (2.8): no prefetch then,
     /// only chunks a reader uses are cached.
     pub ahead_not_cached: AtomicU64,
@@ -82,6 +86,9 @@ pub struct Reader {
     pub failures: crate::failure_log::FailureLog,
     /// Ingests have stopped caching ahead (2.8, 95 %); logged once per episode.
     ahead_paused: AtomicBool,
+    /// Tracks served (some bytes) from a backup origin, by the id of their own origin, until that origin
+    /// returns and they are re-validated (4.2.6).
+    backup_served: Mutex<HashMap<i64, String>>,
     pub stats: ReaderStats,
 }
 
@@ -114,6 +121,7 @@ impl Reader {
             breakers: Mutex::new(HashMap::new()),
             failures: Default::default(),
             ahead_paused: AtomicBool::new(false),
+            backup_served: Mutex::new(HashMap::new()),
             stats: ReaderStats::default(),
         })
     }
@@ -180,36 +188,108 @@ impl Reader {
     }
 
     pub(crate) async fn origin_read(&self, file: &FileRef, offset: u64, len: usize) -> Result<Bytes, ReadError> {
-        let result = self.bounded_origin_read(file, offset, len).await;
+        self.origin_read_noting_backup(file, offset, len).await.map(|(data, _)| data)
+    }
+
+    /// Reads from the track's origin or, when that fails for any reason but a missing file, from its backup
+    /// (4.2.6). Says whether the backup answered. With a backup, the origin gets half the time, so the
+    /// backup still has the rest: a hung origin then costs each read half a timeout until its breaker opens,
+    /// after which reads go to the backup at once.
+    pub(crate) async fn origin_read_noting_backup(
+        &self,
+        file: &FileRef,
+        offset: u64,
+        len: usize,
+    ) -> Result<(Bytes, bool), ReadError> {
+        let bound = if file.backup.is_some() { self.origin_timeout / 2 } else { self.origin_timeout };
+        let result = self.bounded_origin_read(&file.origin, &file.rel_path, offset, len, bound).await;
         match &result {
             Ok(_) => self.failures.answered(file.origin.id()),
             // A file gone from its origin is the sync's business, not an origin outage.
             Err(ReadError::Origin(OriginError::NotFound(_))) => {}
             Err(e) => self.failures.failed(file.origin.id(), e),
         }
-        result
+        let (Err(failure), Some(backup)) = (&result, &file.backup) else {
+            return result.map(|data| (data, false));
+        };
+        if matches!(failure, ReadError::Origin(OriginError::NotFound(_))) {
+            return result.map(|data| (data, false));
+        }
+        let data = self.bounded_origin_read(backup, &file.rel_path, offset, len, bound).await.map_err(|e| {
+            tracing::debug!(track = file.track_id, backup = backup.id(), error = %e, "4.2.6 backup origin failed too");
+            e
+        })?;
+        self.stats.backup_reads.fetch_add(1, Ordering::Relaxed);
+        let first = lock(&self.backup_served).insert(file.track_id, file.origin.id().to_owned()).is_none();
+        if first {
+            tracing::warn!(track = file.track_id, path = %file.rel_path.display(), origin = file.origin.id(),
+                backup = backup.id(), origin_error = %failure,
+                "4.2.6 served from the backup origin; flagged for re-validation when the origin returns");
+        }
+        Ok((data, true))
     }
 
-    async fn bounded_origin_read(&self, file: &FileRef, offset: u64, len: usize) -> Result<Bytes, ReadError> {
-        let id = file.origin.id();
+    async fn bounded_origin_read(
+        &self,
+        origin: &SharedOrigin,
+        rel: &std::path::Path,
+        offset: u64,
+        len: usize,
+        bound: Duration,
+    ) -> Result<Bytes, ReadError> {
+        let id = origin.id();
         if let Some(left) = self.breaker_open_for(id) {
             return Err(OriginError::Unavailable(format!(
-                "origin `{id}` did not answer within {:?}; reads fail fast for another {left:?}",
-                self.origin_timeout
+                "origin `{id}` did not answer within {bound:?}; reads fail fast for another {left:?}"
             ))
             .into());
         }
-        let data = match tokio::time::timeout(self.origin_timeout, file.origin.read_range(&file.rel_path, offset, len))
-            .await
-        {
+        let data = match tokio::time::timeout(bound, origin.read_range(rel, offset, len)).await {
             Ok(result) => result?,
             Err(_) => {
                 self.open_breaker(id);
-                return Err(OriginError::Timeout(self.origin_timeout).into());
+                return Err(OriginError::Timeout(bound).into());
             }
         };
         self.stats.origin_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(data)
+    }
+
+    /// Called when `origin` is back: its reads stop failing fast, and the tracks served from its backup
+    /// meanwhile are handed over (and forgotten here) for the caller to re-validate (4.2.6).
+    pub fn origin_returned(&self, origin: &str) -> Vec<i64> {
+        lock(&self.breakers).remove(origin);
+        let mut served = lock(&self.backup_served);
+        let ids: Vec<i64> = served.iter().filter(|(_, o)| o.as_str() == origin).map(|(id, _)| *id).collect();
+        for id in &ids {
+            served.remove(id);
+        }
+        ids
+    }
+
+    /// How many tracks are waiting for re-validation after being served from a backup (4.2.6).
+    pub fn backup_served_count(&self) -> usize {
+        lock(&self.backup_served).len()
+    }
+
+    /// Re-validates a track served from a backup origin against its own origin (4.2.6): the manifest made
+    /// from the backup's copy is dropped and the track ingested again from the origin. Returns whether the
+    /// origin's copy has the same chunks as the one served (None: nothing was cached from the backup).
+    pub async fn revalidate(self: &Arc<Self>, file: &FileRef) -> Result<Option<bool>, ReadError> {
+        let manifests = self.manifests.clone();
+        let id = file.track_id;
+        let served = tokio::task::spawn_blocking(move || manifests.load(id))
+            .await
+            .map_err(|e| ReadError::Internal(e.to_string()))?
+            .map_err(ReadError::Internal)?;
+        self.invalidate(file.track_id).await;
+        let own = FileRef { backup: None, ..file.clone() };
+        let mut progress = crate::ingest::start_or_join(self, &own);
+        let _ = progress.wait_for(|p| p.finished).await;
+        let now = self.manifest(&own).await?.ok_or(ReadError::Origin(OriginError::Unavailable(
+            "the origin could not be read to re-validate the track".into(),
+        )))?;
+        Ok(served.filter(|m| m.from_backup).map(|m| m.chunks == now.chunks))
     }
 
     async fn read_chunks(
@@ -348,7 +428,7 @@ impl Reader {
             "failpoint cas::reader::manifest_fetch".into()
         )));
         if let Some(m) = lock(&self.manifest_cache).get(&file.track_id).cloned() {
-            if m.fingerprint == file.fingerprint {
+            if m.fingerprint.matches(&file.fingerprint) {
                 return Ok(Some(m));
             }
         }
@@ -359,7 +439,7 @@ impl Reader {
             .map_err(|e| ReadError::Internal(e.to_string()))?
             .map_err(ReadError::Internal)?;
         match loaded {
-            Some(m) if m.fingerprint == file.fingerprint && m.covered() == file.fingerprint.size => {
+            Some(m) if m.fingerprint.matches(&file.fingerprint) && m.covered() == file.fingerprint.size => {
                 let m = Arc::new(m);
                 self.remember_manifest(id, m.clone());
                 Ok(Some(m))
@@ -376,7 +456,7 @@ impl Reader {
         cache.insert(track_id, manifest);
     }
 
-    async fn invalidate(&self, track_id: i64) {
+    pub(crate) async fn invalidate(&self, track_id: i64) {
         lock(&self.manifest_cache).remove(&track_id);
         let manifests = self.manifests.clone();
         let _ = tokio::task::spawn_blocking(move || manifests.remove(track_id)).await;

@@ -47,8 +47,9 @@ impl Fixture {
         FileRef {
             track_id: 1,
             origin: self.origin.clone(),
+            backup: None,
             rel_path: PathBuf::from("t.flac"),
-            fingerprint: Fingerprint { size: self.data.len() as u64, mtime_ns: 1 },
+            fingerprint: Fingerprint { size: self.data.len() as u64, mtime_ns: 1, version: 0 },
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct OriginConfig {
     pub kind: OriginKind,
     #[serde(default)]
     pub priority: u32,
+    /// Makes this origin a copy of another (same layout, any type): never listed into the library, read from
+    /// when that origin does not answer. Files served from it are flagged and re-validated against the
+    /// original when it returns (4.2.6).
+    pub backup_for: Option<String>,
     /// `local`: the root directory (a local disk, or an NFS/SMB mount), absolute. `sftp`: the root directory on
     /// the server, absolute or relative to the directory the server starts SFTP sessions in (usually home).
     pub path: Option<PathBuf>,
@@ -97,6 +101,7 @@ impl OriginConfig {
             id: id.into(),
             kind: OriginKind::Local,
             priority,
+            backup_for: None,
             path: Some(path),
             endpoint: None,
             bucket: None,
@@ -504,6 +509,34 @@ impl Config {
             }
             origin.validate()?;
         }
+        let mut backed_up = std::collections::HashSet::new();
+        for origin in &self.origins {
+            let Some(primary) = &origin.backup_for else { continue };
+            match self.origins.iter().find(|o| &o.id == primary) {
+                None => {
+                    return Err(format!(
+                        "origins.backup_for: origin `{}` backs up `{primary}`, which is not configured",
+                        origin.id
+                    ));
+                }
+                Some(p) if p.id == origin.id => {
+                    return Err(format!("origins.backup_for: origin `{primary}` cannot back up itself"));
+                }
+                Some(p) if p.backup_for.is_some() => {
+                    return Err(format!(
+                        "origins.backup_for: `{primary}` is itself a backup; origin `{}` must back up a library origin",
+                        origin.id
+                    ));
+                }
+                Some(_) if !backed_up.insert(primary.as_str()) => {
+                    return Err(format!("origins.backup_for: `{primary}` has more than one backup; give it one"));
+                }
+                Some(_) => {}
+            }
+        }
+        if self.origins.iter().all(|o| o.backup_for.is_some()) {
+            return Err("origins: every origin is a backup; at least one must form the library".into());
+        }
         if !self.mount_point.is_absolute() {
             return Err(format!("mount_point: `{}` must be absolute", self.mount_point.display()));
         }
@@ -641,6 +674,30 @@ read_timeout = "10s"
         assert_eq!(config.library.list_timeout.0, Duration::from_secs(90));
         let err = parse(&format!("{GOOD}\n[library]\nlist_timeout = \"0s\"\n")).unwrap_err().to_string();
         assert!(err.contains("library.list_timeout"), "{err}");
+    }
+
+    /// Proves L1: 4.2.6
+    #[test]
+    fn a_backup_origin_must_name_one_library_origin() {
+        let backup = |of: &str| {
+            format!("{GOOD}\n[[origins]]\nid = \"mirror\"\ntype = \"local\"\npath = \"/m\"\nbackup_for = \"{of}\"\n")
+        };
+        let config = parse(&backup("nas")).unwrap();
+        assert_eq!(config.origins.iter().find(|o| o.id == "mirror").unwrap().backup_for.as_deref(), Some("nas"));
+        for (of, why) in [("nowhere", "not configured"), ("mirror", "itself")] {
+            let err = parse(&backup(of)).unwrap_err().to_string();
+            assert!(err.contains("origins.backup_for") && err.contains(why), "{err}");
+        }
+        let two = format!(
+            "{}[[origins]]\nid = \"mirror2\"\ntype = \"local\"\npath = \"/m2\"\nbackup_for = \"nas\"\n",
+            backup("nas")
+        );
+        assert!(parse(&two).unwrap_err().to_string().contains("more than one backup"));
+        let chained = format!(
+            "{}[[origins]]\nid = \"mirror2\"\ntype = \"local\"\npath = \"/m2\"\nbackup_for = \"mirror\"\n",
+            backup("nas")
+        );
+        assert!(parse(&chained).unwrap_err().to_string().contains("itself a backup"));
     }
 
     #[test]

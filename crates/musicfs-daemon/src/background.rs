@@ -35,7 +35,10 @@ pub struct Background {
     pub fs: Arc<MusicFs>,
     pub store: Arc<ChunkStore>,
     pub db: Arc<Db>,
+    /// The library's origins (listed by the watcher).
     pub origins: Vec<SharedOrigin>,
+    /// Every origin the health monitor checks: the library's and their backups (4.2.6).
+    pub checked: Vec<SharedOrigin>,
     pub sync_now: bool,
     pub sync_every: Duration,
     /// Bounds each origin's listing, so a hung origin cannot leave the watcher stuck (4.2.4).
@@ -54,7 +57,7 @@ impl Background {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(next) => {
-                    let results = health_round_impl(&self.shared, &self.origins, self.health_timeout).await;
+                    let results = health_round_impl(&self.shared, &self.db, &self.checked, self.health_timeout).await;
                     next = musicfs_origins::health::next_round(&results, self.health_every);
                 }
             }
@@ -212,6 +215,7 @@ impl Background {
 /// changes are logged once, not per read.
 async fn health_round_impl(
     shared: &crate::state::Shared,
+    db: &Arc<Db>,
     origins: &[SharedOrigin],
     timeout: Duration,
 ) -> Vec<musicfs_origins::health::CheckResult> {
@@ -250,6 +254,10 @@ async fn health_round_impl(
             }
             _ => {}
         }
+    }
+    for origin in &returned {
+        let (fs, kernel) = (shared.fs.clone(), shared.invalidator.kernel.clone());
+        tokio::spawn(revalidate_backup_served(fs, db.clone(), kernel, origin.clone()));
     }
     if !returned.is_empty() {
         // Tasks that failed too often while an origin was gone get a fresh start (4.2.4).
@@ -322,3 +330,60 @@ pub fn release_freed_memory() {
 #[cfg(test)]
 #[path = "background_tests.rs"]
 mod tests;
+
+/// Re-validates the tracks of `origin` that were served from its backup while it was away (4.2.6): each is
+/// read again from `origin`; where its copy differs from the backup's, the kernel is told to drop what it
+/// cached, so readers see the origin's bytes. Runs beside the health monitor, never blocking it.
+async fn revalidate_backup_served(
+    fs: Arc<MusicFs>,
+    db: Arc<Db>,
+    kernel: Arc<dyn invalidate::KernelCache>,
+    origin: String,
+) {
+    let mut ids = fs.reader().origin_returned(&origin);
+    let db2 = db.clone();
+    let o = origin.clone();
+    match tokio::task::spawn_blocking(move || db2.backup_served(&o)).await {
+        Ok(Ok(stored)) => ids.extend(stored),
+        Ok(Err(e)) => tracing::warn!(origin, error = %e, "4.2.6 could not list tracks cached from the backup"),
+        Err(e) => tracing::warn!(origin, error = %e, "4.2.6 backup listing task failed"),
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return;
+    }
+    let tree = fs.tree();
+    let (mut same, mut differed, mut failed) = (0usize, 0usize, 0usize);
+    for id in &ids {
+        let Some((ino, file)) = tree.file_by_track(*id).and_then(|ino| Some((ino, fs.file(ino).ok()?))) else {
+            continue; // removed from the library meanwhile
+        };
+        match fs.reader().revalidate(&file).await {
+            Ok(Some(true)) => same += 1,
+            Ok(None) => {
+                // Only read through, never cached from the backup: the kernel may still hold its pages.
+                invalidate::apply(&*kernel, &[invalidate::Invalidation::Inode(ino)]);
+                same += 1;
+            }
+            Ok(Some(false)) => {
+                differed += 1;
+                invalidate::apply(&*kernel, &[invalidate::Invalidation::Inode(ino)]);
+                tracing::warn!(origin, track = id, path = %file.rel_path.display(),
+                    "4.2.6 the backup's copy differed from the origin's; now served from the origin");
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(origin, track = id, error = %e, "4.2.6 re-validation failed; retried when the origin returns again");
+            }
+        }
+    }
+    tracing::info!(
+        origin,
+        tracks = ids.len(),
+        same,
+        differed,
+        failed,
+        "4.2.6 origin back: tracks served from its backup re-validated"
+    );
+}

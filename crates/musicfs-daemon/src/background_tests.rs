@@ -14,6 +14,10 @@ use std::time::Instant;
 
 struct Harness {
     lib: InProcessFs,
+    /// The filesystem the loops serve (lib's, or one that also knows a backup origin).
+    fs: Arc<MusicFs>,
+    kernel: Arc<RecordingKernelCache>,
+    backups: Vec<SharedOrigin>,
     shared: Arc<Shared>,
     supervisor: Supervisor,
     cancel: CancellationToken,
@@ -29,13 +33,27 @@ impl Drop for Harness {
 /// that restarts after `backoff` and gives up after `max_restarts`.
 async fn harness(sync_every: Duration, list_timeout: Duration, backoff: Duration, max_restarts: u32) -> Harness {
     let lib = InProcessFs::new(2, 1000, Duration::from_secs(5)).await.unwrap();
+    let fs = lib.fs.clone();
+    harness_over(lib, fs, Vec::new(), sync_every, list_timeout, backoff, max_restarts).await
+}
+
+async fn harness_over(
+    lib: InProcessFs,
+    fs: Arc<MusicFs>,
+    backups: Vec<SharedOrigin>,
+    sync_every: Duration,
+    list_timeout: Duration,
+    backoff: Duration,
+    max_restarts: u32,
+) -> Harness {
     let cancel = CancellationToken::new();
     let supervisor = Supervisor::with_policy(cancel.child_token(), vec![backoff], max_restarts);
     let bus = Arc::new(Bus::new(64));
+    let kernel = Arc::new(RecordingKernelCache::default());
     let invalidator = Arc::new(Invalidator {
         events: tokio::sync::Mutex::new(bus.subscribe("kernel cache invalidator", Guarantee::Lossless)),
-        kernel: Arc::new(RecordingKernelCache::default()),
-        fs: lib.fs.clone(),
+        kernel: kernel.clone(),
+        fs: fs.clone(),
         stats: Default::default(),
     });
     let search = Arc::new(crate::search::Search::new(
@@ -45,17 +63,17 @@ async fn harness(sync_every: Duration, list_timeout: Duration, backoff: Duration
     ));
     let (sync_tx, sync_rx) = mpsc::channel(8);
     let shared = Arc::new(Shared {
-        fs: lib.fs.clone(),
+        fs: fs.clone(),
         store: lib.store.clone(),
-        reader: lib.fs.reader().clone(),
+        reader: fs.reader().clone(),
         mount_point: lib.dir.path().join("mnt"),
         started: Instant::now(),
-        origins: std::sync::RwLock::new(vec![OriginStatus {
-            id: "memory".to_owned(),
-            healthy: true,
-            dns_failure: false,
-            last_error: None,
-        }]),
+        origins: std::sync::RwLock::new(
+            std::iter::once(&(lib.origin.clone() as SharedOrigin))
+                .chain(&backups)
+                .map(|o| OriginStatus { id: o.id().to_owned(), healthy: true, dns_failure: false, last_error: None })
+                .collect(),
+        ),
         supervisor: supervisor.clone(),
         stopping: AtomicBool::new(false),
         events: bus,
@@ -67,10 +85,11 @@ async fn harness(sync_every: Duration, list_timeout: Duration, backoff: Duration
         shared: shared.clone(),
         health_every: Duration::from_secs(3600),
         health_timeout: Duration::from_secs(1),
-        fs: lib.fs.clone(),
+        fs: fs.clone(),
         store: lib.store.clone(),
         db: lib.db.clone(),
         origins: vec![lib.origin.clone()],
+        checked: std::iter::once(lib.origin.clone() as SharedOrigin).chain(backups.clone()).collect(),
         sync_now: false,
         sync_every,
         list_timeout,
@@ -79,12 +98,12 @@ async fn harness(sync_every: Duration, list_timeout: Duration, backoff: Duration
     });
     supervisor.spawn("kernel cache invalidator", true, move |token| invalidator.clone().run(token));
     supervisor.spawn("library watcher", true, move |token| work.clone().sync_loop(token));
-    Harness { lib, shared, supervisor, cancel }
+    Harness { lib, fs, kernel, backups, shared, supervisor, cancel }
 }
 
 impl Harness {
     fn tracks(&self) -> usize {
-        self.lib.fs.tree().file_count()
+        self.fs.tree().file_count()
     }
 
     fn watcher(&self) -> musicfs_core::supervisor::TaskHealth {
@@ -99,8 +118,10 @@ impl Harness {
     }
 
     async fn health_round(&self) {
-        let origins: Vec<SharedOrigin> = vec![self.lib.origin.clone()];
-        health_round_impl(&self.shared, &origins, Duration::from_secs(1)).await;
+        // The monitor's own list: the library's origin and any backup.
+        let origins: Vec<SharedOrigin> =
+            std::iter::once(self.lib.origin.clone() as SharedOrigin).chain(self.backups.clone()).collect();
+        health_round_impl(&self.shared, &self.lib.db, &origins, Duration::from_secs(1)).await;
     }
 }
 
@@ -183,4 +204,87 @@ async fn an_origin_that_cannot_notify_is_polled_and_changes_show_within_the_inte
     let gone = eventually(Duration::from_secs(10), || h.tracks() == 2).await;
     assert!(gone.is_some(), "5.4: a track removed on the origin stayed in the library");
     println!("removed track disappeared after {gone:?}");
+}
+
+/// Proves L1: 4.2.6
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracks_read_while_their_origin_is_away_come_from_its_backup_and_are_revalidated_on_its_return() {
+    const LEN: usize = 200_000;
+    let lib = InProcessFs::new(2, LEN, Duration::from_secs(5)).await.unwrap();
+    // The backup holds a current copy of t000 and a stale one of t001 (same size, other bytes).
+    let backup = Arc::new(musicfs_origins::memory::MemoryOrigin::named("mirror"));
+    backup.insert("t000.wav", track_bytes(0, LEN), 7);
+    backup.insert("t001.wav", track_bytes(99, LEN), 7);
+    let manifests: Arc<dyn musicfs_cas::ManifestStore> = lib.db.clone();
+    let reader = musicfs_cas::Reader::new(
+        lib.backend.clone(),
+        manifests,
+        musicfs_test_utils::fixtures::SMALL_CHUNKS,
+        1 << 20,
+        Duration::from_secs(4),
+    );
+    let tree = musicfs_meta::sync::load_tree(&lib.db).unwrap();
+    let origins: Vec<SharedOrigin> = vec![lib.origin.clone()];
+    let backups = std::collections::HashMap::from([("memory".to_owned(), backup.clone() as SharedOrigin)]);
+    let fs = Arc::new(MusicFs::new(tree, reader, &origins, Duration::from_secs(5)).with_backups(backups));
+    let h = harness_over(
+        lib,
+        fs.clone(),
+        vec![backup.clone()],
+        Duration::from_secs(3600),
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        3,
+    )
+    .await;
+    let ino = |name: &str| {
+        let tree = fs.tree();
+        let dir = tree.lookup(1, b"Unknown Artist").and_then(|a| tree.lookup(a.ino, b"Unknown Album")).unwrap().ino;
+        tree.lookup(dir, name.as_bytes()).unwrap().ino
+    };
+    let read_all = |name: &'static str| {
+        let fs = fs.clone();
+        async move {
+            let file = fs.file(ino(name)).unwrap();
+            let mut out = Vec::new();
+            while out.len() < LEN {
+                let got = fs.reader().read(&file, out.len() as u64, 65536).await.expect("read served");
+                assert!(!got.is_empty());
+                out.extend_from_slice(&got);
+            }
+            out
+        }
+    };
+
+    // The origin is away: both tracks play, from the backup, and are flagged.
+    h.lib.origin.set_mode(FailMode::ReturnError(std::io::ErrorKind::ConnectionRefused));
+    h.health_round().await;
+    assert_eq!(read_all("t000.wav").await, track_bytes(0, LEN), "4.2.6: not served from the backup");
+    assert_eq!(read_all("t001.wav").await, track_bytes(99, LEN), "served as the backup has it");
+    assert_eq!(h.shared.status().served_from_backup, 2, "both tracks flagged");
+    fs.reader().flush(Duration::from_secs(5)).await.unwrap();
+    let mut stored = h.lib.db.backup_served("memory").unwrap();
+    stored.sort_unstable();
+    assert_eq!(stored.len(), 2, "their cached copies are marked as the backup's: {stored:?}");
+    h.kernel.take();
+
+    // The origin returns: each flagged track is read again from it; the stale one is replaced and the
+    // kernel told to drop its pages, the current one is left as it was.
+    h.lib.origin.set_mode(FailMode::Healthy);
+    h.health_round().await;
+    let stale = musicfs_fuse::invalidate::Invalidation::Inode(ino("t001.wav"));
+    let told = std::sync::Mutex::new(Vec::new());
+    let revalidated = eventually(Duration::from_secs(10), || {
+        let mut told = told.lock().unwrap();
+        told.extend(h.kernel.take());
+        told.contains(&stale)
+            && h.lib.db.backup_served("memory").unwrap().is_empty()
+            && h.shared.status().served_from_backup == 0
+    })
+    .await;
+    let told = told.into_inner().unwrap();
+    assert!(revalidated.is_some(), "4.2.6: the origin's return did not re-validate the backup's copies: {told:?}");
+    assert!(!told.contains(&musicfs_fuse::invalidate::Invalidation::Inode(ino("t000.wav"))), "{told:?}");
+    assert_eq!(read_all("t001.wav").await, track_bytes(1, LEN), "the origin's bytes now, not the stale copy's");
+    assert_eq!(read_all("t000.wav").await, track_bytes(0, LEN));
 }

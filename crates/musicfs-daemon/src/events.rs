@@ -134,6 +134,7 @@ mod tests {
             rel_path: vpath.into(),
             size: 1,
             mtime_ns: 0,
+            version: 0,
             vpath: vpath.into(),
             ino,
         });

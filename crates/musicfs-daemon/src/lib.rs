@@ -172,7 +172,15 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
     let mount_point = config.mount_point.clone();
     let (request_tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
     signals::listen(mount_point.clone(), request_tx.clone()).map_err(start_err)?;
-    let origins = build_origins(&config)?;
+    // Every origin is health-checked; only library origins are listed, backups are read from (4.2.6).
+    let checked = build_origins(&config)?;
+    let is_backup = |o: &SharedOrigin| config.origins.iter().any(|c| c.id == o.id() && c.backup_for.is_some());
+    let origins: Vec<SharedOrigin> = checked.iter().filter(|o| !is_backup(o)).cloned().collect();
+    let backups: std::collections::HashMap<String, SharedOrigin> = config
+        .origins
+        .iter()
+        .filter_map(|c| Some((c.backup_for.clone()?, checked.iter().find(|o| o.id() == c.id)?.clone())))
+        .collect();
     let db = Arc::new(Db::open(&config.cache_dir.join("meta.db")).map_err(start_err)?);
     let store = Arc::new(ChunkStore::open(&config.cache_dir, config.cache.max_size.0).map_err(start_err)?);
     tracing::info!(chunks = store.chunk_count(), bytes = store.total_bytes(), "chunk store opened");
@@ -222,7 +230,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         // Origin calls give up a little before the FUSE read does, so the reader sees the timeout itself.
         config.read_timeout() * 9 / 10,
     );
-    let fs = Arc::new(MusicFs::new(tree, reader.clone(), &origins, config.read_timeout()));
+    let fs = Arc::new(MusicFs::new(tree, reader.clone(), &origins, config.read_timeout()).with_backups(backups));
 
     // First clear a dead mount left by a killed daemon: until then even mkdir/stat on the path fail.
     if mounts::clear_stale_fuse_mount(&mount_point) {
@@ -278,7 +286,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         mount_point: mount_point.clone(),
         started,
         origins: std::sync::RwLock::new(
-            origins
+            checked
                 .iter()
                 .map(|o| state::OriginStatus {
                     id: o.id().to_owned(),
@@ -307,6 +315,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
         store: store.clone(),
         db: db.clone(),
         origins: origins.clone(),
+        checked: checked.clone(),
         sync_now: !first_run,
         sync_every: config.library.sync_interval.0,
         list_timeout: config.library.list_timeout.0,

@@ -65,6 +65,10 @@ pub struct Status {
     pub cache_hit_ratio: f64,
     pub reads_in_flight: u64,
     pub origins: Vec<OriginStatus>,
+    /// Tracks served from a backup origin since their own origin went away, awaiting re-validation (4.2.6).
+    pub served_from_backup: u64,
+    /// Origin reads a backup answered since start.
+    pub backup_reads: u64,
     pub fuse_ops: Vec<(String, u64, u64)>,
     pub open_fds: u64,
     pub fd_limit: u64,
@@ -178,6 +182,8 @@ impl Shared {
             cache_hit_ratio: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
             reads_in_flight: self.fs.gate.in_flight() as u64,
             origins: self.origins.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            served_from_backup: self.reader.backup_served_count() as u64,
+            backup_reads: self.reader.stats.backup_reads.load(Ordering::Relaxed),
             fuse_ops: Op::ALL
                 .iter()
                 .map(|op| (op.name().to_owned(), self.fs.stats.count(*op), self.fs.stats.errors(*op)))
@@ -230,6 +236,12 @@ impl Shared {
             gauge("musicfs_memory_limit_bytes", "The service's cgroup memory limit.", limit as f64);
         }
         gauge("musicfs_tracks", "Tracks in the mounted library.", s.tracks as f64);
+        gauge(
+            "musicfs_served_from_backup_tracks",
+            "Tracks served from a backup origin, awaiting re-validation (4.2.6).",
+            s.served_from_backup as f64,
+        );
+        gauge("musicfs_backup_reads_total", "Origin reads answered by a backup origin.", s.backup_reads as f64);
         gauge("musicfs_search_documents", "Tracks searchable in the search index.", s.search_documents as f64);
         gauge("musicfs_search_up", "Whether search is available (6.5).", f64::from(u8::from(s.search == "ready")));
         gauge("musicfs_cache_bytes", "Chunk bytes in the cache.", s.cache_bytes as f64);

@@ -93,6 +93,8 @@ pub struct MusicFs {
     tree: RwLock<Arc<Tree>>,
     reader: Arc<Reader>,
     origins: HashMap<String, SharedOrigin>,
+    /// Backup origins by the id of the origin they copy (4.2.6).
+    backups: HashMap<String, SharedOrigin>,
     /// Milliseconds; changeable at runtime (config reload).
     read_timeout_ms: std::sync::atomic::AtomicU64,
     started: SystemTime,
@@ -106,9 +108,16 @@ impl MusicFs {
             tree: RwLock::new(Arc::new(tree)),
             reader,
             origins: origins.iter().map(|o| (o.id().to_owned(), o.clone())).collect(),
+            backups: HashMap::new(),
             read_timeout_ms: std::sync::atomic::AtomicU64::new(read_timeout.as_millis() as u64),
             started: SystemTime::now(),
         }
+    }
+
+    /// Reads of an origin's tracks fall back to its backup, keyed here by the origin's id (4.2.6).
+    pub fn with_backups(mut self, backups: HashMap<String, SharedOrigin>) -> Self {
+        self.backups = backups;
+        self
     }
 
     /// The current tree (cheap: an Arc clone under a short read lock).
@@ -202,9 +211,10 @@ impl MusicFs {
             tree.origin_id(file.origin).and_then(|id| self.origins.get(id)).cloned().ok_or(FsError::NotFound)?;
         Ok(FileRef {
             track_id: file.track_id,
+            backup: self.backups.get(origin.id()).cloned(),
             origin,
             rel_path: tree.rel_path(file).to_path_buf(),
-            fingerprint: Fingerprint { size: file.size, mtime_ns: file.mtime_ns },
+            fingerprint: Fingerprint { size: file.size, mtime_ns: file.mtime_ns, version: file.version },
         })
     }
 

@@ -78,7 +78,9 @@ pub fn changes(old: &Tree, new: &Tree) -> Vec<Invalidation> {
             match (same, &o.kind) {
                 (Some(n), NodeKind::File(of)) if n.ino == o.ino => {
                     if let NodeKind::File(nf) = &n.kind {
-                        if (nf.track_id, nf.size, nf.mtime_ns) != (of.track_id, of.size, of.mtime_ns) {
+                        if (nf.track_id, nf.size, nf.mtime_ns, nf.version)
+                            != (of.track_id, of.size, of.mtime_ns, of.version)
+                        {
                             out.push(Invalidation::Inode(o.ino));
                         }
                     } else {
@@ -140,6 +142,7 @@ mod tests {
             rel_path: vpath.into(),
             size,
             mtime_ns: 0,
+            version: 0,
             vpath: vpath.into(),
             ino,
         });

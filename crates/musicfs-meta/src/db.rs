@@ -12,7 +12,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: tracks and manifests carry the origin's version stamp (5.6), manifests whether they were made from a
+/// backup origin (4.2.6); version 1 databases are upgraded in place.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -22,6 +24,7 @@ CREATE TABLE IF NOT EXISTS tracks (
     rel_path BLOB NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
     artist TEXT, album TEXT, year INTEGER, track INTEGER, title TEXT,
     vpath TEXT NOT NULL,
     UNIQUE (origin, rel_path)
@@ -31,6 +34,8 @@ CREATE TABLE IF NOT EXISTS manifests (
     track_id INTEGER PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
+    from_backup INTEGER NOT NULL DEFAULT 0,
     chunks BLOB NOT NULL
 );
 ";
@@ -50,6 +55,8 @@ pub struct Track {
     pub rel_path: PathBuf,
     pub size: u64,
     pub mtime_ns: i64,
+    /// The origin's version stamp (`OriginEntry::version`); 0 when unknown.
+    pub version: i64,
     pub tags: TrackTags,
     /// Path inside the mount, relative, `/`-separated.
     pub vpath: String,
@@ -70,6 +77,8 @@ pub struct Changes {
     pub removed: Vec<i64>,
     /// (track id, new vpath) for existing tracks whose path moved.
     pub renamed: Vec<(i64, String)>,
+    /// (track id, version) for unchanged tracks stored before their origin's version stamp was known.
+    pub restamped: Vec<(i64, i64)>,
 }
 
 impl Db {
@@ -114,6 +123,19 @@ impl Db {
             conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional()?;
         match version.and_then(|v| v.parse::<i64>().ok()) {
             Some(found) if found > SCHEMA_VERSION => return Err(DbError::TooNew { path: path.to_owned(), found }),
+            Some(1) => {
+                // Existing rows get version 0 ("unknown", which matches any stamp) and are stamped by the
+                // next sync without being read again.
+                let tx = conn.unchecked_transaction()?;
+                tx.execute_batch(
+                    "ALTER TABLE tracks ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE manifests ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+                     ALTER TABLE manifests ADD COLUMN from_backup INTEGER NOT NULL DEFAULT 0;
+                     UPDATE meta SET value = '2' WHERE key = 'schema';",
+                )?;
+                tx.commit()?;
+                tracing::info!("metadata database upgraded from schema 1 to 2 (5.6 version stamps)");
+            }
             Some(_) => {}
             None => {
                 conn.execute(
@@ -146,7 +168,8 @@ impl Db {
     pub fn load_tracks(&self) -> Result<Vec<Track>, DbError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, origin, rel_path, size, mtime_ns, artist, album, year, track, title, vpath FROM tracks ORDER BY id",
+            "SELECT id, origin, rel_path, size, mtime_ns, artist, album, year, track, title, vpath, version
+             FROM tracks ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(Track {
@@ -155,6 +178,7 @@ impl Db {
                 rel_path: PathBuf::from(std::ffi::OsString::from_vec(r.get::<_, Vec<u8>>(2)?)),
                 size: r.get::<_, i64>(3)? as u64,
                 mtime_ns: r.get(4)?,
+                version: r.get(11)?,
                 tags: TrackTags {
                     artist: r.get(5)?,
                     album: r.get(6)?,
@@ -177,7 +201,7 @@ impl Db {
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
             .collect::<Result<HashMap<_, _>, _>>()?;
         let mut files = conn.prepare_cached(
-            "SELECT t.id, t.origin, t.rel_path, t.size, t.mtime_ns, t.vpath, i.ino
+            "SELECT t.id, t.origin, t.rel_path, t.size, t.mtime_ns, t.vpath, i.ino, t.version
              FROM tracks t JOIN inodes i ON i.path = t.vpath WHERE t.vpath != ''",
         )?;
         let mut failure = None;
@@ -190,6 +214,7 @@ impl Db {
                 mtime_ns: r.get(4)?,
                 vpath: r.get(5)?,
                 ino: r.get::<_, i64>(6)? as u64,
+                version: r.get(7)?,
             })
         })?;
         let tree = crate::tree::Tree::build(rows.map_while(|row| row.map_err(|e| failure = Some(e)).ok()), &dirs);
@@ -206,8 +231,8 @@ impl Db {
         let mut ids = Vec::with_capacity(changes.added.len());
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO tracks (origin, rel_path, size, mtime_ns, artist, album, year, track, title, vpath)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO tracks (origin, rel_path, size, mtime_ns, artist, album, year, track, title, vpath, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for t in &changes.added {
                 insert.execute(params![
@@ -220,13 +245,14 @@ impl Db {
                     t.tags.year,
                     t.tags.track,
                     t.tags.title,
-                    t.vpath
+                    t.vpath,
+                    t.version
                 ])?;
                 ids.push(tx.last_insert_rowid());
             }
             let mut update = tx.prepare_cached(
-                "UPDATE tracks SET size = ?2, mtime_ns = ?3, artist = ?4, album = ?5, year = ?6, track = ?7, title = ?8, vpath = ?9
-                 WHERE id = ?1",
+                "UPDATE tracks SET size = ?2, mtime_ns = ?3, artist = ?4, album = ?5, year = ?6, track = ?7, title = ?8,
+                 vpath = ?9, version = ?10 WHERE id = ?1",
             )?;
             let mut drop_manifest = tx.prepare_cached("DELETE FROM manifests WHERE track_id = ?1")?;
             for t in &changes.changed {
@@ -239,7 +265,8 @@ impl Db {
                     t.tags.year,
                     t.tags.track,
                     t.tags.title,
-                    t.vpath
+                    t.vpath,
+                    t.version
                 ])?;
                 drop_manifest.execute([t.id])?;
             }
@@ -250,6 +277,10 @@ impl Db {
             let mut rename = tx.prepare_cached("UPDATE tracks SET vpath = ?2 WHERE id = ?1")?;
             for (id, vpath) in &changes.renamed {
                 rename.execute(params![id, vpath])?;
+            }
+            let mut restamp = tx.prepare_cached("UPDATE tracks SET version = ?2 WHERE id = ?1")?;
+            for (id, version) in &changes.restamped {
+                restamp.execute(params![id, version])?;
             }
         }
         tx.commit()?;
@@ -285,6 +316,17 @@ impl Db {
         Ok(known)
     }
 
+    /// Tracks of `origin` whose cached copy was made from its backup origin and awaits re-validation (4.2.6).
+    pub fn backup_served(&self, origin: &str) -> Result<Vec<i64>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT m.track_id FROM manifests m JOIN tracks t ON t.id = m.track_id
+             WHERE m.from_backup = 1 AND t.origin = ?1",
+        )?;
+        let ids = stmt.query_map([origin], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?;
+        Ok(ids)
+    }
+
     /// Runs a WAL checkpoint (at shutdown, so the main file is complete on its own).
     pub fn checkpoint(&self) -> Result<(), DbError> {
         self.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
@@ -295,15 +337,18 @@ impl Db {
 impl ManifestStore for Db {
     fn load(&self, track_id: i64) -> Result<Option<Manifest>, String> {
         let conn = self.conn();
-        let row: Option<(i64, i64, Vec<u8>)> = conn
-            .query_row("SELECT size, mtime_ns, chunks FROM manifests WHERE track_id = ?1", [track_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+        let row: Option<(i64, i64, i64, bool, Vec<u8>)> = conn
+            .query_row(
+                "SELECT size, mtime_ns, version, from_backup, chunks FROM manifests WHERE track_id = ?1",
+                [track_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
             .optional()
             .map_err(|e| e.to_string())?;
-        Ok(row.and_then(|(size, mtime_ns, blob)| {
+        Ok(row.and_then(|(size, mtime_ns, version, from_backup, blob)| {
             Some(Manifest {
-                fingerprint: Fingerprint { size: size as u64, mtime_ns },
+                fingerprint: Fingerprint { size: size as u64, mtime_ns, version },
+                from_backup,
                 chunks: Manifest::decode_chunks(&blob)?,
             })
         }))
@@ -312,11 +357,14 @@ impl ManifestStore for Db {
     fn save(&self, track_id: i64, manifest: &Manifest) -> Result<(), String> {
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO manifests (track_id, size, mtime_ns, chunks) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO manifests (track_id, size, mtime_ns, version, from_backup, chunks)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     track_id,
                     manifest.fingerprint.size as i64,
                     manifest.fingerprint.mtime_ns,
+                    manifest.fingerprint.version,
+                    manifest.from_backup,
                     Manifest::encode_chunks(&manifest.chunks)
                 ],
             )
@@ -343,6 +391,7 @@ mod tests {
             rel_path: rel.into(),
             size: 10,
             mtime_ns: 5,
+            version: 0,
             tags: TrackTags { title: Some("t\0with nul".into()), ..Default::default() },
             vpath: vpath.into(),
         }
@@ -355,7 +404,11 @@ mod tests {
         let db = Db::open(&path).unwrap();
         let ids = db.apply(&Changes { added: vec![track("a.flac", "A/B/a.flac")], ..Default::default() }).unwrap();
         let inodes = db.inodes_for(&[("A", true), ("A/B", true), ("A/B/a.flac", false)]).unwrap();
-        let m = Manifest { fingerprint: Fingerprint { size: 10, mtime_ns: 5 }, chunks: vec![] };
+        let m = Manifest {
+            fingerprint: Fingerprint { size: 10, mtime_ns: 5, version: 9 },
+            chunks: vec![],
+            from_backup: true,
+        };
         db.save(ids[0], &m).unwrap();
         drop(db);
         let db = Db::open(&path).unwrap();

@@ -50,10 +50,19 @@ fn build_tree(db: &Db, tracks: &[Track]) -> Result<Tree, DbError> {
         rel_path: t.rel_path.clone(),
         size: t.size,
         mtime_ns: t.mtime_ns,
+        version: t.version,
         vpath: t.vpath.clone(),
         ino: inodes.get(&t.vpath).copied().unwrap_or(0),
     });
     Ok(Tree::build(rows, &inodes))
+}
+
+/// Whether a stored track is still what the origin lists: same size and mtime, and the same version stamp
+/// where both sides know one (0 is unknown).
+fn unchanged(track: &Track, entry: &OriginEntry) -> bool {
+    track.size == entry.size
+        && track.mtime_ns == entry.mtime_ns
+        && (track.version == 0 || entry.version == 0 || track.version == entry.version)
 }
 
 /// How a sync runs.
@@ -104,8 +113,10 @@ pub async fn sync(
         existing.iter().map(|t| ((t.origin.as_str(), t.rel_path.as_path()), t)).collect();
     let listed_origins: Vec<&str> = listings.iter().map(|(i, _)| origins[*i].id()).collect();
 
-    // Decide what needs its tags read.
+    // Decide what needs its tags read: anything whose size, mtime or version stamp moved. The stamp catches
+    // what the mtime cannot (5.6): a tag editor that keeps the mtime, a clock set back, `rsync -t`.
     let mut keep: Vec<Track> = Vec::new();
+    let mut restamped: Vec<(i64, i64)> = Vec::new();
     let mut to_read: Vec<(usize, OriginEntry, Option<i64>)> = Vec::new();
     let mut seen: std::collections::HashSet<(String, PathBuf)> = std::collections::HashSet::new();
     for (idx, entries) in &listings {
@@ -113,7 +124,15 @@ pub async fn sync(
         for entry in entries {
             seen.insert((origin_id.to_owned(), entry.rel_path.clone()));
             match by_key.get(&(origin_id, entry.rel_path.as_path())) {
-                Some(t) if t.size == entry.size && t.mtime_ns == entry.mtime_ns => keep.push((*t).clone()),
+                Some(t) if unchanged(t, entry) => {
+                    let mut kept = (*t).clone();
+                    if kept.version == 0 && entry.version != 0 {
+                        // Stored before the stamp was known (an upgraded database): stamp it, no re-read.
+                        kept.version = entry.version;
+                        restamped.push((kept.id, kept.version));
+                    }
+                    keep.push(kept);
+                }
                 Some(t) => to_read.push((*idx, entry.clone(), Some(t.id))),
                 None => to_read.push((*idx, entry.clone(), None)),
             }
@@ -147,6 +166,7 @@ pub async fn sync(
                 rel_path: entry.rel_path,
                 size: entry.size,
                 mtime_ns: entry.mtime_ns,
+                version: entry.version,
                 tags,
                 vpath: old_id.and_then(|id| old_vpath.get(&id).cloned()).unwrap_or_default(),
             };
@@ -189,7 +209,7 @@ pub async fn sync(
 
     let db2 = db.clone();
     let tree = tokio::task::spawn_blocking(move || -> Result<(Tree, usize), DbError> {
-        db2.apply(&Changes { removed, renamed, ..Default::default() })?;
+        db2.apply(&Changes { removed, renamed, restamped, ..Default::default() })?;
         let total = keep.len();
         Ok((build_tree(&db2, &keep)?, total))
     })

@@ -30,6 +30,8 @@ pub struct FileNode {
     rel_path: Span,
     pub size: u64,
     pub mtime_ns: i64,
+    /// The origin's version stamp (5.6), part of the fingerprint cached chunks are checked against.
+    pub version: i64,
 }
 
 /// A slice of one of the tree's arenas.
@@ -56,6 +58,7 @@ pub struct TreeRow {
     pub rel_path: PathBuf,
     pub size: u64,
     pub mtime_ns: i64,
+    pub version: i64,
     pub vpath: String,
     pub ino: u64,
 }
@@ -152,7 +155,14 @@ impl Tree {
             self.paths.extend_from_slice(bytes);
             span
         };
-        let file = FileNode { track_id: row.track_id, origin, rel_path: rel, size: row.size, mtime_ns: row.mtime_ns };
+        let file = FileNode {
+            track_id: row.track_id,
+            origin,
+            rel_path: rel,
+            size: row.size,
+            mtime_ns: row.mtime_ns,
+            version: row.version,
+        };
         let name = self.intern_name(name);
         self.put(Node { ino: row.ino, parent, name, kind: NodeKind::File(file) });
         self.push_child(parent, row.ino);
@@ -207,6 +217,14 @@ impl Tree {
     pub fn children(&self, ino: u64) -> Option<impl Iterator<Item = &Node>> {
         let NodeKind::Dir { children } = &self.get(ino)?.kind else { return None };
         Some(children.iter().filter_map(|c| self.get(*c)))
+    }
+
+    /// The inode of the file of track `track_id` (a walk over the nodes: for rare lookups only).
+    pub fn file_by_track(&self, track_id: i64) -> Option<u64> {
+        self.nodes.iter().flatten().find_map(|n| match &n.kind {
+            NodeKind::File(f) if f.track_id == track_id => Some(n.ino),
+            _ => None,
+        })
     }
 
     pub fn file_count(&self) -> usize {
@@ -269,6 +287,7 @@ mod tests {
                 rel_path: format!("{i}.flac").into(),
                 size: 1,
                 mtime_ns: 0,
+                version: 0,
                 vpath: (*v).into(),
                 ino: 100 + i as u64,
             })

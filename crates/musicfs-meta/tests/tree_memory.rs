@@ -92,6 +92,7 @@ fn build(tracks: usize) -> (Tree, usize) {
         rel_path: format!("music/Artist {:05}/Album {:06}/{:02} Title {i:07}.flac", i / 100, i / 10, i % 10 + 1).into(),
         size: 30_000_000,
         mtime_ns: 1_700_000_000_000_000_000,
+        version: 0,
         vpath: vpath(i),
         ino: first_file + i as u64,
     });

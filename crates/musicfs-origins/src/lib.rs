@@ -28,6 +28,27 @@ pub struct OriginEntry {
     pub size: u64,
     /// Modification time in nanoseconds since the epoch, as the origin reports it (change detection only).
     pub mtime_ns: i64,
+    /// A stamp that changes whenever the content may have changed, without trusting the wall clock or a
+    /// settable mtime (5.6): a hash of the ETag on S3 (a content hash), of inode and ctime for local files
+    /// (the kernel stamps ctime on every change and nothing can set it back). 0 where the origin cannot
+    /// tell (SFTP gives size and mtime only); 0 matches any stamp. See [`stamp`].
+    pub version: i64,
+}
+
+/// A stable, never-zero stamp of some bytes (64-bit FNV-1a): stored in the database, so it must not change
+/// between builds, as std's hasher may.
+pub fn stamp(parts: &[&[u8]]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &byte in *part {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        hash = (hash ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    }
+    match hash as i64 {
+        0 => 1,
+        v => v,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -28,8 +28,17 @@ impl LocalOrigin {
     }
 }
 
+/// Size and mtime, plus a version stamp from the inode and ctime (5.6): a tag editor that keeps the mtime, a
+/// `touch -d`, `rsync -t` or a clock set back all leave the mtime proving nothing, but every write moves ctime
+/// (which nothing can set) and a replace by rename brings a new inode.
 fn entry(rel: PathBuf, meta: &std::fs::Metadata) -> OriginEntry {
-    OriginEntry { rel_path: rel, size: meta.len(), mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec() }
+    let version = crate::stamp(&[
+        &meta.dev().to_le_bytes(),
+        &meta.ino().to_le_bytes(),
+        &meta.ctime().to_le_bytes(),
+        &meta.ctime_nsec().to_le_bytes(),
+    ]);
+    OriginEntry { rel_path: rel, size: meta.len(), mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(), version }
 }
 
 async fn blocking<T: Send + 'static>(

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Default)]
 pub struct MemoryOrigin {
+    /// None: "memory".
+    id: Option<String>,
     files: Mutex<BTreeMap<PathBuf, (Bytes, i64)>>,
     reads: AtomicU64,
     bytes_read: AtomicU64,
@@ -19,6 +21,11 @@ pub struct MemoryOrigin {
 impl MemoryOrigin {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// One with its own id, for tests with several origins.
+    pub fn named(id: &str) -> Self {
+        MemoryOrigin { id: Some(id.to_owned()), ..Self::default() }
     }
 
     pub fn insert(&self, rel: impl Into<PathBuf>, data: impl Into<Bytes>, mtime_ns: i64) {
@@ -52,7 +59,7 @@ impl MemoryOrigin {
 #[async_trait]
 impl Origin for MemoryOrigin {
     fn id(&self) -> &str {
-        "memory"
+        self.id.as_deref().unwrap_or("memory")
     }
 
     async fn list(&self) -> Result<Vec<OriginEntry>, OriginError> {
@@ -63,13 +70,15 @@ impl Origin for MemoryOrigin {
                 rel_path: rel.clone(),
                 size: data.len() as u64,
                 mtime_ns: *mtime,
+                version: crate::stamp(&[data]),
             })
             .collect())
     }
 
     async fn stat(&self, rel: &Path) -> Result<OriginEntry, OriginError> {
         let (data, mtime_ns) = self.get(rel)?;
-        Ok(OriginEntry { rel_path: rel.to_owned(), size: data.len() as u64, mtime_ns })
+        // Like an ETag: a content hash.
+        Ok(OriginEntry { rel_path: rel.to_owned(), size: data.len() as u64, mtime_ns, version: crate::stamp(&[&data]) })
     }
 
     async fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError> {

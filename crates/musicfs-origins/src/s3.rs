@@ -209,7 +209,12 @@ impl S3Origin {
     async fn head(&self, rel: &Path) -> Result<OriginEntry, OriginError> {
         let key = self.key(rel).ok_or_else(|| OriginError::NotFound(rel.to_owned()))?;
         let meta = self.bounded(rel, self.store.head(&key)).await?;
-        Ok(OriginEntry { rel_path: rel.to_owned(), size: meta.size, mtime_ns: mtime_ns(&meta) })
+        Ok(OriginEntry {
+            rel_path: rel.to_owned(),
+            size: meta.size,
+            mtime_ns: mtime_ns(&meta),
+            version: version(&meta),
+        })
     }
 
     async fn get_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError> {
@@ -231,6 +236,11 @@ impl S3Origin {
 /// date), and the cache compares the two to see whether a file changed under it.
 fn mtime_ns(meta: &object_store::ObjectMeta) -> i64 {
     meta.last_modified.timestamp().saturating_mul(1_000_000_000)
+}
+
+/// The ETag changes with the content (it is the MD5 of a simple upload), whatever the clocks say (5.6).
+fn version(meta: &object_store::ObjectMeta) -> i64 {
+    meta.e_tag.as_deref().map_or(0, |tag| crate::stamp(&[tag.trim_matches('"').as_bytes()]))
 }
 
 /// The relative path for an object key, or None if the key is outside the prefix, is the prefix itself, or
@@ -328,7 +338,12 @@ impl Origin for S3Origin {
                 Some(Err(e)) => return Err(map_error(e, root, self.timeout, &self.endpoint)),
             };
             match key_to_rel(self.prefix.as_deref(), meta.location.as_ref()) {
-                Some(rel) => out.push(OriginEntry { rel_path: rel, size: meta.size, mtime_ns: mtime_ns(&meta) }),
+                Some(rel) => out.push(OriginEntry {
+                    rel_path: rel,
+                    size: meta.size,
+                    mtime_ns: mtime_ns(&meta),
+                    version: version(&meta),
+                }),
                 None => {
                     tracing::warn!(origin = %self.id, key = %meta.location, "skipping an object key that is not a safe relative path")
                 }

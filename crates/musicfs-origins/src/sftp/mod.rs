@@ -250,7 +250,8 @@ fn classify_io(e: std::io::Error) -> Failure {
 
 fn entry(rel: PathBuf, stat: &FileStat) -> OriginEntry {
     let mtime_ns = stat.mtime.map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX / 1_000_000_000) * 1_000_000_000);
-    OriginEntry { rel_path: rel, size: stat.size.unwrap_or(0), mtime_ns }
+    // SFTP tells size and whole-second mtime only: no version stamp (5.6 is weaker here; see the README).
+    OriginEntry { rel_path: rel, size: stat.size.unwrap_or(0), mtime_ns, version: 0 }
 }
 
 /// Whether a name from a directory listing is one plain path component (no `/`, not `.` or `..`, not empty).

@@ -23,6 +23,7 @@ pub fn track(id: i64) -> Track {
         rel_path: PathBuf::from(format!("incoming/{id:05}.flac")),
         size: 1_000 + id as u64,
         mtime_ns: id,
+        version: 0,
         tags: TrackTags {
             artist: Some(format!("Band{artist:03}")),
             album: Some(format!("Album{album:04}")),
