@@ -4,8 +4,10 @@
 //! Every remote operation is bounded (3.2): the HTTP client has a request timeout and a connect timeout,
 //! object_store's retries are capped at [`MAX_RETRIES`] within the request timeout, and each call is also
 //! wrapped in a tokio timeout as the last word, so a dead or silent server fails within the bound instead of
-//! hanging. Connections are pooled by the HTTP client; idle ones are closed after [`POOL_IDLE`], and a pooled
-//! connection the server dropped is replaced by a retry of the (idempotent) request.
+//! hanging. Connections are pooled by the HTTP client and checked before reuse (one the server or a middlebox
+//! has closed is dropped from the pool, not handed out); idle ones are closed after [`POOL_IDLE`]; a connection
+//! that drops during a request is replaced by a retry of the (idempotent) request, and one that drops while a
+//! GET's body is streaming by a ranged GET for the rest.
 //!
 //! [`Origin::open_blocking`] gives a `Read + Seek` over ranged GETs with a [`READ_AHEAD`] buffer; its
 //! requests run on the runtime captured at construction, waited for (bounded) from the calling thread.
@@ -29,8 +31,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Idle pooled connections are closed after this long.
-pub const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle pooled connections are closed after this long (the HTTP client's pool closes them within twice this):
+/// well under the idle limits servers and the proxies in front of them apply (AWS S3 is commonly reported to
+/// close idle connections after about 20 s), so a request is not sent on a connection the server is closing
+/// at that moment. Music is read in bursts (a track's ingest, a scan) and the pool serves those; between two
+/// tracks a connection would go stale anyway.
+pub const POOL_IDLE: Duration = Duration::from_secs(5);
 /// Retries of one request after a transient failure (connection dropped, 5xx); all within the request timeout.
 pub const MAX_RETRIES: usize = 2;
 pub use crate::read_ahead::READ_AHEAD;
