@@ -1,9 +1,10 @@
-//! Origins that hang or fail, in-process: reads stay bounded (3.8), health rounds stay bounded (4.2.2), a
-//! host name that does not resolve is degraded and re-checked soon (4.2.5).
+//! Origins that hang or fail, in-process: reads stay bounded (3.8) and fail fast after a timeout until the origin
+//! is back, health rounds stay bounded (4.2.2), a host name that does not resolve is degraded and re-checked soon
+//! (4.2.5).
 
 use musicfs_origins::health::{self, LibraryState};
 use musicfs_origins::memory::MemoryOrigin;
-use musicfs_origins::{OriginError, SharedOrigin};
+use musicfs_origins::{Origin, OriginError, SharedOrigin};
 use musicfs_test_utils::assertions::completes_within;
 use musicfs_test_utils::faulty_origin::{FailMode, FaultyOrigin};
 use musicfs_test_utils::fixtures::{InProcessFs, track_bytes};
@@ -49,6 +50,38 @@ async fn a_hung_origin_gives_eio_within_the_read_timeout_while_metadata_stays_an
     fx.origin.set_mode(FailMode::Healthy);
     tokio::time::sleep(read_timeout).await;
     assert_eq!(fx.read_all(ino, 65536).await.unwrap(), track_bytes(0, 100_000), "reads work again once it recovers");
+}
+
+/// A remote origin bounds its own requests and reports the timeout itself, usually just before the reader's
+/// own bound fires (S3 and SFTP use the same bound). That is the same hang: it opens the breaker too, so the
+/// next read fails fast without asking the origin again, instead of waiting a whole timeout more (which made a
+/// read through a silent S3 connection take two read timeouts). Once the health monitor sees the origin back,
+/// reads go to it at once rather than at the end of the window.
+/// Proves L1: 3.8
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_reporting_its_own_timeout_opens_the_breaker_until_it_is_back() {
+    // A long window (5.4 s), so the checks below run well inside it even on a busy machine.
+    let read_timeout = Duration::from_secs(6);
+    let fx = InProcessFs::new(2, 100_000, read_timeout).await.unwrap();
+    let ino = fx.ino(0).unwrap();
+    // Gives up on its own after 300 ms, well inside the reader's bound.
+    fx.origin.set_mode(FailMode::TimeoutMs(300));
+    let (first, took) =
+        completes_within(Duration::from_secs(10), "a read from a timing-out origin", fx.fs.read(ino, 0, 4096)).await;
+    assert_eq!(first.unwrap_err().errno(), libc::EIO);
+    assert!(took < read_timeout, "{took:?}");
+    let asked = fx.origin.read_calls();
+    let (fast, took) =
+        completes_within(Duration::from_secs(5), "a read while the breaker is open", fx.fs.read(ino, 0, 4096)).await;
+    assert_eq!(fast.unwrap_err().errno(), libc::EIO);
+    assert_eq!(fx.origin.read_calls(), asked, "the origin was asked again instead of failing fast ({took:?})");
+
+    fx.origin.set_mode(FailMode::Healthy);
+    let (still, _) = completes_within(Duration::from_secs(5), "a read", fx.fs.read(ino, 0, 4096)).await;
+    assert!(still.is_err(), "the breaker stays open for its window while nobody says the origin is back");
+    fx.fs.reader().origin_returned(fx.origin.id());
+    assert_eq!(fx.read_all(ino, 65536).await.unwrap(), track_bytes(0, 100_000), "read from the origin at once");
+    assert!(fx.origin.faults_injected() >= 1, "the timeout was really injected");
 }
 
 /// Proves L1: 4.2.2, 4.2.1

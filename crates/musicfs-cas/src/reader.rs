@@ -245,7 +245,15 @@ impl Reader {
             .into());
         }
         let data = match tokio::time::timeout(bound, origin.read_range(rel, offset, len)).await {
-            Ok(result) => result?,
+            Ok(Ok(data)) => data,
+            // A remote origin bounds its own requests (S3 and SFTP by the reader's own origin timeout) and then
+            // reports the timeout a moment before ours would fire: it is the same hang, and must open the
+            // breaker just the same.
+            Ok(Err(e @ OriginError::Timeout(_))) => {
+                self.open_breaker(id);
+                return Err(e.into());
+            }
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
                 self.open_breaker(id);
                 return Err(OriginError::Timeout(bound).into());
