@@ -1,7 +1,7 @@
 //! The S3 origin end to end: the real `musicfs` binary mounts a library whose files live in a real S3 bucket
 //! (s3s-fs or MinIO), reached directly or through Toxiproxy. Tag tree and byte-identical reads, a latency
 //! spike (N1), tracks uploaded after the mount (5.4), a partition that heals (N4), a host name that does not
-//! resolve until it does (4.2.5).
+//! resolve until it does (4.2.5), a connection dropped or gone silent mid-read (N2).
 
 use musicfs_test_utils::daemon::{Scratch, is_fuse_mounted};
 use musicfs_test_utils::files::walk_files;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::mounted::{musicfs, start, status, wait_for_state};
-use crate::support::check_blocking_reader;
+use crate::support::{Relay, check_blocking_reader};
 pub(crate) const BUCKET: &str = "music";
 
 /// Real tagged audio, generated once per test into its own directory.
@@ -35,6 +35,13 @@ impl Library {
         let tracks = sample::generate(dir.path(), &SampleOptions { tracks, hostile: false, seconds })
             .expect("generate sample library (needs ffmpeg)");
         Library { dir, tracks }
+    }
+
+    /// Track indexes, the largest file first.
+    fn by_size_descending(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.tracks.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.bytes(i).len()));
+        order
     }
 
     pub(crate) fn bytes(&self, i: usize) -> Vec<u8> {
@@ -499,4 +506,132 @@ fn a_host_name_that_does_not_resolve_is_degraded_and_rechecked_until_it_does() {
     }
     assert_eq!(daemon.pid(), pid, "no restart, no remount");
     assert!(daemon.stop().unwrap().success());
+}
+
+/// Waits (bounded) until the relay has sent `at_least` bytes back to the daemon since it had sent `since`:
+/// a read is then under way, mid-transfer.
+fn wait_for_bytes(relay: &Relay, since: u64, at_least: u64) {
+    let started = Instant::now();
+    while relay.bytes_down() < since + at_least {
+        assert!(started.elapsed() < Duration::from_secs(10), "the read never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// N2 through Toxiproxy (600 KB/s, so an uncached 1.3 MB track takes two seconds to read), with a relay in front
+/// of the proxy that counts and can drop connections. First the connection carrying an uncached read is dropped
+/// mid-read while the server keeps listening: the S3 client asks again for the rest on a fresh connection and
+/// the read completes byte-identical. Then the connection goes silent mid-read (a `timeout` toxic: no more
+/// data, never closed) and stays so: the read fails with EIO within the read timeout, and the library goes
+/// offline. Once the toxic is gone the library is ready again and at once the same track reads byte-identical
+/// from the same origin (no longer failed fast), with the same daemon on the same mount.
+/// Proves L3: N2
+#[test]
+fn an_s3_connection_dropped_mid_read_is_retried_or_fails_in_bound_and_the_origin_is_reused() {
+    // Two WAV files among them (the formats cycle), 1.3 MB each.
+    let library = Library::generate_long(12, 40.0);
+    let order = library.by_size_descending();
+    let (first, second) = (order[0], order[1]);
+    let server = S3Server::start().unwrap();
+    server.create_bucket(BUCKET).unwrap();
+    for i in 0..library.tracks.len() {
+        library.upload(&server, "library", i);
+    }
+    let rt = runtime();
+    let toxiproxy = Toxiproxy::start().unwrap();
+    let (proxy, listen) = rt.block_on(toxiproxy.create_proxy("s3", server.addr())).unwrap();
+    // Before any connection: a toxic added later re-links live connections, and may lose bytes in flight.
+    let slow = Toxic {
+        kind: ToxicKind::Bandwidth { rate: 600 },
+        name: "slow".to_owned(),
+        toxicity: 1.0,
+        direction: StreamDirection::Downstream,
+    };
+    rt.block_on(proxy.add_toxic(&slow)).unwrap();
+    let relay = Relay::start(listen);
+    let scratch = Scratch::new().unwrap();
+    let read_timeout = Duration::from_secs(8);
+    let origins = s3_origin(&scratch, &server, "bucket", &format!("http://{}", relay.addr), "library");
+    let daemon = start(
+        &scratch,
+        &origins,
+        &format!(
+            "[health]\ninterval = \"1s\"\ntimeout = \"2s\"\n\n[fuse]\nread_timeout = \"{}s\"\n\n\
+             [library]\nsync_interval = \"1h\"\n",
+            read_timeout.as_secs()
+        ),
+    );
+    let pid = daemon.pid();
+    assert_eq!(status(&scratch)["tracks"], 12);
+
+    // Dropped mid-read, the server still there: the rest comes over a fresh connection.
+    let size = library.bytes(first).len();
+    let connections = relay.connections();
+    let path = library.mounted(&scratch, first);
+    let since = relay.bytes_down();
+    let reading = std::thread::spawn(move || timed_read(&path));
+    wait_for_bytes(&relay, since, 256 << 10);
+    let cut = relay.cut();
+    let cut_at = relay.bytes_down() - since;
+    assert!(cut > 0, "no connection to drop");
+    let (got, took) = reading.join().unwrap();
+    let got = got.unwrap_or_else(|e| {
+        panic!("the read failed ({e}) instead of going on over a fresh connection:\n{}", daemon.log())
+    });
+    assert!(got == library.bytes(first), "the read over a fresh connection returned different bytes");
+    assert!(took < read_timeout, "the read took {took:?}");
+    assert!(relay.connections() > connections, "no fresh connection was opened");
+    // Not even the reader saw an error: the S3 client fetched the rest itself (no fallback to another read).
+    let log = daemon.log();
+    assert!(!log.contains("4.2.3 origin reads failing"), "the drop reached the reader:\n{log}");
+    eprintln!("{size} bytes at 600 KB/s: read in {took:?}, its connection dropped after {cut_at} bytes ({cut} cut)");
+
+    // Silent mid-read, and it stays silent: EIO within the read timeout.
+    let path = library.mounted(&scratch, second);
+    let since = relay.bytes_down();
+    let reading = std::thread::spawn(move || timed_read(&path));
+    wait_for_bytes(&relay, since, 256 << 10);
+    let silence = Toxic {
+        kind: ToxicKind::Timeout { timeout: 0 },
+        name: "silence".to_owned(),
+        toxicity: 1.0,
+        direction: StreamDirection::Downstream,
+    };
+    rt.block_on(proxy.add_toxic(&silence)).unwrap();
+    let (got, took) = reading.join().unwrap();
+    let err = got.expect_err("a read whose connection went silent for good cannot complete");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        took < read_timeout + Duration::from_secs(2),
+        "the read failed after {took:?}, beyond the read timeout:\n{}",
+        daemon.log()
+    );
+    eprintln!(
+        "read over a connection gone silent mid-read failed with EIO in {took:?} (read timeout {read_timeout:?})"
+    );
+
+    // The health checks (2 s timeout) found the origin silent too.
+    wait_for_state(&scratch, &daemon, "offline", Duration::from_secs(10));
+
+    // Healed: the same origin serves the same track again, no remount.
+    rt.block_on(proxy.remove_toxic("silence")).unwrap();
+    let healed = Instant::now();
+    let took = wait_for_state(&scratch, &daemon, "ready", Duration::from_secs(15));
+    let requests = relay.requests();
+    let (got, read_in) = timed_read(&library.mounted(&scratch, second));
+    let got = got.unwrap_or_else(|e| panic!("the read after the heal failed ({e}):\n{}", daemon.log()));
+    assert!(got == library.bytes(second), "the track reads differently after the heal");
+    assert!(relay.requests() > requests, "the read after the heal did not go to the origin");
+    eprintln!(
+        "ready {took:?} after the toxic was removed; the track then read in {read_in:?} ({:?} after the heal)",
+        healed.elapsed()
+    );
+    let now = status(&scratch);
+    assert_eq!((now["state"].as_str(), now["origins"][0]["healthy"].as_bool()), (Some("ready"), Some(true)), "{now}");
+    let log = daemon.log();
+    assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
+    assert_eq!(daemon.pid(), pid);
+    assert!(is_fuse_mounted(&scratch.mnt()));
+    let status = daemon.stop().unwrap();
+    assert!(status.success(), "{status}");
 }
