@@ -1,8 +1,10 @@
 //! The S3 origin end to end: the real `musicfs` binary mounts a library whose files live in a real S3 bucket
 //! (s3s-fs or MinIO), reached directly or through Toxiproxy. Tag tree and byte-identical reads, a latency
 //! spike (N1), tracks uploaded after the mount (5.4), a partition that heals (N4), a host name that does not
-//! resolve until it does (4.2.5), a connection dropped or gone silent mid-read (N2).
+//! resolve until it does (4.2.5), a connection dropped or gone silent mid-read (N2), and the connection pool
+//! (3.2), counted by a relay between the daemon and Toxiproxy.
 
+use musicfs_origins::s3::POOL_IDLE;
 use musicfs_test_utils::daemon::{Scratch, is_fuse_mounted};
 use musicfs_test_utils::files::walk_files;
 use musicfs_test_utils::sample::{self, SampleOptions, SampleTrack};
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::mounted::{musicfs, start, status, wait_for_state};
-use crate::support::{Relay, check_blocking_reader};
+use crate::support::{Relay, check_blocking_reader, connections_of};
 pub(crate) const BUCKET: &str = "music";
 
 /// Real tagged audio, generated once per test into its own directory.
@@ -632,6 +634,150 @@ fn an_s3_connection_dropped_mid_read_is_retried_or_fails_in_bound_and_the_origin
     assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
     assert_eq!(daemon.pid(), pid);
     assert!(is_fuse_mounted(&scratch.mnt()));
+    let status = daemon.stop().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// 3.2 for S3 through the real binary, with a relay in front of Toxiproxy that counts the connections the
+/// daemon opens and the requests it sends. Connections are pooled: tracks read one after another, then four at
+/// a time, take several requests each over a few connections. Connections the proxy drops while they sit in
+/// the pool are noticed and replaced: the next read succeeds with no error. Idle connections are closed after
+/// the pool's idle time ([`POOL_IDLE`]), and not at once. While the bucket is silent (no answer, connection
+/// kept open), a read fails with EIO and a `musicfs sync` (a listing) reports the bucket unreachable, each
+/// within its bound.
+/// Proves L3: 3.2
+#[test]
+fn s3_connections_are_pooled_replaced_when_dropped_closed_when_idle_and_bounded() {
+    // 0-5 read one after another, 6-13 four at a time, 14 and 15 before and after a drop, 16 while silent.
+    let library = Library::generate(17);
+    let server = S3Server::start().unwrap();
+    server.create_bucket(BUCKET).unwrap();
+    for i in 0..library.tracks.len() {
+        library.upload(&server, "library", i);
+    }
+    let rt = runtime();
+    let toxiproxy = Toxiproxy::start().unwrap();
+    let (mut proxy, listen) = rt.block_on(toxiproxy.create_proxy("s3", server.addr())).unwrap();
+    let relay = Relay::start(listen);
+    let port = relay.addr.port();
+    let scratch = Scratch::new().unwrap();
+    let origins = s3_origin(&scratch, &server, "bucket", &format!("http://{}", relay.addr), "library");
+    // One health round at the start and no periodic sync: while the test runs, only its reads use the pool.
+    let read_timeout = Duration::from_secs(4);
+    let daemon = start(
+        &scratch,
+        &origins,
+        &format!(
+            "[health]\ninterval = \"1h\"\ntimeout = \"2s\"\n\n[fuse]\nread_timeout = \"{}s\"\n\n\
+             [library]\nsync_interval = \"1h\"\n",
+            read_timeout.as_secs()
+        ),
+    );
+    let pid = daemon.pid().unwrap();
+    assert_eq!(status(&scratch)["tracks"], 17);
+    let (start_connections, start_requests) = (relay.connections(), relay.requests());
+    eprintln!(
+        "start (listing, tag scan, health round): {start_requests} requests over {start_connections} connections"
+    );
+
+    // One after another. Counted once the ingests are done: each ends with a HEAD after its reader has the data.
+    let (c0, r0) = (relay.connections(), relay.requests());
+    for i in 0..6 {
+        assert!(std::fs::read(library.mounted(&scratch, i)).unwrap() == library.bytes(i), "track {i} differs");
+    }
+    wait_for_cache_to_settle(&scratch);
+    let (sequential_connections, sequential_requests) = (relay.connections() - c0, relay.requests() - r0);
+    eprintln!(
+        "6 tracks one after another: {sequential_requests} requests over {sequential_connections} new connections"
+    );
+    // One connection, or two where a track's closing HEAD overlapped the next track's GET.
+    assert!(sequential_connections <= 2, "{sequential_connections} connections for {sequential_requests} requests");
+    assert!(sequential_requests >= 12, "a first read takes a GET and a HEAD: {sequential_requests} requests");
+
+    // Four at a time.
+    let (c0, r0) = (relay.connections(), relay.requests());
+    let readers: Vec<_> = (0..4)
+        .map(|t| {
+            let paths: Vec<(usize, PathBuf)> = [6 + t, 10 + t].map(|i| (i, library.mounted(&scratch, i))).into();
+            std::thread::spawn(move || {
+                paths.into_iter().map(|(i, p)| (i, std::fs::read(p).unwrap())).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for reader in readers {
+        for (i, got) in reader.join().unwrap() {
+            assert!(got == library.bytes(i), "track {i} differs");
+        }
+    }
+    wait_for_cache_to_settle(&scratch);
+    let (concurrent_connections, concurrent_requests) = (relay.connections() - c0, relay.requests() - r0);
+    eprintln!(
+        "8 tracks by 4 readers at once: {concurrent_requests} requests over {concurrent_connections} new connections"
+    );
+    // At most eight requests in flight (two per reader, the same overlap), so at most eight connections, and a
+    // few more where a request started while a finished one's connection was still on its way back to the pool.
+    assert!(concurrent_connections <= 12, "{concurrent_connections} connections for {concurrent_requests} requests");
+    assert!(concurrent_requests >= 16, "{concurrent_requests} requests");
+    let (total_connections, total_requests) = (relay.connections(), relay.requests());
+    eprintln!("in all: {total_requests} requests over {total_connections} connections");
+    assert!(total_requests >= 4 * total_connections, "{total_requests} requests over {total_connections} connections");
+
+    // The proxy drops the pooled connections: the daemon notices and replaces them, the reader sees nothing.
+    assert!(std::fs::read(library.mounted(&scratch, 14)).unwrap() == library.bytes(14));
+    let pooled = connections_of(pid, port);
+    assert!(pooled >= 1, "no connection kept in the pool after a read");
+    rt.block_on(proxy.disable()).unwrap();
+    rt.block_on(proxy.enable()).unwrap();
+    let dropped = Instant::now();
+    while connections_of(pid, port) > 0 {
+        assert!(dropped.elapsed() < Duration::from_secs(5), "the daemon kept connections the proxy had dropped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let connections = relay.connections();
+    let (got, took) = timed_read(&library.mounted(&scratch, 15));
+    assert!(got.expect("a read after the pooled connections were dropped") == library.bytes(15));
+    eprintln!("{pooled} pooled connections dropped by the proxy; the next read took {took:?}");
+    assert!(relay.connections() > connections, "no fresh connection after the drop");
+    assert!(!daemon.log().contains("4.2.3 origin reads failing"), "a read failed:\n{}", daemon.log());
+
+    // Idle since that read: closed after the pool's idle time, not before.
+    let idle_since = Instant::now();
+    assert!(connections_of(pid, port) >= 1, "the connection was not kept for reuse");
+    while connections_of(pid, port) > 0 || relay.open() > 0 {
+        assert!(
+            idle_since.elapsed() < 2 * POOL_IDLE + Duration::from_secs(5),
+            "idle connections were not closed: {} open after {:?} (idle time {POOL_IDLE:?})",
+            connections_of(pid, port),
+            idle_since.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let closed_after = idle_since.elapsed();
+    eprintln!("idle connections closed {closed_after:?} after the last read (idle time {POOL_IDLE:?})");
+    assert!(closed_after + Duration::from_secs(2) >= POOL_IDLE, "closed after only {closed_after:?}");
+
+    // Silent: every operation gives up within its bound.
+    let silence = Toxic {
+        kind: ToxicKind::Timeout { timeout: 0 },
+        name: "silence".to_owned(),
+        toxicity: 1.0,
+        direction: StreamDirection::Downstream,
+    };
+    rt.block_on(proxy.add_toxic(&silence)).unwrap();
+    let (got, took) = timed_read(&library.mounted(&scratch, 16));
+    let err = got.expect_err("nothing answers");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(took < read_timeout + Duration::from_secs(2), "the read failed after {took:?}");
+    let started = Instant::now();
+    let (ok, out, err) = musicfs(&["sync"], &scratch);
+    let sync_took = started.elapsed();
+    eprintln!("silent bucket: a read failed with EIO in {took:?}, a listing (musicfs sync) gave up in {sync_took:?}");
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["unreachable"], serde_json::json!(["bucket"]), "{out}");
+    assert!(sync_took < read_timeout + Duration::from_secs(5), "musicfs sync took {sync_took:?}");
+    rt.block_on(proxy.remove_toxic("silence")).unwrap();
+    assert_eq!(daemon.pid(), Some(pid));
     let status = daemon.stop().unwrap();
     assert!(status.success(), "{status}");
 }
