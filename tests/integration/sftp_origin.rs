@@ -277,6 +277,7 @@ fn base64_encode(bytes: &[u8]) -> String {
 /// by at most four sessions (four logins in sshd's log); idle sessions are closed after the idle timeout
 /// (sshd logs their disconnects); a session whose connection dropped while idle is replaced without the
 /// caller seeing an error, by a retry on a fresh session, or by the check before reuse once it idled.
+/// Proves L3: 3.2
 #[test]
 fn sftp_sessions_are_pooled_closed_when_idle_and_replaced_when_dropped() {
     let served = tempfile::tempdir().unwrap();
