@@ -331,6 +331,14 @@ fn sftp_sessions_are_pooled_closed_when_idle_and_replaced_when_dropped() {
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("idle sessions closed {:?} after the last read (idle timeout 1 s)", idle_since.elapsed());
+    // The reaper takes the sessions out of the pool first, then closes and counts them one by one (each close
+    // bounded by 1 s): the count follows a moment later.
+    let closing = Instant::now();
+    while (origin.stats().closed_idle.load(Ordering::Relaxed) as usize) < connects
+        && closing.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(origin.stats().closed_idle.load(Ordering::Relaxed) as usize, connects);
     let disconnected = Instant::now();
     while sshd.log().matches("Received disconnect").count() < connects {
