@@ -141,3 +141,110 @@ async fn populate_creates_proxies_and_a_rename_keeps_them_working() {
     connect_and_echo(configs[0].listen.parse().unwrap(), b"renamed").await;
     assert!(client.create_proxy("two", "127.0.0.1:0", &echo.addr.to_string()).await.is_err(), "duplicate accepted");
 }
+
+/// Disabling cuts every connection, also one the proxy accepts while it is being disabled: a client that
+/// reconnects at once (as an SFTP or S3 client does when its connection drops) must not slip through and
+/// keep a working connection through a disabled proxy. Clients connect in a tight loop through twenty
+/// disable/enable cycles; after each disable, every connection they got is dead.
+#[tokio::test(crate = "musicfs_test_utils::servers::tokio")]
+async fn a_connection_accepted_while_the_proxy_is_disabled_is_cut_too() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let echo = Echo::start();
+    let toxiproxy = Toxiproxy::start().unwrap();
+    let (mut proxy, listen) = toxiproxy.create_proxy("race", echo.addr).await.unwrap();
+    let mut survivors = 0;
+    for _ in 0..20 {
+        let got: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (kept, stopping) = (got.clone(), stop.clone());
+        let hammer = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                if let Ok(stream) = std::net::TcpStream::connect(listen) {
+                    kept.lock().unwrap().push(stream);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        proxy.disable().await.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        hammer.join().unwrap();
+        for mut stream in got.lock().unwrap().drain(..) {
+            stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let mut buf = [0u8; 4];
+            if stream.write_all(b"ping").is_ok() && matches!(stream.read(&mut buf), Ok(n) if n > 0) {
+                survivors += 1;
+            }
+        }
+        proxy.enable().await.unwrap();
+    }
+    assert_eq!(survivors, 0, "connections still echoed through a disabled proxy");
+}
+
+/// Disabling cuts a download running under a bandwidth toxic, every time: noxious's own stop signal now and
+/// then missed such a link (a forwarder of the signal lagged and gave up), and the download went on through
+/// the disabled proxy at the toxic's pace (in about one round in forty here). Twenty-five downloads of 4 MiB at
+/// 600 KB/s, each cut a moment after it started: each connection ends within two seconds, long before its download could have finished.
+#[tokio::test(crate = "musicfs_test_utils::servers::tokio")]
+async fn a_download_under_a_bandwidth_toxic_is_cut_when_the_proxy_is_disabled() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Answers every connection's four-byte request with 4 MiB.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { break };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4];
+                if conn.read_exact(&mut request).is_ok() {
+                    let _ = conn.write_all(&vec![7u8; 4 << 20]);
+                }
+            });
+        }
+    });
+    let toxiproxy = Toxiproxy::start().unwrap();
+    let (mut proxy, listen) = toxiproxy.create_proxy("download", upstream).await.unwrap();
+    let slow = Toxic {
+        kind: ToxicKind::Bandwidth { rate: 600 },
+        name: "slow".to_owned(),
+        toxicity: 1.0,
+        direction: StreamDirection::Downstream,
+    };
+    for round in 0..25 {
+        // Each round's toxic added while the proxy is disabled, as a test slowing only new connections does.
+        proxy.disable().await.unwrap();
+        if round > 0 {
+            proxy.remove_toxic("slow").await.unwrap();
+        }
+        proxy.add_toxic(&slow).await.unwrap();
+        proxy.enable().await.unwrap();
+        let mut stream = std::net::TcpStream::connect(listen).unwrap();
+        stream.write_all(b"GET ").unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let counted = received.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                counted.fetch_add(n, Ordering::Relaxed);
+            }
+        });
+        while received.load(Ordering::Relaxed) < 64 << 10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        proxy.disable().await.unwrap();
+        let cut = std::time::Instant::now();
+        while !reader.is_finished() {
+            assert!(
+                cut.elapsed() < Duration::from_secs(2),
+                "round {round}: the download went on through the disabled proxy ({} bytes so far)",
+                received.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        proxy.enable().await.unwrap();
+    }
+}

@@ -3,6 +3,14 @@
 //!
 //! Toxics live in the noxious shared state while a proxy runs (noxious updates it and re-links live
 //! connections), and in the store while it is disabled, so they survive a disable/enable cycle.
+//!
+//! Stopping a proxy must cut every connection through it, and noxious's stop signal alone does not: its runner
+//! picks between a ready accept and the signal at random, and links made for a connection accepted after the
+//! signal subscribe to it too late; and the signal travels from task to task over broadcast channels of
+//! capacity one, where a forwarder that lags (behind the second signal a link sends when its other direction
+//! ends) gives up without passing it on. Either way a connection, a download under a bandwidth toxic say,
+//! went on through a disabled proxy now and then. So stopping also shuts down, from outside, every socket of
+//! this process still connected on the proxy's listen address ([`cut_accepted`]).
 
 use crate::ApiError;
 use bmrng::RequestSender;
@@ -95,6 +103,8 @@ impl Entry {
             let _ = running.close.recv().await;
             // Dropping the links drops the sockets of connections that are still being torn down.
             running.info.state.lock().clients.clear();
+            // The runner has closed its listener: whatever is still connected there slipped past the signal.
+            cut_accepted(&self.config.listen);
         }
     }
 
@@ -119,6 +129,45 @@ impl Entry {
             None => apply_to_list(&mut self.toxics, kind),
         }
     }
+}
+
+/// Shuts down (both ways) every TCP connection of this process whose local address is `listen`: the client
+/// connections a proxy listening there accepted. Called once its listener is closed, so nothing new can be
+/// accepted there; noxious's tasks then see their sockets end. Linux only (it reads /proc/self); returns how
+/// many connections it cut.
+fn cut_accepted(listen: &str) -> usize {
+    let Ok(std::net::SocketAddr::V4(addr)) = listen.parse::<std::net::SocketAddr>() else { return 0 };
+    // /proc/net/tcp prints the address as the native-endian value of its network-order bytes.
+    let local = format!("{:08X}:{:04X}", u32::from_ne_bytes(addr.ip().octets()), addr.port());
+    let Ok(table) = std::fs::read_to_string("/proc/self/net/tcp") else { return 0 };
+    let inodes: std::collections::HashSet<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st … inode; 0A is LISTEN.
+            (fields.len() > 9 && fields[1] == local && fields[3] != "0A").then(|| fields[9])
+        })
+        .collect();
+    if inodes.is_empty() {
+        return 0;
+    }
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else { return 0 };
+    let mut cut = 0;
+    for fd in fds.flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+        let target = target.to_string_lossy();
+        let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) else { continue };
+        let Ok(number) = fd.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if inodes.contains(inode) {
+            // SAFETY: shutdown(2) on a socket descriptor of this process; it ends the connection and leaves the
+            // descriptor itself to its owner.
+            if unsafe { libc::shutdown(number, libc::SHUT_RDWR) } == 0 {
+                cut += 1;
+            }
+        }
+    }
+    cut
 }
 
 /// `host:0` becomes `host:<free port>`; anything else is used as given.
