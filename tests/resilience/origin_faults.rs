@@ -79,7 +79,7 @@ async fn an_origin_reporting_its_own_timeout_opens_the_breaker_until_it_is_back(
     fx.origin.set_mode(FailMode::Healthy);
     let (still, _) = completes_within(Duration::from_secs(5), "a read", fx.fs.read(ino, 0, 4096)).await;
     assert!(still.is_err(), "the breaker stays open for its window while nobody says the origin is back");
-    fx.fs.reader().origin_returned(fx.origin.id());
+    fx.fs.reader().origin_is_back(fx.origin.id());
     assert_eq!(fx.read_all(ino, 65536).await.unwrap(), track_bytes(0, 100_000), "read from the origin at once");
     assert!(fx.origin.faults_injected() >= 1, "the timeout was really injected");
 }

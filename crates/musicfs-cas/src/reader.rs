@@ -263,10 +263,17 @@ impl Reader {
         Ok(data)
     }
 
-    /// Called when `origin` is back: its reads stop failing fast, and the tracks served from its backup
-    /// meanwhile are handed over (and forgotten here) for the caller to re-validate (4.2.6).
-    pub fn origin_returned(&self, origin: &str) -> Vec<i64> {
-        lock(&self.breakers).remove(origin);
+    /// The health monitor saw `origin` answer again after it was down: its reads stop failing fast now, not
+    /// at the end of the breaker's window, so a healed origin is read from as soon as it is ready (N2, N4).
+    pub fn origin_is_back(&self, origin: &str) {
+        if lock(&self.breakers).remove(origin).is_some() {
+            tracing::info!(origin, "3.8 origin answers again; its reads no longer fail fast");
+        }
+    }
+
+    /// The tracks of `origin` served from its backup since it went away, handed over (and forgotten here)
+    /// for the caller to re-validate now that it is back (4.2.6).
+    pub fn take_backup_served(&self, origin: &str) -> Vec<i64> {
         let mut served = lock(&self.backup_served);
         let ids: Vec<i64> = served.iter().filter(|(_, o)| o.as_str() == origin).map(|(id, _)| *id).collect();
         for id in &ids {
@@ -284,12 +291,7 @@ impl Reader {
     /// from the backup's copy is dropped and the track ingested again from the origin. Returns whether the
     /// origin's copy has the same chunks as the one served (None: nothing was cached from the backup).
     pub async fn revalidate(self: &Arc<Self>, file: &FileRef) -> Result<Option<bool>, ReadError> {
-        let manifests = self.manifests.clone();
-        let id = file.track_id;
-        let served = tokio::task::spawn_blocking(move || manifests.load(id))
-            .await
-            .map_err(|e| ReadError::Internal(e.to_string()))?
-            .map_err(ReadError::Internal)?;
+        let served = self.load_manifest(file.track_id).await?;
         self.invalidate(file.track_id).await;
         let own = FileRef { backup: None, ..file.clone() };
         let mut progress = crate::ingest::start_or_join(self, &own);
@@ -440,13 +442,8 @@ impl Reader {
                 return Ok(Some(m));
             }
         }
-        let manifests = self.manifests.clone();
         let id = file.track_id;
-        let loaded = tokio::task::spawn_blocking(move || manifests.load(id))
-            .await
-            .map_err(|e| ReadError::Internal(e.to_string()))?
-            .map_err(ReadError::Internal)?;
-        match loaded {
+        match self.load_manifest(id).await? {
             Some(m) if m.fingerprint.matches(&file.fingerprint) && m.covered() == file.fingerprint.size => {
                 let m = Arc::new(m);
                 self.remember_manifest(id, m.clone());
@@ -454,6 +451,15 @@ impl Reader {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The stored manifest of a track, read on a blocking thread.
+    async fn load_manifest(&self, track_id: i64) -> Result<Option<Manifest>, ReadError> {
+        let manifests = self.manifests.clone();
+        tokio::task::spawn_blocking(move || manifests.load(track_id))
+            .await
+            .map_err(|e| ReadError::Internal(e.to_string()))?
+            .map_err(ReadError::Internal)
     }
 
     pub(crate) fn remember_manifest(&self, track_id: i64, manifest: Arc<Manifest>) {

@@ -249,6 +249,8 @@ async fn health_round_impl(
                 shared.events.publish(Event::OriginDown { origin: r.origin.clone(), error: e.to_string() }).await
             }
             (Ok(_), false) => {
+                // Before the state says ready: a healed origin is read from at once (3.8, N2, N4).
+                shared.reader.origin_is_back(&r.origin);
                 returned.push(r.origin.clone());
                 shared.events.publish(Event::OriginUp { origin: r.origin.clone() }).await
             }
@@ -340,7 +342,7 @@ async fn revalidate_backup_served(
     kernel: Arc<dyn invalidate::KernelCache>,
     origin: String,
 ) {
-    let mut ids = fs.reader().origin_returned(&origin);
+    let mut ids = fs.reader().take_backup_served(&origin);
     let db2 = db.clone();
     let o = origin.clone();
     match tokio::task::spawn_blocking(move || db2.backup_served(&o)).await {
