@@ -7,4 +7,5 @@ mod cache_disk;
 mod cache_faults;
 mod origin_faults;
 mod permissions;
+mod remote_pools;
 mod resource_limits;

@@ -95,6 +95,7 @@ fn build_origins(config: &Config) -> Result<Vec<SharedOrigin>, DaemonError> {
                     secret_key: o.secret().map_err(start_err)?,
                     request_timeout,
                     connect_timeout: request_timeout.min(S3_CONNECT_TIMEOUT),
+                    pool_idle: musicfs_origins::s3::POOL_IDLE,
                 };
                 tracing::info!(origin = %o.id, endpoint = %settings.endpoint, bucket = %settings.bucket, prefix = ?settings.prefix, "S3 origin");
                 let origin = S3Origin::new(o.id.clone(), settings, tokio::runtime::Handle::current()).map_err(start_err)?;

@@ -56,6 +56,8 @@ pub struct S3Settings {
     pub request_timeout: Duration,
     /// Bound on opening one connection.
     pub connect_timeout: Duration,
+    /// Pooled connections idle this long are closed ([`POOL_IDLE`] in the daemon; tests use less).
+    pub pool_idle: Duration,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -68,6 +70,7 @@ impl std::fmt::Debug for S3Settings {
             .field("access_key", &self.access_key)
             .field("secret_key", &"<redacted>")
             .field("request_timeout", &self.request_timeout)
+            .field("pool_idle", &self.pool_idle)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
@@ -136,7 +139,7 @@ impl S3Origin {
             .with_allow_http(settings.endpoint.starts_with("http://"))
             .with_timeout(settings.request_timeout)
             .with_connect_timeout(settings.connect_timeout)
-            .with_pool_idle_timeout(POOL_IDLE)
+            .with_pool_idle_timeout(settings.pool_idle)
             .with_dns_resolver(resolver);
         let retry = RetryConfig {
             backoff: BackoffConfig {
@@ -441,6 +444,7 @@ mod tests {
             secret_key: "s".into(),
             request_timeout: Duration::from_millis(700),
             connect_timeout: Duration::from_millis(500),
+            pool_idle: POOL_IDLE,
         }
     }
 

@@ -9,6 +9,7 @@
 //! server binds it. Another process can take the port in that short window (a small, accepted race); the
 //! launchers notice the server failing to come up and retry on a new port a few times.
 
+pub mod relay;
 pub mod s3;
 pub mod sshd;
 pub mod toxiproxy;
