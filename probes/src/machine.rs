@@ -1,7 +1,7 @@
 //! The machine under test as the probe sees it: the unit (systemctl, unit properties, the journal), the
 //! mount (mountinfo, reads), the origin (the bytes every read is checked against) and the cache directory.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -163,6 +163,21 @@ impl Machine {
         }
         if seen.len() != origin.len() {
             bail!("{} of {} origin files seen through the mount", seen.len(), origin.len());
+        }
+        Ok(files.len())
+    }
+
+    /// Makes the kernel forget the pages it keeps of every file in the mount (the daemon opens files with
+    /// FOPEN_KEEP_CACHE), so the next reads reach the daemon instead of the page cache. Returns the files.
+    pub fn drop_kernel_pages(&self) -> Result<usize> {
+        use std::os::fd::AsRawFd;
+        let mut files = Vec::new();
+        walk(&self.mount_point, &mut files)?;
+        for path in &files {
+            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            // SAFETY: fadvise on a descriptor we own; it only drops clean page-cache pages.
+            let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            ensure!(rc == 0, "posix_fadvise on {} failed: {rc}", path.display());
         }
         Ok(files.len())
     }

@@ -5,13 +5,12 @@ use musicfs_test_utils::servers::sshd::Sshd;
 use musicfs_test_utils::servers::tokio;
 use musicfs_test_utils::servers::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use musicfs_test_utils::servers::tokio::net::TcpStream;
-use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream as StdTcpStream};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Output;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 

@@ -200,11 +200,13 @@ pub fn disk_full(m: &Machine) -> Result<Value> {
     m.verify_mount()?;
     ensure!(degraded["state"] == "degraded", "status does not say degraded with a full cache disk: {degraded}");
 
-    // 3. Space returns: caching resumes.
+    // 3. Space returns: caching resumes. The reads must reach the daemon, not the kernel's page cache (which
+    //    the daemon lets keep pages across opens), or nothing would ask for a chunk to be cached.
     std::fs::remove_file(&filler)?;
     let written_before = m.status()?["chunks_written"].as_u64().unwrap_or(0);
     let recovered = Instant::now();
     m.wait_until(Duration::from_secs(30), "caching to resume after space returned", || {
+        let _ = m.drop_kernel_pages();
         let _ = m.verify_mount();
         m.status().is_ok_and(|s| s["state"] == "ready" && s["chunks_written"].as_u64().unwrap_or(0) > written_before)
     })?;
