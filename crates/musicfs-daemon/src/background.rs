@@ -4,6 +4,7 @@
 //! of 5.3). The first two announce what they find on the event bus (3.3).
 
 use crate::events::Event;
+use crate::process;
 use musicfs_cas::ChunkStore;
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::invalidate;
@@ -100,8 +101,8 @@ impl Background {
     pub async fn maintenance_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
         let mut flush = tokio::time::interval(ACCESS_FLUSH_EVERY);
         let mut scrub = tokio::time::interval(SCRUB_EVERY);
-        let mut resources = tokio::time::interval(RESOURCE_CHECK_EVERY);
-        let (mut scrub_cursor, mut warned) = (None, Warned::default());
+        let mut resources = tokio::time::interval(process::RESOURCE_CHECK_EVERY);
+        let (mut scrub_cursor, mut warned) = (None, process::Warned::default());
         flush.tick().await;
         scrub.tick().await;
         loop {
@@ -112,7 +113,7 @@ impl Background {
                 }
                 _ = flush.tick() => self.flush_access_times().await,
                 _ = scrub.tick() => scrub_cursor = self.scrub(scrub_cursor).await,
-                _ = resources.tick() => warned = watch_resources(warned),
+                _ = resources.tick() => warned = process::watch_resources(warned),
             }
         }
     }
@@ -173,7 +174,7 @@ impl Background {
                 Err(e.to_string())
             }
         };
-        release_freed_memory();
+        crate::process::release_freed_memory();
         result
     }
 
@@ -282,51 +283,6 @@ async fn health_round_impl(
         shared.events.publish(Event::StateChanged { from: before.as_str(), to: after.as_str() }).await;
     }
     results
-}
-
-/// How often descriptor and memory use are checked.
-const RESOURCE_CHECK_EVERY: Duration = Duration::from_secs(10);
-
-/// Which resource warnings are in force, so each is logged once per episode.
-#[derive(Clone, Copy, Default)]
-struct Warned {
-    fds: bool,
-    memory: bool,
-}
-
-/// Warns once when open descriptors pass 80 % of RLIMIT_NOFILE (5.3), or resident memory 80 % of the
-/// service's cgroup memory limit (5.5, 5.8: before MemoryHigh throttles it or MemoryMax kills it), and
-/// again when use drops back.
-fn watch_resources(warned: Warned) -> Warned {
-    let (open, limit) = crate::state::fd_usage();
-    let fds = limit > 0 && open * 10 >= limit * 8;
-    if fds && !warned.fds {
-        tracing::warn!(open, limit, "5.3 file descriptors above 80% of the limit");
-    } else if !fds && warned.fds {
-        tracing::info!(open, limit, "5.3 file descriptor use back under 80% of the limit");
-    }
-    let rss = crate::state::rss_bytes();
-    let memory_limit = crate::state::memory_limit();
-    let memory = memory_limit.is_some_and(|max| rss * 10 >= max * 8);
-    if memory && !warned.memory {
-        tracing::warn!(
-            rss_bytes = rss,
-            limit_bytes = memory_limit,
-            "5.5 resident memory above 80% of the cgroup limit"
-        );
-    } else if !memory && warned.memory {
-        tracing::info!(rss_bytes = rss, limit_bytes = memory_limit, "5.5 resident memory back under 80% of the limit");
-    }
-    Warned { fds, memory }
-}
-
-/// Hands memory freed after a big transient allocation (loading or syncing the library) back to the
-/// system; the allocator would otherwise keep it, and RSS would stay at the peak.
-pub fn release_freed_memory() {
-    // SAFETY: malloc_trim only walks glibc's own heap structures.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod events;
 pub mod lock;
 pub mod mounts;
 pub mod preflight;
+pub mod process;
 pub mod search;
 pub mod signals;
 pub mod state;
@@ -262,7 +263,7 @@ async fn serve(mut config: Config, config_file: Option<PathBuf>, started: Instan
 
     wait_until_mount_answers(&mount_point).await?;
     mounts::raise_readahead(&mount_point, READAHEAD_KIB);
-    background::release_freed_memory();
+    process::release_freed_memory();
     let tracks = fs.tree().file_count();
     tracing::info!(mount_point = %mount_point.display(), tracks, elapsed_ms = started.elapsed().as_millis() as u64, "mounted and serving");
     let cancel = CancellationToken::new();

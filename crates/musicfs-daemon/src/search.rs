@@ -76,11 +76,11 @@ impl Search {
                     // Checked, and closed until someone searches (5.5).
                     self.documents.store(index.doc_count(), Ordering::Relaxed);
                     drop(index);
-                    crate::background::release_freed_memory();
+                    crate::process::release_freed_memory();
                     *lock(&self.state) = "ready".into();
                 }
                 Err(e) => {
-                    crate::background::release_freed_memory();
+                    crate::process::release_freed_memory();
                     *lock(&self.state) = format!("unavailable: {e}");
                     return Err(format!("6.5 search index unavailable: {e}"));
                 }
@@ -113,7 +113,7 @@ impl Search {
         }
         if let Some(index) = lock(&self.index).take() {
             drop(index);
-            crate::background::release_freed_memory();
+            crate::process::release_freed_memory();
             tracing::debug!("search index closed while idle (5.5)");
         }
     }
@@ -151,7 +151,7 @@ impl Search {
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r);
-        crate::background::release_freed_memory();
+        crate::process::release_freed_memory();
         match result {
             Ok((changed, documents)) => {
                 self.documents.store(documents, Ordering::Relaxed);
@@ -191,7 +191,7 @@ impl Search {
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r);
-        crate::background::release_freed_memory();
+        crate::process::release_freed_memory();
         match rebuilt {
             Ok(index) => {
                 let documents = index.doc_count();

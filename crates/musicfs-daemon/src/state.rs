@@ -84,53 +84,6 @@ pub struct Status {
     pub search_documents: u64,
 }
 
-/// Open descriptors of this process and its soft limit.
-pub fn fd_usage() -> (u64, u64) {
-    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we pass.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    (open, if ok { limit.rlim_cur } else { 0 })
-}
-
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// The memory limit systemd set for this process's cgroup (MemoryHigh, else MemoryMax), if any. Reads the
-/// unified hierarchy (cgroup v2, also mounted at `unified/` on hybrid hosts), else the v1 memory controller.
-pub fn memory_limit() -> Option<u64> {
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let mut candidates = Vec::new();
-    for line in cgroups.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next(), parts.next()?, parts.next()?);
-        let path = path.trim_start_matches('/');
-        match controllers {
-            "" => {
-                for base in [root.to_owned(), root.join("unified")] {
-                    candidates.push(base.join(path).join("memory.high"));
-                    candidates.push(base.join(path).join("memory.max"));
-                }
-            }
-            c if c.split(',').any(|c| c == "memory") => {
-                candidates.push(root.join(c).join(path).join("memory.limit_in_bytes"))
-            }
-            _ => {}
-        }
-    }
-    // "max" does not parse; v1 says "no limit" with a number near 2^63.
-    candidates
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse::<u64>().ok())
-        .find(|&limit| limit < 1 << 62)
-}
-
 impl Shared {
     pub fn library_state(&self) -> LibraryState {
         let origins = self.origins.read().unwrap_or_else(|p| p.into_inner());
@@ -156,7 +109,7 @@ impl Shared {
     }
 
     pub fn status(&self) -> Status {
-        let (open_fds, fd_limit) = fd_usage();
+        let (open_fds, fd_limit) = crate::process::fd_usage();
         let (search_state, search_documents) = self.search.status();
         let stats = &self.reader.stats;
         let hits = stats.chunk_hits.load(Ordering::Relaxed);
@@ -190,9 +143,9 @@ impl Shared {
                 .collect(),
             open_fds,
             fd_limit,
-            rss_bytes: rss_bytes(),
+            rss_bytes: crate::process::rss_bytes(),
             tree_bytes: self.fs.tree().heap_bytes() as u64,
-            memory_limit_bytes: memory_limit(),
+            memory_limit_bytes: crate::process::memory_limit(),
             tasks: self.supervisor.health(),
             search: search_state,
             search_documents,
