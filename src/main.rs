@@ -1,13 +1,13 @@
-//! `musicfs`: the command line. Thin on purpose: parse arguments, build the config, hand over to the daemon.
+//! `musicfs`: the command line. Thin on purpose: it parses arguments and calls the libraries — the config
+//! from `musicfs_core::overrides`, the daemon from `musicfs_daemon`, the control socket through
+//! `musicfs_daemon::control::Client` — and turns their answers into output and an exit code.
 
 use clap::{Parser, Subcommand};
-use musicfs_core::config::{
-    CacheConfig, EventsConfig, FuseConfig, HealthConfig, LibraryConfig, LoggingConfig, OriginConfig,
-};
-use musicfs_core::{ByteSize, Config, Seconds};
+use musicfs_core::overrides::{self, MountOptions};
+use musicfs_core::{ByteSize, Seconds};
+use musicfs_daemon::control::{self, Client, ControlError};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "musicfs", version, about = "A read-only FUSE filesystem that shows a music library by its tags")]
@@ -92,251 +92,6 @@ struct CacheArgs {
     cache_dir: Option<PathBuf>,
 }
 
-/// The cache directory and size limit named by `--cache-dir` or `--config`.
-fn target_cache(args: CacheArgs) -> Result<(PathBuf, ByteSize), String> {
-    match (args.cache_dir, args.config) {
-        (Some(dir), _) => Ok((dir, CacheConfig::default().max_size)),
-        (None, Some(file)) => Config::load(&file).map(|c| (c.cache_dir, c.cache.max_size)).map_err(|e| e.to_string()),
-        (None, None) => Err("give --cache-dir DIR or --config FILE".into()),
-    }
-}
-
-/// How long `status`, `metrics` and `shutdown` wait for the daemon's answer; a sync of a large library may
-/// take much longer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-const SYNC_TIMEOUT: Duration = Duration::from_secs(3600);
-
-fn control(args: CacheArgs, command: &str, timeout: Duration) -> Result<String, String> {
-    let (cache_dir, _) = target_cache(args)?;
-    let socket = musicfs_daemon::control::socket_path(&cache_dir);
-    musicfs_daemon::control::request(&socket, command, timeout)
-        .map_err(|e| format!("no running daemon answers on {} ({e})", socket.display()))
-}
-
-/// Prints a one-shot answer, or the error; an `{"error": …}` answer fails too.
-fn print_answer(answer: Result<String, String>) -> ExitCode {
-    match answer {
-        Ok(text) if text.starts_with("{\"error\"") => {
-            eprint!("musicfs: {text}");
-            ExitCode::FAILURE
-        }
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("musicfs: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn search(args: CacheArgs, limit: usize, json: bool, words: Vec<String>) -> ExitCode {
-    let (cache_dir, _) = match target_cache(args) {
-        Ok(target) => target,
-        Err(e) => {
-            eprintln!("musicfs: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let socket = musicfs_daemon::control::socket_path(&cache_dir);
-    if words == ["rebuild"] {
-        let answer = match musicfs_daemon::control::request(&socket, r#"{"cmd":"search_rebuild"}"#, SYNC_TIMEOUT) {
-            Ok(answer) => answer,
-            // No daemon: rebuild offline (this takes the cache lock, so it never races one).
-            Err(_) => match musicfs_daemon::search::rebuild_offline(&cache_dir) {
-                Ok(documents) => format!("{{\"rebuilt\":true,\"documents\":{documents}}}"),
-                Err(e) => {
-                    eprintln!("musicfs: {e}");
-                    return ExitCode::FAILURE;
-                }
-            },
-        };
-        return print_answer(Ok(answer));
-    }
-    let command = serde_json::json!({ "cmd": "search", "query": words.join(" "), "limit": limit }).to_string();
-    let answer = musicfs_daemon::control::request(&socket, &command, ANSWER_TIMEOUT)
-        .map_err(|e| format!("no running daemon answers on {} ({e})", socket.display()));
-    match answer {
-        Ok(text) if !json && !text.starts_with("{\"error\"") => {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            let mount_point = PathBuf::from(v["mount_point"].as_str().unwrap_or(""));
-            for hit in v["hits"].as_array().into_iter().flatten() {
-                println!("{}", mount_point.join(hit["path"].as_str().unwrap_or("")).display());
-            }
-            ExitCode::SUCCESS
-        }
-        other => print_answer(other),
-    }
-}
-
-fn events(args: CacheArgs) -> ExitCode {
-    let socket = match target_cache(args) {
-        Ok((cache_dir, _)) => musicfs_daemon::control::socket_path(&cache_dir),
-        Err(e) => {
-            eprintln!("musicfs: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match musicfs_daemon::control::follow(&socket, r#"{"cmd":"events"}"#, std::io::stdout()) {
-        Ok(()) => ExitCode::SUCCESS,
-        // The reader of our output went away (`musicfs events | head`): not a failure.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("musicfs: no running daemon streams events on {} ({e})", socket.display());
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn status(args: CacheArgs, json: bool) -> ExitCode {
-    let answer = match control(args, r#"{"cmd":"status"}"#, ANSWER_TIMEOUT) {
-        Ok(answer) => answer,
-        Err(e) => {
-            eprintln!("musicfs: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if json {
-        print!("{answer}");
-        return ExitCode::SUCCESS;
-    }
-    let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
-    let bytes = |key: &str| ByteSize(v[key].as_u64().unwrap_or(0));
-    println!("state:      {}  (pid {}, up {} s)", v["state"].as_str().unwrap_or("?"), v["pid"], v["uptime_secs"]);
-    println!("mount:      {}  ({} tracks)", v["mount_point"].as_str().unwrap_or("?"), v["tracks"]);
-    println!(
-        "cache:      {} of {}  ({} chunks, hit ratio {:.2})",
-        bytes("cache_bytes"),
-        bytes("cache_max_bytes"),
-        v["chunks"],
-        v["cache_hit_ratio"].as_f64().unwrap_or(0.0)
-    );
-    if let Some(why) = v["cache_write_failure"].as_str() {
-        println!("            NOT CACHING: {why}");
-    }
-    for o in v["origins"].as_array().into_iter().flatten() {
-        let state = if o["healthy"].as_bool() == Some(true) {
-            "up".to_owned()
-        } else {
-            format!("DOWN: {}", o["last_error"].as_str().unwrap_or(""))
-        };
-        println!("origin:     {}  {state}", o["id"].as_str().unwrap_or("?"));
-    }
-    if v["served_from_backup"].as_u64().is_some_and(|n| n > 0) {
-        println!(
-            "            {} tracks served from a backup origin, re-validated when their origin returns",
-            v["served_from_backup"]
-        );
-    }
-    let ops: Vec<String> = v["fuse_ops"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|op| format!("{} {} ({} errors)", op[0].as_str().unwrap_or("?"), op[1], op[2]))
-        .collect();
-    println!("fuse ops:   {}; {} reads in flight", ops.join(", "), v["reads_in_flight"]);
-    println!(
-        "resources:  {} of {} fds, {} resident ({} for the library tree)",
-        v["open_fds"],
-        v["fd_limit"],
-        bytes("rss_bytes"),
-        bytes("tree_bytes")
-    );
-    let tasks: Vec<String> = v["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| {
-            let alive = if t["alive"].as_bool() == Some(true) { "alive" } else { "DEAD" };
-            format!("{} {alive} ({} restarts)", t["name"].as_str().unwrap_or("?"), t["restarts"])
-        })
-        .collect();
-    println!("tasks:      {}", tasks.join(", "));
-    println!("search:     {}  ({} tracks indexed)", v["search"].as_str().unwrap_or("?"), v["search_documents"]);
-    let e = &v["events"];
-    let lost: Vec<String> = e["consumers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["lost"].as_u64().unwrap_or(0) > 0)
-        .map(|c| format!("{} lost {}", c["consumer"].as_str().unwrap_or("?"), c["lost"]))
-        .collect();
-    println!(
-        "events:     {} published (queue {} per consumer){}",
-        e["published"],
-        e["capacity"],
-        if lost.is_empty() { String::new() } else { format!("; {}", lost.join(", ")) }
-    );
-    ExitCode::SUCCESS
-}
-
-fn shutdown(args: CacheArgs, drain: Option<Seconds>) -> ExitCode {
-    let command = match drain {
-        Some(d) => format!(r#"{{"cmd":"shutdown","drain_timeout_secs":{}}}"#, d.0.as_secs_f64()),
-        None => r#"{"cmd":"shutdown"}"#.to_owned(),
-    };
-    let answer = match control(args, &command, ANSWER_TIMEOUT) {
-        Ok(answer) => answer,
-        Err(e) => {
-            eprintln!("musicfs: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let pid = serde_json::from_str::<serde_json::Value>(&answer).ok().and_then(|v| v["pid"].as_u64());
-    let Some(pid) = pid else {
-        eprintln!("musicfs: unexpected answer: {answer}");
-        return ExitCode::FAILURE;
-    };
-    // Wait for the daemon to finish its ordered shutdown, so that ExecStop returns when it is done.
-    let limit = drain.map_or(std::time::Duration::from_secs(5), |d| d.0) + std::time::Duration::from_secs(30);
-    let deadline = std::time::Instant::now() + limit;
-    // Gone, or a zombie waiting for its parent to reap it: either way it has finished.
-    let running = |pid: u64| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
-    };
-    while running(pid) {
-        if std::time::Instant::now() > deadline {
-            eprintln!("musicfs: daemon {pid} still running after {limit:?}");
-            return ExitCode::FAILURE;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    println!("musicfs {pid} stopped");
-    ExitCode::SUCCESS
-}
-
-fn cache_op(args: CacheArgs, rebuild: bool) -> ExitCode {
-    let (cache_dir, max_size) = match target_cache(args) {
-        Ok(target) => target,
-        Err(e) => {
-            eprintln!("musicfs: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    musicfs_core::logging::init("info");
-    match musicfs_daemon::cache_maintenance(&cache_dir, max_size.0, rebuild) {
-        Ok(report) if report.rotten == 0 => {
-            println!("checked {} chunks ({}): all sound", report.checked, ByteSize(report.bytes));
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            println!(
-                "checked {} chunks ({}): {} rotten chunks removed; they are fetched again from the origin when next read",
-                report.checked,
-                ByteSize(report.bytes),
-                report.rotten
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("musicfs: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 #[derive(clap::Args)]
 struct MountArgs {
     /// TOML config file; the flags below override its values.
@@ -361,99 +116,153 @@ struct MountArgs {
     mount_point: Option<PathBuf>,
 }
 
-fn absolute(path: PathBuf) -> PathBuf {
-    std::path::absolute(&path).unwrap_or(path)
+/// What went wrong, printed as `musicfs: …`. A mount or cache command that cannot tell what to work on exits
+/// 2, everything else 1.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Usage(#[from] overrides::OverrideError),
+    /// A command for a running daemon that cannot tell which one.
+    #[error(transparent)]
+    Target(overrides::OverrideError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Daemon(#[from] musicfs_daemon::DaemonError),
+    #[error(transparent)]
+    Failpoints(#[from] musicfs_core::failpoints::FailpointsError),
+    #[error(transparent)]
+    StillRunning(#[from] control::client::StillRunning),
 }
 
-fn build_config(args: MountArgs) -> Result<Config, String> {
-    let mut config = match &args.config {
-        Some(file) => Config::load(file).map_err(|e| e.to_string())?,
-        None => {
-            let missing = |what: &str| format!("missing {what} (or give --config FILE)");
-            Config {
-                mount_point: args.mount_point.clone().ok_or_else(|| missing("MOUNT_POINT"))?,
-                cache_dir: args.cache_dir.clone().ok_or_else(|| missing("--cache-dir DIR"))?,
-                origins: Vec::new(),
-                cache: CacheConfig::default(),
-                library: LibraryConfig::default(),
-                health: HealthConfig::default(),
-                fuse: FuseConfig::default(),
-                logging: LoggingConfig::default(),
-                events: EventsConfig::default(),
-            }
-        }
-    };
-    if args.config.is_none() && args.origins.is_empty() {
-        return Err("missing --origin DIR (or give --config FILE)".into());
+impl CacheArgs {
+    fn target(self) -> Result<(PathBuf, ByteSize), overrides::OverrideError> {
+        overrides::cache_target(self.cache_dir, self.config.as_deref())
     }
-    if !args.origins.is_empty() {
-        config.origins = args
-            .origins
-            .into_iter()
-            .enumerate()
-            .map(|(i, path)| {
-                let id = if i == 0 { "local".into() } else { format!("local{}", i + 1) };
-                OriginConfig::local(id, i as u32, absolute(path))
-            })
-            .collect();
+
+    fn client(self) -> Result<Client, Failure> {
+        Ok(Client::for_cache(&self.target().map_err(Failure::Target)?.0))
     }
-    if let Some(dir) = args.cache_dir {
-        config.cache_dir = dir;
-    }
-    if let Some(mp) = args.mount_point {
-        config.mount_point = mp;
-    }
-    config.cache_dir = absolute(config.cache_dir);
-    config.mount_point = absolute(config.mount_point);
-    if let Some(size) = args.max_size {
-        config.cache.max_size = size;
-    }
-    if let Some(timeout) = args.read_timeout {
-        config.fuse.read_timeout = timeout;
-    }
-    config.fuse.allow_other |= args.allow_other;
-    let source = args.config.map_or_else(|| "command line".into(), |f| f.display().to_string());
-    config.validate().map_err(|e| format!("config error: {source}: {e}"))?;
-    Ok(config)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    let result = match Cli::parse().command {
+        Command::Mount(args) => mount(args),
         Command::Status { target, json } => status(target, json),
         Command::Shutdown { target, drain_timeout } => shutdown(target, drain_timeout),
-        Command::Metrics { target } => print_answer(control(target, r#"{"cmd":"metrics"}"#, ANSWER_TIMEOUT)),
-        Command::Sync { target } => print_answer(control(target, r#"{"cmd":"sync"}"#, SYNC_TIMEOUT)),
+        Command::Metrics { target } => metrics(target),
+        Command::Sync { target } => target.client().and_then(|client| print_json(&client.sync()?)),
         Command::Events { target } => events(target),
         Command::Search { target, limit, json, words } => search(target, limit, json, words),
         Command::Cache { op: CacheOp::Verify(args) } => cache_op(args, false),
         Command::Cache { op: CacheOp::Repair(args) } => cache_op(args, true),
-        Command::Mount(args) => {
-            let config_file = args.config.clone();
-            let config = match build_config(args) {
-                Ok(config) => config,
-                Err(message) => {
-                    eprintln!("musicfs: {message}");
-                    return ExitCode::from(2);
-                }
-            };
-            musicfs_core::logging::init(&config.logging.level);
-            musicfs_core::logging::install_panic_hook();
-            match musicfs_core::failpoints::setup_from_env() {
-                Ok(names) if !names.is_empty() => eprintln!("musicfs: failpoints active: {}", names.join(", ")),
-                Ok(_) => {}
-                Err(message) => {
-                    eprintln!("musicfs: {message}");
-                    return ExitCode::from(2);
-                }
-            }
-            match musicfs_daemon::run(config, config_file) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("musicfs: {e}");
-                    ExitCode::FAILURE
-                }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("musicfs: {e}");
+            match e {
+                Failure::Usage(_) | Failure::Failpoints(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
             }
         }
     }
+}
+
+fn print_json(answer: &impl serde::Serialize) -> Result<(), Failure> {
+    println!("{}", serde_json::to_string(answer).unwrap_or_default());
+    Ok(())
+}
+
+fn mount(args: MountArgs) -> Result<(), Failure> {
+    let config_file = args.config.clone();
+    let config = overrides::mount_config(MountOptions {
+        config_file: args.config,
+        origins: args.origins,
+        cache_dir: args.cache_dir,
+        mount_point: args.mount_point,
+        max_size: args.max_size,
+        read_timeout: args.read_timeout,
+        allow_other: args.allow_other,
+    })?;
+    musicfs_core::logging::init(&config.logging.level);
+    musicfs_core::logging::install_panic_hook();
+    let names = musicfs_core::failpoints::setup_from_env()?;
+    if !names.is_empty() {
+        eprintln!("musicfs: failpoints active: {}", names.join(", "));
+    }
+    Ok(musicfs_daemon::run(config, config_file)?)
+}
+
+fn status(target: CacheArgs, json: bool) -> Result<(), Failure> {
+    let status = target.client()?.status()?;
+    if json {
+        return print_json(&status);
+    }
+    print!("{status}");
+    Ok(())
+}
+
+fn shutdown(target: CacheArgs, drain: Option<Seconds>) -> Result<(), Failure> {
+    let drain = drain.map(|d| d.0);
+    let answer = target.client()?.shutdown(drain)?;
+    // Wait for the daemon to finish its ordered shutdown, so that ExecStop returns when it is done.
+    let limit = drain.unwrap_or(musicfs_daemon::DRAIN_TIMEOUT) + control::client::SHUTDOWN_GRACE;
+    control::client::wait_for_exit(answer.pid, limit)?;
+    println!("musicfs {} stopped", answer.pid);
+    Ok(())
+}
+
+fn metrics(target: CacheArgs) -> Result<(), Failure> {
+    print!("{}", target.client()?.metrics()?);
+    Ok(())
+}
+
+fn events(target: CacheArgs) -> Result<(), Failure> {
+    match target.client()?.follow_events(std::io::stdout()) {
+        // The reader of our output went away (`musicfs events | head`): not a failure.
+        Err(ControlError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn search(target: CacheArgs, limit: usize, json: bool, words: Vec<String>) -> Result<(), Failure> {
+    let (cache_dir, _) = target.target().map_err(Failure::Target)?;
+    let client = Client::for_cache(&cache_dir);
+    if words == ["rebuild"] {
+        let rebuilt = match client.search_rebuild() {
+            // No daemon: rebuild offline (this takes the cache lock, so it never races one).
+            Err(ControlError::NoDaemon { .. }) => {
+                let documents = musicfs_daemon::search::rebuild_offline(&cache_dir)?;
+                control::protocol::RebuildAnswer { documents, rebuilt: true }
+            }
+            answer => answer?,
+        };
+        return print_json(&rebuilt);
+    }
+    let answer = client.search(words.join(" "), limit)?;
+    if json {
+        return print_json(&answer);
+    }
+    for hit in &answer.hits {
+        println!("{}", answer.mount_point.join(&hit.path).display());
+    }
+    Ok(())
+}
+
+fn cache_op(target: CacheArgs, rebuild: bool) -> Result<(), Failure> {
+    let (cache_dir, max_size) = target.target()?;
+    musicfs_core::logging::init("info");
+    let report = musicfs_daemon::cache_maintenance(&cache_dir, max_size.0, rebuild)?;
+    if report.rotten == 0 {
+        println!("checked {} chunks ({}): all sound", report.checked, ByteSize(report.bytes));
+    } else {
+        println!(
+            "checked {} chunks ({}): {} rotten chunks removed; they are fetched again from the origin when next read",
+            report.checked,
+            ByteSize(report.bytes),
+            report.rotten
+        );
+    }
+    Ok(())
 }

@@ -472,6 +472,21 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// A config with no origins yet and every section at its defaults.
+    pub fn with_defaults(mount_point: PathBuf, cache_dir: PathBuf) -> Config {
+        Config {
+            mount_point,
+            cache_dir,
+            origins: Vec::new(),
+            cache: CacheConfig::default(),
+            library: LibraryConfig::default(),
+            health: HealthConfig::default(),
+            fuse: FuseConfig::default(),
+            logging: LoggingConfig::default(),
+            events: EventsConfig::default(),
+        }
+    }
+
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

@@ -10,7 +10,7 @@
 //! Either way no loss is silent. It is counted per consumer (`musicfs_events_lost_total`), logged, and
 //! handed to the consumer as [`Delivery::Lost`], so that it resynchronises from the source of truth.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 /// How long a publisher waits for a lossless consumer that is behind.
 pub const LOSSLESS_WAIT: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Guarantee {
     Lossless,
@@ -37,7 +37,7 @@ pub enum Delivery<E> {
 }
 
 /// One consumer's counters, as `musicfs status` and the metrics show them.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConsumerStats {
     pub consumer: String,
     pub guarantee: Guarantee,

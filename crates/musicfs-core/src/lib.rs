@@ -8,6 +8,7 @@ pub mod config;
 pub mod events;
 pub mod failpoints;
 pub mod logging;
+pub mod overrides;
 pub mod supervisor;
 pub mod units;
 

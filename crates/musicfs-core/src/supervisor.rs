@@ -5,7 +5,7 @@
 //! [`Supervisor::revive_given_up`] gives such tasks a fresh start when what they depend on recovers, e.g.
 //! when an origin returns (4.2.4): a task that failed because an origin was gone should not stay dead.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,9 +15,9 @@ pub const BACKOFF: [Duration; 3] = [Duration::from_secs(1), Duration::from_secs(
 /// Restarts before the supervisor gives a task up.
 pub const MAX_RESTARTS: u32 = 10;
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TaskHealth {
-    pub name: &'static str,
+    pub name: String,
     pub critical: bool,
     pub alive: bool,
     pub restarts: u32,
@@ -65,7 +65,7 @@ impl Supervisor {
     {
         let index = {
             let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            tasks.push(TaskHealth { name, critical, alive: true, restarts: 0, last_failure: None });
+            tasks.push(TaskHealth { name: name.to_owned(), critical, alive: true, restarts: 0, last_failure: None });
             tasks.len() - 1
         };
         let this = self.clone();
@@ -143,8 +143,8 @@ impl Supervisor {
     }
 
     /// Restarts every given-up task with a fresh restart budget; returns their names.
-    pub fn revive_given_up(&self) -> Vec<&'static str> {
-        let dead: Vec<&'static str> = self.health().into_iter().filter(|t| !t.alive).map(|t| t.name).collect();
+    pub fn revive_given_up(&self) -> Vec<String> {
+        let dead: Vec<String> = self.health().into_iter().filter(|t| !t.alive).map(|t| t.name).collect();
         if !dead.is_empty() && !self.cancel.is_cancelled() {
             self.revive.notify_waiters();
         }
@@ -152,7 +152,7 @@ impl Supervisor {
     }
 
     /// Names of critical tasks that are no longer running (given up), for the watchdog's self-check.
-    pub fn dead_critical(&self) -> Vec<&'static str> {
+    pub fn dead_critical(&self) -> Vec<String> {
         self.health().into_iter().filter(|t| t.critical && !t.alive).map(|t| t.name).collect()
     }
 }
@@ -210,7 +210,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(revived.load(Ordering::SeqCst), 4, "given up after 1 run and 3 restarts");
-        assert!(sup.revive_given_up().contains(&"recovers"));
+        assert!(sup.revive_given_up().iter().any(|name| name == "recovers"));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let recovers = sup.health().into_iter().find(|t| t.name == "recovers").unwrap();
         assert_eq!((recovers.alive, recovers.restarts), (true, 0), "running again after the revive: {recovers:?}");

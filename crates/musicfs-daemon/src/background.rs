@@ -3,6 +3,7 @@
 //! `musicfs sync`), and cache upkeep (access-time write-back, the chunk scrubber of 6.4, the descriptor watch
 //! of 5.3). The first two announce what they find on the event bus (3.3).
 
+use crate::control::protocol::SyncReport;
 use crate::events::Event;
 use crate::process;
 use musicfs_cas::ChunkStore;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 const SYNC_INVALIDATION_WAIT: Duration = Duration::from_secs(5);
 
 /// A `musicfs sync` request: run a delta sync now, answer with its summary.
-pub type SyncRequest = oneshot::Sender<Result<serde_json::Value, String>>;
+pub type SyncRequest = oneshot::Sender<Result<SyncReport, String>>;
 
 /// How often changed chunk access times are written back.
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(30);
@@ -119,7 +120,7 @@ impl Background {
     }
 
     /// One delta sync. A changed library is swapped in and announced with what the kernel must forget.
-    async fn delta_sync(&self) -> Result<serde_json::Value, String> {
+    async fn delta_sync(&self) -> Result<SyncReport, String> {
         let result = match sync::sync(
             &self.db,
             &self.origins,
@@ -160,14 +161,14 @@ impl Background {
                     unreachable = ?report.unreachable,
                     "delta sync done"
                 );
-                Ok(serde_json::json!({
-                    "added": report.added,
-                    "changed": report.changed,
-                    "removed": report.removed,
-                    "renamed": report.renamed,
-                    "tracks": report.total,
-                    "unreachable": report.unreachable,
-                }))
+                Ok(SyncReport {
+                    added: report.added,
+                    changed: report.changed,
+                    removed: report.removed,
+                    renamed: report.renamed,
+                    tracks: report.total,
+                    unreachable: report.unreachable,
+                })
             }
             Err(e) => {
                 tracing::warn!(error = %e, "delta sync failed; serving the library as it was");

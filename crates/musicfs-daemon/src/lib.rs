@@ -18,6 +18,7 @@ pub mod process;
 pub mod search;
 pub mod signals;
 pub mod state;
+pub mod status;
 pub mod systemd;
 
 use musicfs_cas::{ChunkParams, ChunkStore, ManifestStore, Reader};

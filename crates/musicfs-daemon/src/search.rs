@@ -11,7 +11,10 @@ use crate::events::Event;
 use musicfs_core::events::{Delivery, Subscription};
 use musicfs_meta::Db;
 use musicfs_search::{Hit, SearchIndex};
+use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,14 +28,67 @@ pub fn index_dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join("search").join("v1")
 }
 
+/// Where search stands, as `musicfs status` shows it: `opening`, `ready`, `rebuilding`, `closed` (at
+/// shutdown), or `unavailable: WHY` (6.5). Sent over the control socket as that string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SearchState {
+    Opening,
+    /// Checked and usable, whether the index is open right now or closed while idle.
+    Ready,
+    Rebuilding,
+    Closed,
+    Unavailable(String),
+}
+
+impl fmt::Display for SearchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SearchState::Opening => f.write_str("opening"),
+            SearchState::Ready => f.write_str("ready"),
+            SearchState::Rebuilding => f.write_str("rebuilding"),
+            SearchState::Closed => f.write_str("closed"),
+            SearchState::Unavailable(why) => write!(f, "unavailable: {why}"),
+        }
+    }
+}
+
+impl FromStr for SearchState {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "opening" => SearchState::Opening,
+            "ready" => SearchState::Ready,
+            "rebuilding" => SearchState::Rebuilding,
+            "closed" => SearchState::Closed,
+            other => match other.strip_prefix("unavailable: ") {
+                Some(why) => SearchState::Unavailable(why.to_owned()),
+                None => return Err(format!("`{other}` is not a search state")),
+            },
+        })
+    }
+}
+
+impl Serialize for SearchState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SearchState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 pub struct Search {
     dir: PathBuf,
     db: Arc<Db>,
     /// Open while in use; `None` when closed (idle) or not available.
     index: Mutex<Option<Arc<SearchIndex>>>,
     last_used: Mutex<Instant>,
-    /// "opening", "ready" (open or closed), or why search is unavailable.
-    state: Mutex<String>,
+    /// Opening, ready (open or closed), or why search is unavailable.
+    state: Mutex<SearchState>,
     /// Searchable documents at the last open or change, for status while the index is closed.
     documents: AtomicU64,
     pub events: tokio::sync::Mutex<Subscription<Event>>,
@@ -49,7 +105,7 @@ impl Search {
             db,
             index: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
-            state: Mutex::new("opening".into()),
+            state: Mutex::new(SearchState::Opening),
             documents: AtomicU64::new(0),
             events: tokio::sync::Mutex::new(events),
         }
@@ -61,7 +117,7 @@ impl Search {
     /// while search stays unavailable.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
         let mut events = self.events.lock().await;
-        if lock(&self.state).as_str() != "ready" {
+        if *lock(&self.state) != SearchState::Ready {
             let (dir, db) = (self.dir.clone(), self.db.clone());
             let opened = tokio::task::spawn_blocking(move || {
                 let tracks = db.load_tracks().map_err(|e| e.to_string())?;
@@ -77,11 +133,11 @@ impl Search {
                     self.documents.store(index.doc_count(), Ordering::Relaxed);
                     drop(index);
                     crate::process::release_freed_memory();
-                    *lock(&self.state) = "ready".into();
+                    *lock(&self.state) = SearchState::Ready;
                 }
                 Err(e) => {
                     crate::process::release_freed_memory();
-                    *lock(&self.state) = format!("unavailable: {e}");
+                    *lock(&self.state) = SearchState::Unavailable(e.to_string());
                     return Err(format!("6.5 search index unavailable: {e}"));
                 }
             }
@@ -125,7 +181,7 @@ impl Search {
             return Ok(index);
         }
         let state = lock(&self.state).clone();
-        if state != "ready" {
+        if state != SearchState::Ready {
             return Err(format!("search is {state}"));
         }
         let dir = self.dir.clone();
@@ -174,7 +230,7 @@ impl Search {
     /// index too damaged for that, or one that could not be opened at all, is thrown away and built anew.
     pub async fn rebuild(&self) -> Result<u64, String> {
         let current = lock(&self.index).take();
-        *lock(&self.state) = "rebuilding".into();
+        *lock(&self.state) = SearchState::Rebuilding;
         let (db, dir) = (self.db.clone(), self.dir.clone());
         let rebuilt = tokio::task::spawn_blocking(move || {
             let tracks = db.load_tracks().map_err(|e| e.to_string())?;
@@ -196,25 +252,25 @@ impl Search {
             Ok(index) => {
                 let documents = index.doc_count();
                 self.keep(index);
-                *lock(&self.state) = "ready".into();
+                *lock(&self.state) = SearchState::Ready;
                 Ok(documents)
             }
             Err(e) => {
-                *lock(&self.state) = format!("unavailable: {e}");
+                *lock(&self.state) = SearchState::Unavailable(e.to_string());
                 Err(e)
             }
         }
     }
 
     /// For status: the state and the number of documents searchable.
-    pub fn status(&self) -> (String, u64) {
+    pub fn status(&self) -> (SearchState, u64) {
         (lock(&self.state).clone(), self.documents.load(Ordering::Relaxed))
     }
 
     /// At shutdown (2.3), before the database checkpoint: commit what is queued and wait for merges.
     pub fn close(&self) {
         let Some(index) = lock(&self.index).take() else { return };
-        *lock(&self.state) = "closed".into();
+        *lock(&self.state) = SearchState::Closed;
         let result = match Arc::try_unwrap(index) {
             Ok(index) => index.shutdown(),
             // A search still running holds it: commit, and let the last holder drop it.

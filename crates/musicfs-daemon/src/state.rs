@@ -1,26 +1,18 @@
 //! What the running daemon knows about itself, in one place: read by `musicfs status`, the Prometheus
 //! metrics, STATUS= for systemd and the watchdog; written by the health monitor and the resource watcher.
 
+use crate::search::SearchState;
+pub use crate::status::{DaemonState, EventsStatus, OriginStatus, Status};
 use musicfs_cas::{ChunkStore, Reader};
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::stats::{Op, READ_BUCKETS};
 use musicfs_origins::health::LibraryState;
-use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
-
-#[derive(Clone, Debug, Serialize)]
-pub struct OriginStatus {
-    pub id: String,
-    pub healthy: bool,
-    /// The last check failed because the host name did not resolve (4.2.5): degraded, re-checked soon.
-    pub dns_failure: bool,
-    pub last_error: Option<String>,
-}
 
 pub struct Shared {
     pub fs: Arc<MusicFs>,
@@ -36,52 +28,6 @@ pub struct Shared {
     pub search: Arc<crate::search::Search>,
     /// `musicfs sync` requests, answered by the library watcher.
     pub sync_requests: tokio::sync::mpsc::Sender<crate::background::SyncRequest>,
-}
-
-/// The event bus (3.3) as `musicfs status` shows it.
-#[derive(Debug, Serialize)]
-pub struct EventsStatus {
-    pub capacity: usize,
-    pub published: u64,
-    pub consumers: Vec<musicfs_core::events::ConsumerStats>,
-    /// Invalidations the kernel took after library changes, and full invalidations after lost events.
-    pub kernel_invalidations: u64,
-    pub kernel_resyncs: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Status {
-    pub pid: u32,
-    pub state: &'static str,
-    pub uptime_secs: u64,
-    pub mount_point: String,
-    pub tracks: u64,
-    pub cache_bytes: u64,
-    pub cache_max_bytes: u64,
-    pub cache_write_failure: Option<String>,
-    pub chunks: u64,
-    /// Chunks written to the cache since start.
-    pub chunks_written: u64,
-    pub cache_hit_ratio: f64,
-    pub reads_in_flight: u64,
-    pub origins: Vec<OriginStatus>,
-    /// Tracks served from a backup origin since their own origin went away, awaiting re-validation (4.2.6).
-    pub served_from_backup: u64,
-    /// Origin reads a backup answered since start.
-    pub backup_reads: u64,
-    pub fuse_ops: Vec<(String, u64, u64)>,
-    pub open_fds: u64,
-    pub fd_limit: u64,
-    pub rss_bytes: u64,
-    /// The library tree's share of that (5.5).
-    pub tree_bytes: u64,
-    /// The cgroup memory limit (MemoryHigh, else MemoryMax), if the service has one.
-    pub memory_limit_bytes: Option<u64>,
-    pub tasks: Vec<musicfs_core::supervisor::TaskHealth>,
-    pub events: EventsStatus,
-    /// "ready", "opening", or why search is unavailable (6.5); and the documents searchable.
-    pub search: String,
-    pub search_documents: u64,
 }
 
 impl Shared {
@@ -117,12 +63,12 @@ impl Shared {
         Status {
             pid: std::process::id(),
             state: if self.stopping.load(Ordering::SeqCst) {
-                "stopping"
+                DaemonState::Stopping
             } else if self.library_state() == LibraryState::Ready && self.cache_trouble().is_some() {
                 // 2.8, 6.6: the cache cannot take chunks; music still plays from the origins.
-                "degraded"
+                DaemonState::Degraded
             } else {
-                self.library_state().as_str()
+                self.library_state().into()
             },
             cache_write_failure: self.cache_trouble(),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -161,17 +107,7 @@ impl Shared {
 
     /// One line for systemd's STATUS=.
     pub fn status_line(&self) -> String {
-        let s = self.status();
-        let down: Vec<&str> = s.origins.iter().filter(|o| !o.healthy).map(|o| o.id.as_str()).collect();
-        format!(
-            "{}: {} tracks; cache {} of {}; {} reads in flight{}",
-            s.state,
-            s.tracks,
-            musicfs_core::ByteSize(s.cache_bytes),
-            musicfs_core::ByteSize(s.cache_max_bytes),
-            s.reads_in_flight,
-            if down.is_empty() { String::new() } else { format!("; origins down: {}", down.join(", ")) }
-        )
+        self.status().line()
     }
 
     /// Prometheus text exposition format.
@@ -194,9 +130,12 @@ impl Shared {
             "Tracks served from a backup origin, awaiting re-validation (4.2.6).",
             s.served_from_backup as f64,
         );
-        gauge("musicfs_backup_reads_total", "Origin reads answered by a backup origin.", s.backup_reads as f64);
         gauge("musicfs_search_documents", "Tracks searchable in the search index.", s.search_documents as f64);
-        gauge("musicfs_search_up", "Whether search is available (6.5).", f64::from(u8::from(s.search == "ready")));
+        gauge(
+            "musicfs_search_up",
+            "Whether search is available (6.5).",
+            f64::from(u8::from(s.search == SearchState::Ready)),
+        );
         gauge("musicfs_cache_bytes", "Chunk bytes in the cache.", s.cache_bytes as f64);
         gauge("musicfs_cache_max_bytes", "Cache size limit.", s.cache_max_bytes as f64);
         gauge("musicfs_cache_chunks", "Chunks in the cache.", s.chunks as f64);
@@ -206,6 +145,11 @@ impl Shared {
             s.cache_hit_ratio,
         );
         gauge("musicfs_reads_in_flight", "FUSE reads being served.", s.reads_in_flight as f64);
+        let _ = writeln!(
+            out,
+            "# HELP musicfs_backup_reads_total Origin reads answered by a backup origin.\n# TYPE musicfs_backup_reads_total counter\nmusicfs_backup_reads_total {}",
+            s.backup_reads
+        );
         let store = &self.store.stats;
         let _ = writeln!(
             out,
@@ -264,7 +208,7 @@ impl Shared {
             "",
             &[("", s.events.kernel_invalidations)],
         );
-        let restarts: Vec<(&str, u64)> = s.tasks.iter().map(|t| (t.name, u64::from(t.restarts))).collect();
+        let restarts: Vec<(&str, u64)> = s.tasks.iter().map(|t| (t.name.as_str(), u64::from(t.restarts))).collect();
         counter("musicfs_task_restarts_total", "Restarts of a supervised background task (2.6).", "task", &restarts);
         let _ =
             writeln!(out, "# HELP musicfs_task_up Whether a supervised task is running.\n# TYPE musicfs_task_up gauge");

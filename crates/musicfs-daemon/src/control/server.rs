@@ -1,0 +1,146 @@
+//! The daemon side of the control socket: binds it (mode 0600, in the runtime directory), reads one
+//! [`Command`] line per connection and writes the typed answer, or streams events for `musicfs events`.
+
+use super::protocol::{
+    Command, DEFAULT_SEARCH_LIMIT, ErrorAnswer, RebuildAnswer, SearchAnswer, SearchHit, ShutdownAnswer,
+};
+use crate::signals::Request;
+use crate::state::Shared;
+use serde::Serialize;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The longest command line read; anything longer is not a command.
+const MAX_COMMAND_BYTES: u64 = 4096;
+/// How long a client may take to send its command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds the socket (replacing a stale one: the cache lock guarantees no other daemon owns it) and serves
+/// until cancelled.
+pub fn start(
+    path: &Path,
+    shared: Arc<Shared>,
+    requests: mpsc::UnboundedSender<Request>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let path = path.to_owned();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let (shared, requests, cancel) = (shared.clone(), requests.clone(), cancel.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = answer(stream, &shared, &requests, cancel).await {
+                                tracing::debug!(error = %e, "control connection failed");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(())
+}
+
+/// One answer as its JSON line (without the newline); an error becomes `{"error": …}`.
+fn json<T: Serialize>(answer: Result<T, String>) -> String {
+    let text = match answer {
+        Ok(answer) => serde_json::to_string(&answer),
+        Err(error) => serde_json::to_string(&ErrorAnswer { error }),
+    };
+    text.unwrap_or_else(|e| format!("{{\"error\":\"the answer could not be encoded: {e}\"}}"))
+}
+
+async fn answer(
+    stream: UnixStream,
+    shared: &Shared,
+    requests: &mpsc::UnboundedSender<Request>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_COMMAND_BYTES));
+    tokio::time::timeout(COMMAND_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+    let command = serde_json::from_str::<Command>(line.trim()).map_err(|e| e.to_string());
+    let reply = match command {
+        Ok(Command::Status) => json(Ok(shared.status())),
+        Ok(Command::Metrics) => shared.metrics(),
+        Ok(Command::Shutdown { drain_timeout_secs }) => {
+            let drain = drain_timeout_secs.and_then(|s| Duration::try_from_secs_f64(s).ok());
+            let _ = requests.send(Request::Shutdown("musicfs shutdown", drain));
+            json(Ok(ShutdownAnswer { shutting_down: true, pid: std::process::id() }))
+        }
+        Ok(Command::Sync) => json(sync_now(shared).await),
+        Ok(Command::Events) => return stream_events(write, shared, cancel).await,
+        Ok(Command::Search { query, limit }) => {
+            let hits = shared.search.query(query, limit.unwrap_or(DEFAULT_SEARCH_LIMIT)).await;
+            json(hits.map(|hits| {
+                SearchAnswer {
+                    hits: hits
+                        .into_iter()
+                        .map(|h| SearchHit { path: h.vpath, score: h.score, track_id: h.track_id })
+                        .collect(),
+                    mount_point: shared.mount_point.clone(),
+                }
+            }))
+        }
+        Ok(Command::SearchRebuild) => {
+            json(shared.search.rebuild().await.map(|documents| RebuildAnswer { documents, rebuilt: true }))
+        }
+        Err(e) => json::<()>(Err(e)),
+    };
+    write.write_all(reply.as_bytes()).await?;
+    write.write_all(b"\n").await?;
+    write.shutdown().await
+}
+
+async fn sync_now(shared: &Shared) -> Result<super::protocol::SyncReport, String> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    shared.sync_requests.send(reply).await.map_err(|_| "the library watcher is not running".to_owned())?;
+    answer.await.map_err(|_| "the library watcher stopped before answering".to_owned())?
+}
+
+/// `musicfs events`: a lossy consumer (3.3). A client that reads too slowly loses events and is told how
+/// many, in a `lost` line.
+async fn stream_events(
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    shared: &Shared,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    use musicfs_core::events::{Delivery, Guarantee};
+    let mut events = shared.events.subscribe("musicfs events", Guarantee::Lossy);
+    let hello = serde_json::json!({ "event": "subscribed", "capacity": shared.events.capacity() });
+    write.write_all(format!("{hello}\n").as_bytes()).await?;
+    loop {
+        let line = tokio::select! {
+            _ = cancel.cancelled() => return write.shutdown().await,
+            delivery = events.next() => match delivery {
+                Delivery::Event(event) => serde_json::to_string(&event).unwrap_or_default(),
+                Delivery::Lost(count) => serde_json::json!({ "event": "lost", "count": count }).to_string(),
+                Delivery::Closed => return write.shutdown().await,
+            },
+        };
+        write.write_all(format!("{line}\n").as_bytes()).await?;
+    }
+}
