@@ -3,7 +3,7 @@
 //! `--cache-dir` or `--config`. Kept out of the binary so it can be tested like any other code.
 
 use crate::CacheConfig;
-use crate::config::{Config, ConfigError, OriginConfig};
+use crate::config::{Config, ConfigError, Origin};
 use crate::units::{ByteSize, Seconds};
 use std::path::{Path, PathBuf};
 
@@ -58,7 +58,7 @@ pub fn mount_config(options: MountOptions) -> Result<Config, OverrideError> {
             .enumerate()
             .map(|(i, path)| {
                 let id = if i == 0 { "local".into() } else { format!("local{}", i + 1) };
-                OriginConfig::local(id, i as u32, absolute(path))
+                Origin::local(id, i as u32, absolute(path))
             })
             .collect();
     }
@@ -117,7 +117,7 @@ mod tests {
         let config = mount_config(MountOptions { allow_other: true, ..alone() }).unwrap();
         let ids: Vec<(&str, u32)> = config.origins.iter().map(|o| (o.id.as_str(), o.priority)).collect();
         assert_eq!(ids, [("local", 0), ("local2", 1)]);
-        assert_eq!(config.origins[1].path.as_deref(), Some(Path::new("/srv/b")));
+        assert_eq!(config.origins[1].spec, crate::OriginSpec::Local { path: "/srv/b".into() });
         assert_eq!(
             (config.mount_point.as_path(), config.cache_dir.as_path()),
             (Path::new("/mnt/m"), Path::new("/var/cache/m"))
@@ -159,7 +159,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(changed.origins[0].id, "local");
-        assert!(changed.origins[0].path.as_deref().is_some_and(Path::is_absolute));
+        assert!(matches!(&changed.origins[0].spec, crate::OriginSpec::Local { path } if path.is_absolute()));
         assert!(changed.mount_point.is_absolute() && changed.mount_point.ends_with("mnt"));
         assert_eq!(changed.read_timeout(), Duration::from_secs(7));
         let err = mount_config(MountOptions {

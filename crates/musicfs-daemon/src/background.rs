@@ -6,7 +6,6 @@
 use crate::control::protocol::SyncReport;
 use crate::events::Event;
 use crate::process;
-use musicfs_cas::ChunkStore;
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::invalidate;
 use musicfs_meta::{Db, sync};
@@ -34,8 +33,6 @@ pub struct Background {
     pub shared: Arc<crate::state::Shared>,
     pub health_every: Duration,
     pub health_timeout: Duration,
-    pub fs: Arc<MusicFs>,
-    pub store: Arc<ChunkStore>,
     pub db: Arc<Db>,
     /// The library's origins (listed by the watcher).
     pub origins: Vec<SharedOrigin>,
@@ -130,8 +127,8 @@ impl Background {
         {
             Ok((report, tree)) => {
                 if report.added + report.changed + report.removed + report.renamed > 0 {
-                    let old = self.fs.replace_tree(tree);
-                    let new = self.fs.tree();
+                    let old = self.shared.fs.replace_tree(tree);
+                    let new = self.shared.fs.tree();
                     let current = new.clone();
                     let invalidations = match tokio::task::spawn_blocking(move || invalidate::changes(&old, &new)).await
                     {
@@ -180,7 +177,7 @@ impl Background {
     }
 
     async fn flush_access_times(&self) {
-        let store = self.store.clone();
+        let store = self.shared.store.clone();
         match tokio::task::spawn_blocking(move || store.flush_access_times()).await {
             Ok(Ok(n)) if n > 0 => tracing::debug!(chunks = n, "access times written back"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not write back access times"),
@@ -189,7 +186,7 @@ impl Background {
     }
 
     async fn scrub(&self, cursor: Option<musicfs_cas::ChunkHash>) -> Option<musicfs_cas::ChunkHash> {
-        let store = self.store.clone();
+        let store = self.shared.store.clone();
         match tokio::task::spawn_blocking(move || store.scrub_step(cursor, SCRUB_CHUNKS)).await {
             Ok(Ok((next, report))) => {
                 if report.rotten > 0 {

@@ -85,8 +85,6 @@ async fn harness_over(
         shared: shared.clone(),
         health_every: Duration::from_secs(3600),
         health_timeout: Duration::from_secs(1),
-        fs: fs.clone(),
-        store: lib.store.clone(),
         db: lib.db.clone(),
         origins: vec![lib.origin.clone()],
         checked: std::iter::once(lib.origin.clone() as SharedOrigin).chain(backups.clone()).collect(),

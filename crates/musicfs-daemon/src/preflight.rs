@@ -11,22 +11,33 @@ use std::path::{Path, PathBuf};
 /// found by listing.
 const WRITTEN_DIRS: [&str; 4] = ["", "tmp", "chunks", "chunks/v1"];
 
+/// A path in the cache directory this process's user cannot use. Its message is one line naming the path,
+/// the user and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("6.7 cache directory not usable: {} for uid {uid} gid {gid}: {source}; {}", path.display(), fix(source))]
+pub struct CacheDirError {
+    pub path: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub source: std::io::Error,
+}
+
 /// Checks `cache_dir` (which exists) for this process's effective user.
-pub fn check_cache_dir(cache_dir: &Path) -> Result<(), String> {
+pub fn check_cache_dir(cache_dir: &Path) -> Result<(), CacheDirError> {
     let mut dirs: Vec<PathBuf> = WRITTEN_DIRS.iter().map(|d| cache_dir.join(d)).filter(|d| d.exists()).collect();
     if let Ok(fanout) = std::fs::read_dir(cache_dir.join("chunks/v1")) {
         dirs.extend(fanout.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()));
     }
     // Every file at the top: the lock, the metadata database and its journal, the chunk index.
     let files: Vec<PathBuf> = std::fs::read_dir(cache_dir)
-        .map_err(|e| explain(cache_dir, &e))?
+        .map_err(|e| explain(cache_dir, e))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.is_file())
         .collect();
     let wanted = libc::R_OK | libc::W_OK;
     for (path, mode) in dirs.iter().map(|d| (d, wanted | libc::X_OK)).chain(files.iter().map(|f| (f, wanted))) {
-        usable(path, mode).map_err(|e| explain(path, &e))?;
+        usable(path, mode).map_err(|e| explain(path, e))?;
     }
     Ok(())
 }
@@ -42,12 +53,15 @@ fn usable(path: &Path, mode: i32) -> std::io::Result<()> {
     }
 }
 
-fn explain(path: &Path, e: &std::io::Error) -> String {
+fn explain(path: &Path, source: std::io::Error) -> CacheDirError {
     // SAFETY: geteuid/getegid cannot fail and have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let fix = match e.raw_os_error() {
+    CacheDirError { path: path.to_owned(), uid, gid, source }
+}
+
+fn fix(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
         Some(libc::EROFS) => "the filesystem is mounted read-only; remount it read-write or choose another cache_dir",
         _ => "give this user read and write access (e.g. chown -R it), or choose another cache_dir",
-    };
-    format!("6.7 cache directory not usable: {} for uid {uid} gid {gid}: {e}; {fix}", path.display())
+    }
 }

@@ -285,11 +285,10 @@ impl Search {
 /// `musicfs search rebuild` with no daemon running: throw the index away and build it anew from the database.
 pub fn rebuild_offline(cache_dir: &Path) -> Result<u64, crate::DaemonError> {
     let _lock = crate::CacheLock::acquire(cache_dir)?;
-    let db = Db::open(&cache_dir.join("meta.db")).map_err(|e| crate::DaemonError::Start(e.to_string()))?;
-    let tracks = db.load_tracks().map_err(|e| crate::DaemonError::Start(e.to_string()))?;
-    let index =
-        SearchIndex::recreate(&index_dir(cache_dir), &tracks).map_err(|e| crate::DaemonError::Start(e.to_string()))?;
+    let db = Db::open(&cache_dir.join("meta.db"))?;
+    let tracks = db.load_tracks()?;
+    let index = SearchIndex::recreate(&index_dir(cache_dir), &tracks)?;
     let documents = index.doc_count();
-    index.shutdown().map_err(|e| crate::DaemonError::Start(e.to_string()))?;
+    index.shutdown()?;
     Ok(documents)
 }

@@ -31,10 +31,11 @@ pub fn watchdog_interval() -> Option<Duration> {
 
 /// Pets the watchdog every `interval / 2` while `self_check` passes. A check that fails or does not finish
 /// within `interval / 4` skips that pet; enough skipped pets and systemd kills and restarts the service.
-pub async fn watchdog_loop<C, F>(interval: Duration, mut self_check: C, mut pet: impl FnMut())
+pub async fn watchdog_loop<C, F, E>(interval: Duration, mut self_check: C, mut pet: impl FnMut())
 where
     C: FnMut() -> F,
-    F: Future<Output = Result<(), String>>,
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     let period = interval / 2;
     let mut tick = tokio::time::interval(period);
@@ -52,7 +53,7 @@ where
             }
             Ok(Err(why)) => {
                 if !failing {
-                    tracing::error!(why, "3.1 self-check failed: not petting the watchdog");
+                    tracing::error!(why = %why, "3.1 self-check failed: not petting the watchdog");
                     failing = true;
                 }
             }
@@ -87,7 +88,7 @@ mod tests {
                     if g.load(Ordering::SeqCst) {
                         std::future::pending::<()>().await;
                     }
-                    if h.load(Ordering::SeqCst) { Ok(()) } else { Err("FUSE does not answer".into()) }
+                    if h.load(Ordering::SeqCst) { Ok(()) } else { Err("FUSE does not answer") }
                 }
             },
             move || {

@@ -3,6 +3,7 @@
 //! Every backend implements [`Origin`]. Paths inside an origin are raw bytes relative to its root, so
 //! file names that are not UTF-8 still work. [`memory::MemoryOrigin`] is the in-memory test double.
 
+pub mod configured;
 pub mod health;
 pub mod local;
 pub mod memory;
@@ -16,6 +17,7 @@ use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use configured::{ConfiguredOrigins, from_config};
 pub use local::LocalOrigin;
 pub use s3::{S3Origin, S3Settings};
 pub use sftp::{HostKeyCheck, PoolSettings, SftpOrigin, SftpSettings};

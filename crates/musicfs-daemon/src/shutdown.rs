@@ -1,0 +1,76 @@
+//! Stopping: the ordered shutdown (2.1, 2.3) after a request, and the cleanup after a FUSE session that
+//! ended on its own (3.4). Each step is bounded, so a hung origin or a busy mount cannot stall the exit.
+
+use crate::start::Daemon;
+use crate::{DaemonError, mounts, systemd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot::error::RecvError;
+
+/// Bound on waiting for running ingests at shutdown.
+const INGEST_WAIT_AT_SHUTDOWN: Duration = Duration::from_secs(5);
+/// Bound on waiting for the FUSE session thread after unmount.
+const SESSION_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the cancelled background loops get to write back their state.
+const BACKGROUND_WIND_DOWN: Duration = Duration::from_millis(20);
+
+impl Daemon {
+    /// The ordered shutdown (2.3): refuse new reads and drain in-flight ones (at most `drain_timeout`), stop
+    /// the background work, flush chunk writes, commit the search index, checkpoint the database, unmount.
+    pub(crate) async fn shutdown(self, reason: &str, drain_timeout: Duration) {
+        let Daemon { shared, db, cancel, mut session, config, .. } = self;
+        let stopping = Instant::now();
+        tracing::info!(reason, ?drain_timeout, "2.1 shutting down");
+        shared.stopping.store(true, Ordering::SeqCst);
+        systemd::stopping();
+        shared.fs.gate.close();
+        let undrained = shared.fs.gate.drain(drain_timeout).await;
+        if undrained > 0 {
+            tracing::warn!(reads = undrained, "2.3 reads still running after the drain timeout; they get EIO");
+        }
+        let drained_ms = stopping.elapsed().as_millis() as u64;
+        cancel.cancel();
+        // The supervised loops see the token at their next await; give them a moment to write back state.
+        tokio::time::sleep(BACKGROUND_WIND_DOWN).await;
+        if let Err(e) = shared.reader.flush(INGEST_WAIT_AT_SHUTDOWN).await {
+            tracing::warn!(error = %e, "could not flush the chunk cache");
+        }
+        let search = shared.search.clone();
+        let _ = tokio::task::spawn_blocking(move || search.close()).await;
+        if let Err(e) = db.checkpoint() {
+            tracing::warn!(error = %e, "could not checkpoint the database");
+        }
+        let flushed_ms = stopping.elapsed().as_millis() as u64;
+        if let Err(e) = (session.unmount)() {
+            tracing::warn!(error = %e, "unmount failed (mount busy?); detaching lazily");
+            mounts::lazy_unmount(&config.mount_point);
+        }
+        let thread = session.thread;
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        if tokio::time::timeout(SESSION_JOIN_TIMEOUT, joined).await.is_err() {
+            tracing::warn!("FUSE thread did not finish in time");
+        }
+        tracing::info!(
+            drained_ms,
+            flushed_ms,
+            total_ms = stopping.elapsed().as_millis() as u64,
+            "2.3 stopped cleanly: reads drained, background stopped, cache flushed, search index committed, database checkpointed, unmounted"
+        );
+    }
+
+    /// The FUSE session ended without a shutdown request: the connection was aborted (3.4) or someone
+    /// unmounted it from outside. fuser has already detached the mount either way; nothing serves the library
+    /// any more, so this is a failure: exit 1 and let systemd's Restart=on-failure bring the mount back.
+    pub(crate) async fn session_ended(self, ended: Result<std::io::Result<()>, RecvError>) -> Result<(), DaemonError> {
+        if let Ok(Err(e)) = &ended {
+            tracing::error!(error = %e, "FUSE session ended with an error");
+        }
+        let _ = self.shared.reader.flush(INGEST_WAIT_AT_SHUTDOWN).await;
+        let _ = self.db.checkpoint();
+        let mount_point = &self.config.mount_point;
+        if mounts::mounted_fstype(mount_point).is_some_and(|t| t.starts_with("fuse")) {
+            mounts::lazy_unmount(mount_point);
+        }
+        Err(DaemonError::Aborted)
+    }
+}
