@@ -58,10 +58,11 @@ impl Supervisor {
 
     /// Runs `make(token)` as a supervised task. The token is cancelled at shutdown; a task that ends for any
     /// other reason is restarted.
-    pub fn spawn<F, Fut>(&self, name: &'static str, critical: bool, make: F)
+    pub fn spawn<F, Fut, E>(&self, name: &'static str, critical: bool, make: F)
     where
         F: Fn(CancellationToken) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
     {
         let index = {
             let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
@@ -79,7 +80,7 @@ impl Supervisor {
                 }
                 let failure = match run {
                     Ok(Ok(())) => "returned while the daemon runs".to_owned(),
-                    Ok(Err(e)) => e,
+                    Ok(Err(e)) => e.to_string(),
                     Err(e) if e.is_panic() => "panicked (see the 2.2 panic line above)".to_owned(),
                     Err(e) => e.to_string(),
                 };
@@ -177,7 +178,7 @@ mod tests {
                     panic!("flaky task panics");
                 }
                 token.cancelled().await;
-                Ok(())
+                Ok::<(), String>(())
             }
         });
         sup.spawn("broken", true, |_| async { Err("cannot reach the origin".to_owned()) });

@@ -8,8 +8,10 @@ use crate::events::Event;
 use crate::process;
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::invalidate;
-use musicfs_meta::{Db, sync};
+use musicfs_meta::Db;
+use musicfs_meta::sync::{self, SyncError};
 use musicfs_origins::{OriginError, SharedOrigin};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 const SYNC_INVALIDATION_WAIT: Duration = Duration::from_secs(5);
 
 /// A `musicfs sync` request: run a delta sync now, answer with its summary.
-pub type SyncRequest = oneshot::Sender<Result<SyncReport, String>>;
+pub type SyncRequest = oneshot::Sender<Result<SyncReport, SyncError>>;
 
 /// How often changed chunk access times are written back.
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(30);
@@ -50,7 +52,7 @@ pub struct Background {
 impl Background {
     /// The health monitor (critical): one bounded, concurrent round of origin checks per interval, or
     /// sooner after a DNS failure (4.2.5).
-    pub async fn health_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+    pub async fn health_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), Infallible> {
         let mut next = Duration::ZERO;
         loop {
             tokio::select! {
@@ -66,7 +68,7 @@ impl Background {
     /// The library watcher (critical): a delta sync after start (unless the start scanned), then every sync
     /// interval, and whenever `musicfs sync` asks. Restarted by the supervisor after it dies, it syncs at
     /// once, since it may have missed changes while it was down (4.2.4).
-    pub async fn sync_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+    pub async fn sync_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), Infallible> {
         let restarted = self.watcher_started.swap(true, Ordering::SeqCst);
         if restarted {
             tracing::info!("4.2.4 library watcher restarted; syncing now for what it missed");
@@ -96,7 +98,7 @@ impl Background {
     }
 
     /// Cache upkeep: access-time write-back, the scrubber, and the descriptor watch.
-    pub async fn maintenance_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+    pub async fn maintenance_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), Infallible> {
         let mut flush = tokio::time::interval(ACCESS_FLUSH_EVERY);
         let mut scrub = tokio::time::interval(SCRUB_EVERY);
         let mut resources = tokio::time::interval(process::RESOURCE_CHECK_EVERY);
@@ -117,7 +119,7 @@ impl Background {
     }
 
     /// One delta sync. A changed library is swapped in and announced with what the kernel must forget.
-    async fn delta_sync(&self) -> Result<SyncReport, String> {
+    async fn delta_sync(&self) -> Result<SyncReport, SyncError> {
         let result = match sync::sync(
             &self.db,
             &self.origins,
@@ -169,7 +171,7 @@ impl Background {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "delta sync failed; serving the library as it was");
-                Err(e.to_string())
+                Err(e)
             }
         };
         crate::process::release_freed_memory();

@@ -109,7 +109,7 @@ impl Harness {
     }
 
     /// What `musicfs sync` does: ask the watcher, wait for its answer.
-    async fn sync_now(&self) -> Result<Result<SyncReport, String>, oneshot::error::RecvError> {
+    async fn sync_now(&self) -> Result<Result<SyncReport, SyncError>, oneshot::error::RecvError> {
         let (reply, answer) = oneshot::channel();
         self.shared.sync_requests.send(reply).await.unwrap();
         answer.await

@@ -57,6 +57,12 @@ pub struct InvalidatorStats {
     pub applied: AtomicU64,
 }
 
+/// The blocking task that told the kernel what to forget panicked or was cancelled; the supervisor restarts
+/// the invalidator, which resumes from its queue.
+#[derive(Debug, thiserror::Error)]
+#[error("invalidation task failed: {0}")]
+pub struct InvalidationFailed(#[source] tokio::task::JoinError);
+
 /// The invalidator: a lossless consumer that tells the kernel what each sync changed. Holding the
 /// subscription behind a mutex lets the supervisor restart the loop without losing its queue.
 pub struct Invalidator {
@@ -67,7 +73,7 @@ pub struct Invalidator {
 }
 
 impl Invalidator {
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), InvalidationFailed> {
         let mut events = self.events.lock().await;
         loop {
             let (list, generation): (Arc<[Invalidation]>, u64) = tokio::select! {
@@ -88,7 +94,7 @@ impl Invalidator {
             let kernel = self.kernel.clone();
             let sent = tokio::task::spawn_blocking(move || invalidate::apply(&*kernel, &list))
                 .await
-                .map_err(|e| format!("invalidation task failed: {e}"))?;
+                .map_err(InvalidationFailed)?;
             self.stats.sent.fetch_add(sent as u64, Ordering::Relaxed);
             self.stats.applied.fetch_max(generation, Ordering::SeqCst);
             tracing::debug!(sent, "kernel cache invalidated after a library change");

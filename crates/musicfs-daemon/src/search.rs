@@ -115,17 +115,15 @@ impl Search {
     /// what a crash lost), then re-indexes after every library change and after lost events, and closes the
     /// index when idle. A failure to open ends the task with an error, so the supervisor retries with backoff
     /// while search stays unavailable.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), String> {
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), SearchFailure> {
         let mut events = self.events.lock().await;
         if *lock(&self.state) != SearchState::Ready {
             let (dir, db) = (self.dir.clone(), self.db.clone());
-            let opened = tokio::task::spawn_blocking(move || {
-                let tracks = db.load_tracks().map_err(|e| e.to_string())?;
-                SearchIndex::open_or_rebuild(&dir, &tracks).map_err(|e| e.to_string())
+            let opened = blocking(move || {
+                let tracks = db.load_tracks()?;
+                Ok(SearchIndex::open_or_rebuild(&dir, &tracks)?)
             })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
+            .await;
             match opened {
                 Ok((index, how)) => {
                     tracing::info!(documents = index.doc_count(), ?how, "search index ready");
@@ -138,7 +136,7 @@ impl Search {
                 Err(e) => {
                     crate::process::release_freed_memory();
                     *lock(&self.state) = SearchState::Unavailable(e.to_string());
-                    return Err(format!("6.5 search index unavailable: {e}"));
+                    return Err(SearchFailure::Unavailable(Box::new(e)));
                 }
             }
         }
@@ -175,38 +173,34 @@ impl Search {
     }
 
     /// The open index, opened again if it was closed while idle.
-    async fn open_index(&self) -> Result<Arc<SearchIndex>, String> {
+    async fn open_index(&self) -> Result<Arc<SearchIndex>, SearchFailure> {
         if let Some(index) = lock(&self.index).clone() {
             *lock(&self.last_used) = Instant::now();
             return Ok(index);
         }
         let state = lock(&self.state).clone();
         if state != SearchState::Ready {
-            return Err(format!("search is {state}"));
+            return Err(SearchFailure::NotReady(state));
         }
         let dir = self.dir.clone();
-        let index = tokio::task::spawn_blocking(move || SearchIndex::open(&dir).map_err(|e| e.to_string()))
+        let index = blocking(move || Ok(SearchIndex::open(&dir)?))
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
             .map(Arc::new)
-            .map_err(|e| format!("search index cannot be opened: {e}; `musicfs search rebuild` rebuilds it"))?;
+            .map_err(|e| SearchFailure::CannotOpen(Box::new(e)))?;
         self.keep(index.clone());
         Ok(index)
     }
 
     /// Re-indexes what differs from the database (per-document fingerprints), and commits.
-    async fn catch_up(&self) -> Result<(), String> {
+    async fn catch_up(&self) -> Result<(), SearchFailure> {
         let index = self.open_index().await?;
         let db = self.db.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let tracks = db.load_tracks().map_err(|e| e.to_string())?;
-            let changed = index.reconcile(&tracks).map_err(|e| e.to_string())?;
-            Ok::<_, String>((changed, index.doc_count()))
+        let result = blocking(move || {
+            let tracks = db.load_tracks()?;
+            let changed = index.reconcile(&tracks)?;
+            Ok((changed, index.doc_count()))
         })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
+        .await;
         crate::process::release_freed_memory();
         match result {
             Ok((changed, documents)) => {
@@ -215,25 +209,23 @@ impl Search {
                 Ok(())
             }
             // A failed commit rolled back; the next change (or the restarted task) reconciles again.
-            Err(e) => Err(format!("search index could not catch up: {e}")),
+            Err(e) => Err(SearchFailure::CatchUp(Box::new(e))),
         }
     }
 
-    pub async fn query(&self, text: String, limit: usize) -> Result<Vec<Hit>, String> {
+    pub async fn query(&self, text: String, limit: usize) -> Result<Vec<Hit>, SearchFailure> {
         let index = self.open_index().await?;
-        tokio::task::spawn_blocking(move || index.search(&text, limit).map_err(|e| e.to_string()))
-            .await
-            .map_err(|e| e.to_string())?
+        blocking(move || Ok(index.search(&text, limit)?)).await
     }
 
     /// `musicfs search rebuild` on the running daemon (6.5): every document replaced from the database. An
     /// index too damaged for that, or one that could not be opened at all, is thrown away and built anew.
-    pub async fn rebuild(&self) -> Result<u64, String> {
+    pub async fn rebuild(&self) -> Result<u64, SearchFailure> {
         let current = lock(&self.index).take();
         *lock(&self.state) = SearchState::Rebuilding;
         let (db, dir) = (self.db.clone(), self.dir.clone());
-        let rebuilt = tokio::task::spawn_blocking(move || {
-            let tracks = db.load_tracks().map_err(|e| e.to_string())?;
+        let rebuilt = blocking(move || {
+            let tracks = db.load_tracks()?;
             if let Some(index) = current {
                 match index.rebuild(&tracks) {
                     Ok(()) => return Ok(index),
@@ -242,11 +234,9 @@ impl Search {
                     }
                 }
             }
-            SearchIndex::recreate(&dir, &tracks).map(Arc::new).map_err(|e| e.to_string())
+            Ok(SearchIndex::recreate(&dir, &tracks).map(Arc::new)?)
         })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
+        .await;
         crate::process::release_freed_memory();
         match rebuilt {
             Ok(index) => {
@@ -280,6 +270,34 @@ impl Search {
             tracing::warn!(error = %e, "search index could not commit at shutdown; the next start reconciles it");
         }
     }
+}
+
+/// Why search could not answer or keep up with the library.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchFailure {
+    /// Search is opening, rebuilding, closed or unavailable.
+    #[error("search is {0}")]
+    NotReady(SearchState),
+    #[error("search index cannot be opened: {0}; `musicfs search rebuild` rebuilds it")]
+    CannotOpen(#[source] Box<SearchFailure>),
+    /// The indexer could not check the index at start; search stays unavailable until a retry succeeds.
+    #[error("6.5 search index unavailable: {0}")]
+    Unavailable(#[source] Box<SearchFailure>),
+    #[error("search index could not catch up: {0}")]
+    CatchUp(#[source] Box<SearchFailure>),
+    #[error(transparent)]
+    Index(#[from] musicfs_search::SearchError),
+    #[error(transparent)]
+    Database(#[from] musicfs_meta::DbError),
+    #[error("search task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Runs index work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SearchFailure> + Send + 'static,
+) -> Result<T, SearchFailure> {
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// `musicfs search rebuild` with no daemon running: throw the index away and build it anew from the database.

@@ -61,15 +61,18 @@ pub enum OriginError {
     Timeout(std::time::Duration),
     #[error("origin unavailable: {0}")]
     Unavailable(String),
+    /// `host` did not resolve (4.2.5): usually a resolver hiccup, not a dead server, so it is re-checked soon
+    /// and does not take the library offline. `detail` says what the resolver said.
+    #[error("origin unavailable: DNS: {detail}")]
+    Dns { host: String, detail: String },
     #[error("origin I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
 
 impl OriginError {
-    /// A name that did not resolve (4.2.5). Remote origins report it as `Unavailable("DNS: …")`: usually a
-    /// resolver hiccup, not a dead server, so it is re-checked soon and does not take the library offline.
+    /// A name that did not resolve (4.2.5): see [`OriginError::Dns`].
     pub fn is_dns(&self) -> bool {
-        matches!(self, OriginError::Unavailable(why) if why.starts_with("DNS"))
+        matches!(self, OriginError::Dns { .. })
     }
 
     pub fn from_io(err: std::io::Error, rel: &Path) -> Self {

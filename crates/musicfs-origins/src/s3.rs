@@ -14,8 +14,8 @@
 //!
 //! Keys map to relative paths by stripping the prefix; a key that could escape the origin root is logged
 //! and skipped. Errors are mapped to [`OriginError`]: a missing key is `NotFound`, a timeout is `Timeout`, a
-//! refused connection is `Unavailable`, and a name that does not resolve is `Unavailable` with a message
-//! that starts with "DNS" (4.2.5 wants DNS failures told apart from dead servers).
+//! refused connection is `Unavailable`, and a name that does not resolve is `Dns` (4.2.5 wants DNS failures
+//! told apart from dead servers).
 
 use crate::read_ahead::ReadAhead;
 use crate::{Origin, OriginEntry, OriginError, ReadSeek, is_safe_relative};
@@ -290,17 +290,23 @@ pub fn map_error(err: object_store::Error, rel: &Path, timeout: Duration, endpoi
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     while let Some(e) = source {
         if let Some(d) = e.downcast_ref::<DnsFailure>() {
-            dns = Some(d.to_string());
+            dns = Some(OriginError::Dns {
+                host: d.host.clone(),
+                detail: format!("cannot resolve {}: {}", d.host, d.source),
+            });
         } else if let Some(h) = e.downcast_ref::<HttpError>() {
             kind.get_or_insert(h.kind());
         } else if dns.is_none() && e.to_string().starts_with("dns error") {
-            dns = Some(format!("DNS: cannot resolve the host of {endpoint}: {e}"));
+            dns = Some(OriginError::Dns {
+                host: endpoint.to_owned(),
+                detail: format!("cannot resolve the host of {endpoint}: {e}"),
+            });
         }
         source = e.source();
     }
     let chain = error_chain(&err);
     if let Some(dns) = dns {
-        return OriginError::Unavailable(dns);
+        return dns;
     }
     match kind {
         Some(HttpErrorKind::Timeout) => OriginError::Timeout(timeout),
@@ -517,10 +523,11 @@ mod tests {
         .unwrap();
         for result in [origin.health_check().await, origin.read_range(Path::new("a"), 0, 1).await.map(|_| ())] {
             match result {
-                Err(OriginError::Unavailable(msg)) => {
-                    assert!(msg.starts_with("DNS") && msg.contains("s3.nowhere.invalid"), "{msg}")
+                Err(e @ OriginError::Dns { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.starts_with("origin unavailable: DNS") && msg.contains("s3.nowhere.invalid"), "{msg}")
                 }
-                other => panic!("a DNS failure should be Unavailable(DNS …), got {other:?}"),
+                other => panic!("a DNS failure should be OriginError::Dns, got {other:?}"),
             }
         }
     }

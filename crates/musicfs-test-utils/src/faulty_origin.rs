@@ -94,7 +94,10 @@ impl FaultyOrigin {
             FailMode::TimeoutMs(ms) => Decision::Hang(Duration::from_millis(ms)),
             FailMode::PartialRead { max_bytes } if is_read => Decision::Truncate(max_bytes),
             FailMode::PartialRead { .. } => Decision::Pass,
-            FailMode::Dns => Decision::Fail(OriginError::Unavailable("DNS: cannot resolve origin.invalid".into())),
+            FailMode::Dns => Decision::Fail(OriginError::Dns {
+                host: "origin.invalid".into(),
+                detail: "cannot resolve origin.invalid".into(),
+            }),
             FailMode::Panic => {
                 self.faults.fetch_add(1, Ordering::SeqCst);
                 panic!("injected by FaultyOrigin (panic)");

@@ -62,10 +62,10 @@ pub fn start(
 }
 
 /// One answer as its JSON line (without the newline); an error becomes `{"error": …}`.
-fn json<T: Serialize>(answer: Result<T, String>) -> String {
+fn json<T: Serialize, E: std::fmt::Display>(answer: Result<T, E>) -> String {
     let text = match answer {
         Ok(answer) => serde_json::to_string(&answer),
-        Err(error) => serde_json::to_string(&ErrorAnswer { error }),
+        Err(error) => serde_json::to_string(&ErrorAnswer { error: error.to_string() }),
     };
     text.unwrap_or_else(|e| format!("{{\"error\":\"the answer could not be encoded: {e}\"}}"))
 }
@@ -84,12 +84,12 @@ async fn answer(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
     let command = serde_json::from_str::<Command>(line.trim()).map_err(|e| e.to_string());
     let reply = match command {
-        Ok(Command::Status) => json(Ok(shared.status())),
+        Ok(Command::Status) => json::<_, String>(Ok(shared.status())),
         Ok(Command::Metrics) => shared.metrics(),
         Ok(Command::Shutdown { drain_timeout_secs }) => {
             let drain = drain_timeout_secs.and_then(|s| Duration::try_from_secs_f64(s).ok());
             let _ = requests.send(Request::Shutdown("musicfs shutdown", drain));
-            json(Ok(ShutdownAnswer { shutting_down: true, pid: std::process::id() }))
+            json::<_, String>(Ok(ShutdownAnswer { shutting_down: true, pid: std::process::id() }))
         }
         Ok(Command::Sync) => json(sync_now(shared).await),
         Ok(Command::Events) => return stream_events(write, shared, cancel).await,
@@ -108,17 +108,28 @@ async fn answer(
         Ok(Command::SearchRebuild) => {
             json(shared.search.rebuild().await.map(|documents| RebuildAnswer { documents, rebuilt: true }))
         }
-        Err(e) => json::<()>(Err(e)),
+        Err(e) => json::<(), _>(Err(e)),
     };
     write.write_all(reply.as_bytes()).await?;
     write.write_all(b"\n").await?;
     write.shutdown().await
 }
 
-async fn sync_now(shared: &Shared) -> Result<super::protocol::SyncReport, String> {
+/// Why `musicfs sync` got no report.
+#[derive(Debug, thiserror::Error)]
+enum SyncNowError {
+    #[error("the library watcher is not running")]
+    WatcherNotRunning,
+    #[error("the library watcher stopped before answering")]
+    WatcherStopped,
+    #[error(transparent)]
+    Sync(#[from] musicfs_meta::sync::SyncError),
+}
+
+async fn sync_now(shared: &Shared) -> Result<super::protocol::SyncReport, SyncNowError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
-    shared.sync_requests.send(reply).await.map_err(|_| "the library watcher is not running".to_owned())?;
-    answer.await.map_err(|_| "the library watcher stopped before answering".to_owned())?
+    shared.sync_requests.send(reply).await.map_err(|_| SyncNowError::WatcherNotRunning)?;
+    Ok(answer.await.map_err(|_| SyncNowError::WatcherStopped)??)
 }
 
 /// `musicfs events`: a lossy consumer (3.3). A client that reads too slowly loses events and is told how

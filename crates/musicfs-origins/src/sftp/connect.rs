@@ -160,10 +160,14 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, 
     let left = deadline.saturating_duration_since(Instant::now());
     match rx.recv_timeout(left) {
         Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-        Ok(Ok(_)) => Err(OriginError::Unavailable(format!("DNS: cannot resolve {host}: no addresses"))),
-        Ok(Err(e)) => Err(OriginError::Unavailable(format!("DNS: cannot resolve {host}: {e}"))),
-        Err(_) => Err(OriginError::Unavailable(format!("DNS: resolving {host} took longer than {left:?}"))),
+        Ok(Ok(_)) => Err(dns(host, format!("cannot resolve {host}: no addresses"))),
+        Ok(Err(e)) => Err(dns(host, format!("cannot resolve {host}: {e}"))),
+        Err(_) => Err(dns(host, format!("resolving {host} took longer than {left:?}"))),
     }
+}
+
+fn dns(host: &str, detail: String) -> OriginError {
+    OriginError::Dns { host: host.to_owned(), detail }
 }
 
 /// A TCP connection to the first address that answers, bounded by `deadline`.

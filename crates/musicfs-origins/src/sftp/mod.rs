@@ -23,7 +23,7 @@
 //! root (`/`, `..`) is skipped, and so is a symbolic link that resolves outside the root or to anything but
 //! a regular file. Errors map to [`OriginError`]: no such file is `NotFound`, a timeout is `Timeout`, a
 //! refused connection or failed login is `Unavailable` with a message saying which, and a host name that
-//! does not resolve is `Unavailable` with a message that starts with "DNS" (4.2.5).
+//! does not resolve is `Dns` (4.2.5).
 //!
 //! The parts: this file has the settings, the [`Origin`] impl and how libssh2 errors are classified;
 //! `pool` keeps the sessions and runs operations on them, `connect` opens one session, `host_keys`

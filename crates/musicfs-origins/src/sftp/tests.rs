@@ -97,10 +97,14 @@ async fn a_refused_connection_is_unavailable_and_a_dns_failure_says_dns() {
     let origin = SftpOrigin::new("sftp", settings("musicfs-no-such-host.invalid", 22));
     for result in [origin.health_check().await, origin.read_range(Path::new("a"), 0, 1).await.map(|_| ())] {
         match result {
-            Err(OriginError::Unavailable(msg)) => {
-                assert!(msg.starts_with("DNS") && msg.contains("musicfs-no-such-host.invalid"), "{msg}")
+            Err(e @ OriginError::Dns { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with("origin unavailable: DNS") && msg.contains("musicfs-no-such-host.invalid"),
+                    "{msg}"
+                )
             }
-            other => panic!("a DNS failure should be Unavailable(DNS …), got {other:?}"),
+            other => panic!("a DNS failure should be OriginError::Dns, got {other:?}"),
         }
     }
 }
