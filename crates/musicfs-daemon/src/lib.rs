@@ -15,6 +15,7 @@ pub mod background;
 pub mod control;
 pub mod events;
 pub mod lock;
+pub mod metrics;
 pub mod mounts;
 pub mod preflight;
 pub mod process;

@@ -1,13 +1,11 @@
 //! What the running daemon knows about itself, in one place: read by `musicfs status`, the Prometheus
 //! metrics, STATUS= for systemd and the watchdog; written by the health monitor and the resource watcher.
 
-use crate::search::SearchState;
 pub use crate::status::{DaemonState, EventsStatus, OriginStatus, Status};
 use musicfs_cas::{ChunkStore, Reader};
 use musicfs_fuse::MusicFs;
-use musicfs_fuse::stats::{Op, READ_BUCKETS};
+use musicfs_fuse::stats::Op;
 use musicfs_origins::health::LibraryState;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -110,123 +108,14 @@ impl Shared {
         self.status().line()
     }
 
-    /// Prometheus text exposition format.
+    /// `musicfs metrics`: Prometheus text.
     pub fn metrics(&self) -> String {
-        let s = self.status();
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, value: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let counters = crate::metrics::Counters {
+            chunks_corrupt: self.store.stats.corrupt_detected.load(Ordering::Relaxed),
+            chunks_evicted: self.store.stats.evicted.load(Ordering::Relaxed),
+            read_buckets: self.fs.stats.read_histogram(),
+            read_seconds: self.fs.stats.read_seconds_total(),
         };
-        gauge("musicfs_open_fds", "Open file descriptors.", s.open_fds as f64);
-        gauge("musicfs_fd_limit", "RLIMIT_NOFILE soft limit.", s.fd_limit as f64);
-        gauge("musicfs_rss_bytes", "Resident memory.", s.rss_bytes as f64);
-        gauge("musicfs_tree_heap_bytes", "Heap held by the library tree (5.5).", s.tree_bytes as f64);
-        if let Some(limit) = s.memory_limit_bytes {
-            gauge("musicfs_memory_limit_bytes", "The service's cgroup memory limit.", limit as f64);
-        }
-        gauge("musicfs_tracks", "Tracks in the mounted library.", s.tracks as f64);
-        gauge(
-            "musicfs_served_from_backup_tracks",
-            "Tracks served from a backup origin, awaiting re-validation (4.2.6).",
-            s.served_from_backup as f64,
-        );
-        gauge("musicfs_search_documents", "Tracks searchable in the search index.", s.search_documents as f64);
-        gauge(
-            "musicfs_search_up",
-            "Whether search is available (6.5).",
-            f64::from(u8::from(s.search == SearchState::Ready)),
-        );
-        gauge("musicfs_cache_bytes", "Chunk bytes in the cache.", s.cache_bytes as f64);
-        gauge("musicfs_cache_max_bytes", "Cache size limit.", s.cache_max_bytes as f64);
-        gauge("musicfs_cache_chunks", "Chunks in the cache.", s.chunks as f64);
-        gauge(
-            "musicfs_cache_hit_ratio",
-            "Chunk lookups served from the cache, of all chunk lookups.",
-            s.cache_hit_ratio,
-        );
-        gauge("musicfs_reads_in_flight", "FUSE reads being served.", s.reads_in_flight as f64);
-        let _ = writeln!(
-            out,
-            "# HELP musicfs_backup_reads_total Origin reads answered by a backup origin.\n# TYPE musicfs_backup_reads_total counter\nmusicfs_backup_reads_total {}",
-            s.backup_reads
-        );
-        let store = &self.store.stats;
-        let _ = writeln!(
-            out,
-            "# HELP musicfs_chunks_corrupt_total Chunks that failed their hash check.\n# TYPE musicfs_chunks_corrupt_total counter\nmusicfs_chunks_corrupt_total {}",
-            store.corrupt_detected.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP musicfs_chunks_evicted_total Chunks evicted to stay under the limit.\n# TYPE musicfs_chunks_evicted_total counter\nmusicfs_chunks_evicted_total {}",
-            store.evicted.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP musicfs_origin_up Whether the origin answered its last health check.\n# TYPE musicfs_origin_up gauge"
-        );
-        for o in &s.origins {
-            let _ = writeln!(out, "musicfs_origin_up{{origin=\"{}\"}} {}", o.id, u8::from(o.healthy));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP musicfs_fuse_ops_total FUSE operations answered.\n# TYPE musicfs_fuse_ops_total counter"
-        );
-        for (op, count, _) in &s.fuse_ops {
-            let _ = writeln!(out, "musicfs_fuse_ops_total{{op=\"{op}\"}} {count}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP musicfs_fuse_op_errors_total FUSE operations answered with an error.\n# TYPE musicfs_fuse_op_errors_total counter"
-        );
-        for (op, _, errors) in &s.fuse_ops {
-            let _ = writeln!(out, "musicfs_fuse_op_errors_total{{op=\"{op}\"}} {errors}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP musicfs_read_duration_seconds Time to answer a FUSE read.\n# TYPE musicfs_read_duration_seconds histogram"
-        );
-        let mut counter = |name: &str, help: &str, label: &str, values: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (value, n) in values {
-                match label {
-                    "" => writeln!(out, "{name} {n}"),
-                    _ => writeln!(out, "{name}{{{label}=\"{value}\"}} {n}"),
-                }
-                .unwrap_or(());
-            }
-        };
-        let consumers = &s.events.consumers;
-        counter("musicfs_events_published_total", "Events published on the bus.", "", &[("", s.events.published)]);
-        let delivered: Vec<(&str, u64)> = consumers.iter().map(|c| (c.consumer.as_str(), c.delivered)).collect();
-        counter("musicfs_events_delivered_total", "Events queued for a consumer.", "consumer", &delivered);
-        let lost: Vec<(&str, u64)> = consumers.iter().map(|c| (c.consumer.as_str(), c.lost)).collect();
-        counter("musicfs_events_lost_total", "Events a lagging consumer lost (3.3).", "consumer", &lost);
-        counter(
-            "musicfs_kernel_cache_invalidations_total",
-            "Kernel cache entries and inodes invalidated after library changes.",
-            "",
-            &[("", s.events.kernel_invalidations)],
-        );
-        let restarts: Vec<(&str, u64)> = s.tasks.iter().map(|t| (t.name.as_str(), u64::from(t.restarts))).collect();
-        counter("musicfs_task_restarts_total", "Restarts of a supervised background task (2.6).", "task", &restarts);
-        let _ =
-            writeln!(out, "# HELP musicfs_task_up Whether a supervised task is running.\n# TYPE musicfs_task_up gauge");
-        for t in &s.tasks {
-            let _ = writeln!(out, "musicfs_task_up{{task=\"{}\"}} {}", t.name, u8::from(t.alive));
-        }
-        let buckets = self.fs.stats.read_histogram();
-        let mut cumulative = 0;
-        for (i, count) in buckets.iter().enumerate() {
-            cumulative += count;
-            let le = READ_BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
-            let _ = writeln!(out, "musicfs_read_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let _ = writeln!(
-            out,
-            "musicfs_read_duration_seconds_sum {}\nmusicfs_read_duration_seconds_count {cumulative}",
-            self.fs.stats.read_seconds_total()
-        );
-        out
+        crate::metrics::render(&self.status(), &counters)
     }
 }

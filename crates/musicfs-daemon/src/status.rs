@@ -190,11 +190,12 @@ impl fmt::Display for Status {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use musicfs_core::events::Guarantee;
 
-    fn sample() -> Status {
+    /// A status with something in every part, for tests of what renders it.
+    pub(crate) fn sample() -> Status {
         Status {
             pid: 42,
             state: DaemonState::Degraded,
