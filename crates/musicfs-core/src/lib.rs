@@ -13,7 +13,7 @@ pub mod supervisor;
 pub mod units;
 
 pub use config::{
-    CacheConfig, Config, ConfigError, EventsConfig, FuseConfig, HealthConfig, LibraryConfig, LoggingConfig, Origin,
-    OriginKind, OriginSpec, Secret,
+    CacheConfig, Config, ConfigError, EventsConfig, FuseConfig, HealthConfig, Invalid, LibraryConfig, LoggingConfig,
+    Origin, OriginKind, OriginSpec, Secret,
 };
 pub use units::{ByteSize, Seconds};

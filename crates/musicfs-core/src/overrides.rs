@@ -78,7 +78,7 @@ pub fn mount_config(options: MountOptions) -> Result<Config, OverrideError> {
     }
     config.fuse.allow_other |= options.allow_other;
     let source = options.config_file.unwrap_or_else(|| PathBuf::from("command line"));
-    config.validate().map_err(|message| ConfigError { file: source, line: None, message })?;
+    config.validate().map_err(|invalid| ConfigError { file: source, line: None, message: invalid.to_string() })?;
     Ok(config)
 }
 

@@ -17,6 +17,20 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A value the config may not have: the key, and what is wrong with it. Shown as `key: problem`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct Invalid {
+    pub key: String,
+    pub problem: String,
+}
+
+impl Invalid {
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Invalid {
+        Invalid { key: key.into(), problem: problem.into() }
+    }
+}
+
 /// A checked configuration: what the daemon runs with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -57,7 +71,7 @@ struct ConfigFile {
 
 impl ConfigFile {
     /// Parses every origin (each id checked first, as [`Config::validate`] would), then checks the whole.
-    fn check(self) -> Result<Config, String> {
+    fn check(self) -> Result<Config, Invalid> {
         let mut origins = Vec::with_capacity(self.origins.len());
         let mut seen = std::collections::HashSet::new();
         for origin in self.origins {
@@ -81,12 +95,12 @@ impl ConfigFile {
 }
 
 /// An origin id is non-empty ASCII letters, digits, `-` or `_`, and used once.
-fn check_id(id: &str, seen: &mut std::collections::HashSet<String>) -> Result<(), String> {
+fn check_id(id: &str, seen: &mut std::collections::HashSet<String>) -> Result<(), Invalid> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(format!("origins.id: `{id}` must be non-empty ASCII letters, digits, - or _"));
+        return Err(Invalid::new("origins.id", format!("`{id}` must be non-empty ASCII letters, digits, - or _")));
     }
     if !seen.insert(id.to_owned()) {
-        return Err(format!("origins.id: `{id}` is used twice"));
+        return Err(Invalid::new("origins.id", format!("`{id}` is used twice")));
     }
     Ok(())
 }
@@ -249,13 +263,17 @@ impl Config {
                 .map(|span| text.as_bytes()[..span.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
             ConfigError { file: file.to_owned(), line, message: e.message().trim().replace('\n', " ") }
         })?;
-        file_config.check().map_err(|message| ConfigError { file: file.to_owned(), line: None, message })
+        file_config.check().map_err(|invalid| ConfigError {
+            file: file.to_owned(),
+            line: None,
+            message: invalid.to_string(),
+        })
     }
 
     /// Checks what the types cannot: relations between values. The message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.origins.is_empty() {
-            return Err("origins: at least one [[origins]] entry is required".into());
+            return Err(Invalid::new("origins", "at least one [[origins]] entry is required"));
         }
         let mut seen = std::collections::HashSet::new();
         for origin in &self.origins {
@@ -266,72 +284,81 @@ impl Config {
             let Some(primary) = &origin.backup_for else { continue };
             match self.origins.iter().find(|o| &o.id == primary) {
                 None => {
-                    return Err(format!(
-                        "origins.backup_for: origin `{}` backs up `{primary}`, which is not configured",
-                        origin.id
+                    return Err(Invalid::new(
+                        "origins.backup_for",
+                        format!("origin `{}` backs up `{primary}`, which is not configured", origin.id),
                     ));
                 }
                 Some(p) if p.id == origin.id => {
-                    return Err(format!("origins.backup_for: origin `{primary}` cannot back up itself"));
+                    return Err(Invalid::new(
+                        "origins.backup_for",
+                        format!("origin `{primary}` cannot back up itself"),
+                    ));
                 }
                 Some(p) if p.backup_for.is_some() => {
-                    return Err(format!(
-                        "origins.backup_for: `{primary}` is itself a backup; origin `{}` must back up a library origin",
-                        origin.id
+                    return Err(Invalid::new(
+                        "origins.backup_for",
+                        format!("`{primary}` is itself a backup; origin `{}` must back up a library origin", origin.id),
                     ));
                 }
                 Some(_) if !backed_up.insert(primary.as_str()) => {
-                    return Err(format!("origins.backup_for: `{primary}` has more than one backup; give it one"));
+                    return Err(Invalid::new(
+                        "origins.backup_for",
+                        format!("`{primary}` has more than one backup; give it one"),
+                    ));
                 }
                 Some(_) => {}
             }
         }
         if self.origins.iter().all(|o| o.backup_for.is_some()) {
-            return Err("origins: every origin is a backup; at least one must form the library".into());
+            return Err(Invalid::new("origins", "every origin is a backup; at least one must form the library"));
         }
         if !self.mount_point.is_absolute() {
-            return Err(format!("mount_point: `{}` must be absolute", self.mount_point.display()));
+            return Err(Invalid::new("mount_point", format!("`{}` must be absolute", self.mount_point.display())));
         }
         if !self.cache_dir.is_absolute() {
-            return Err(format!("cache_dir: `{}` must be absolute", self.cache_dir.display()));
+            return Err(Invalid::new("cache_dir", format!("`{}` must be absolute", self.cache_dir.display())));
         }
         let c = &self.cache;
         // FastCDC's own bounds.
         if !(64..=1 << 20).contains(&c.chunk_min.0) {
-            return Err(format!("cache.chunk_min: {} is outside 64 B ..= 1 MiB", c.chunk_min));
+            return Err(Invalid::new("cache.chunk_min", format!("{} is outside 64 B ..= 1 MiB", c.chunk_min)));
         }
         if !(256..=4 << 20).contains(&c.chunk_avg.0) {
-            return Err(format!("cache.chunk_avg: {} is outside 256 B ..= 4 MiB", c.chunk_avg));
+            return Err(Invalid::new("cache.chunk_avg", format!("{} is outside 256 B ..= 4 MiB", c.chunk_avg)));
         }
         if !(1 << 10..=16 << 20).contains(&c.chunk_max.0) {
-            return Err(format!("cache.chunk_max: {} is outside 1 KiB ..= 16 MiB", c.chunk_max));
+            return Err(Invalid::new("cache.chunk_max", format!("{} is outside 1 KiB ..= 16 MiB", c.chunk_max)));
         }
         if !(c.chunk_min <= c.chunk_avg && c.chunk_avg <= c.chunk_max) {
-            return Err("cache.chunk_min/chunk_avg/chunk_max: need chunk_min <= chunk_avg <= chunk_max".into());
+            return Err(Invalid::new(
+                "cache.chunk_min/chunk_avg/chunk_max",
+                "need chunk_min <= chunk_avg <= chunk_max",
+            ));
         }
         if c.max_size < c.chunk_max {
-            return Err(format!(
-                "cache.max_size: {} is smaller than one chunk (chunk_max {})",
-                c.max_size, c.chunk_max
+            return Err(Invalid::new(
+                "cache.max_size",
+                format!("{} is smaller than one chunk (chunk_max {})", c.max_size, c.chunk_max),
             ));
         }
         if self.fuse.threads == 0 || self.fuse.threads > 64 {
-            return Err("fuse.threads: must be 1..=64".into());
+            return Err(Invalid::new("fuse.threads", "must be 1..=64"));
         }
         if self.fuse.read_timeout.0.is_zero() {
-            return Err("fuse.read_timeout: must be more than 0".into());
+            return Err(Invalid::new("fuse.read_timeout", "must be more than 0"));
         }
         if !(1..=1_000_000).contains(&self.events.capacity) {
-            return Err("events.capacity: must be between 1 and 1000000".into());
+            return Err(Invalid::new("events.capacity", "must be between 1 and 1000000"));
         }
         if self.library.sync_interval.0 < Duration::from_secs(1) {
-            return Err("library.sync_interval: must be at least 1s".into());
+            return Err(Invalid::new("library.sync_interval", "must be at least 1s"));
         }
         if self.library.list_timeout.0.is_zero() {
-            return Err("library.list_timeout: must be more than 0".into());
+            return Err(Invalid::new("library.list_timeout", "must be more than 0"));
         }
         if self.health.timeout.0.is_zero() {
-            return Err("health.timeout: must be more than 0".into());
+            return Err(Invalid::new("health.timeout", "must be more than 0"));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! exactly what its type needs. Nothing past the config reads the flat form, so no code downstream has to
 //! wonder whether a field is set.
 
+use super::Invalid;
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -202,7 +203,7 @@ impl OriginConfig {
 
     /// Checks the fields of one origin against its type and keeps what the type needs. The message names the
     /// key and the origin.
-    pub(super) fn parse(self) -> Result<Origin, String> {
+    pub(super) fn parse(self) -> Result<Origin, Invalid> {
         self.check_keys_fit_the_type()?;
         let spec = match self.kind {
             OriginKind::Local => self.local()?,
@@ -212,7 +213,7 @@ impl OriginConfig {
         Ok(Origin { id: self.id, priority: self.priority, backup_for: self.backup_for, spec })
     }
 
-    fn check_keys_fit_the_type(&self) -> Result<(), String> {
+    fn check_keys_fit_the_type(&self) -> Result<(), Invalid> {
         let id = &self.id;
         let kind = self.kind.name();
         // Every type-specific key, with the types it belongs to.
@@ -237,83 +238,92 @@ impl OriginConfig {
             if set && !kinds.contains(&self.kind) {
                 let types: Vec<String> = kinds.iter().map(|k| format!("`type = \"{}\"`", k.name())).collect();
                 let hint = if key == "path" && self.kind == OriginKind::S3 { "; use bucket and prefix" } else { "" };
-                return Err(format!(
-                    "origins.{key}: only for {} origins (origin `{id}` is {kind}{hint})",
-                    types.join(" or ")
+                return Err(Invalid::new(
+                    format!("origins.{key}"),
+                    format!("only for {} origins (origin `{id}` is {kind}{hint})", types.join(" or ")),
                 ));
             }
         }
         Ok(())
     }
 
-    fn local(&self) -> Result<OriginSpec, String> {
+    fn local(&self) -> Result<OriginSpec, Invalid> {
         let id = &self.id;
         let Some(path) = &self.path else {
-            return Err(format!("origins.path: required for local origin `{id}`"));
+            return Err(Invalid::new("origins.path", format!("required for local origin `{id}`")));
         };
         if !path.is_absolute() {
-            return Err(format!("origins.path: `{}` (origin `{id}`) must be absolute", path.display()));
+            return Err(Invalid::new("origins.path", format!("`{}` (origin `{id}`) must be absolute", path.display())));
         }
         Ok(OriginSpec::Local { path: path.clone() })
     }
 
-    fn s3(&self) -> Result<OriginSpec, String> {
+    fn s3(&self) -> Result<OriginSpec, Invalid> {
         let id = &self.id;
         let endpoint = self.endpoint.as_deref().unwrap_or_default();
         if endpoint.is_empty() {
-            return Err(format!("origins.endpoint: required for s3 origin `{id}`"));
+            return Err(Invalid::new("origins.endpoint", format!("required for s3 origin `{id}`")));
         }
         let host = endpoint.strip_prefix("https://").or_else(|| endpoint.strip_prefix("http://"));
         if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
-            return Err(format!(
-                "origins.endpoint: `{endpoint}` (origin `{id}`) must be http://HOST[:PORT] or https://HOST[:PORT]"
+            return Err(Invalid::new(
+                "origins.endpoint",
+                format!("`{endpoint}` (origin `{id}`) must be http://HOST[:PORT] or https://HOST[:PORT]"),
             ));
         }
         let bucket = self.bucket.as_deref().unwrap_or_default();
         if bucket.is_empty() {
-            return Err(format!("origins.bucket: required for s3 origin `{id}`"));
+            return Err(Invalid::new("origins.bucket", format!("required for s3 origin `{id}`")));
         }
         if bucket.contains('/') || bucket.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("origins.bucket: `{bucket}` (origin `{id}`) is not a bucket name"));
+            return Err(Invalid::new("origins.bucket", format!("`{bucket}` (origin `{id}`) is not a bucket name")));
         }
         if let Some(prefix) = &self.prefix {
             let trimmed = prefix.trim_matches('/');
             if trimmed.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..")
                 || prefix.chars().any(char::is_control)
             {
-                return Err(format!(
-                    "origins.prefix: `{prefix}` (origin `{id}`) must be key segments like `music` or `music/flac`, without `.`, `..` or `//`"
+                return Err(Invalid::new(
+                    "origins.prefix",
+                    format!(
+                        "`{prefix}` (origin `{id}`) must be key segments like `music` or `music/flac`, without `.`, `..` or `//`"
+                    ),
                 ));
             }
         }
         if self.region.as_deref().is_some_and(str::is_empty) {
-            return Err(format!("origins.region: empty for s3 origin `{id}`"));
+            return Err(Invalid::new("origins.region", format!("empty for s3 origin `{id}`")));
         }
         let access_key = self.access_key.as_deref().unwrap_or_default();
         if access_key.is_empty() {
-            return Err(format!("origins.access_key: required for s3 origin `{id}`"));
+            return Err(Invalid::new("origins.access_key", format!("required for s3 origin `{id}`")));
         }
         let secret = match (&self.secret_key, &self.secret_key_file, &self.secret_key_env) {
             (None, None, None) => {
-                return Err(format!(
-                    "origins.secret_key_file: s3 origin `{id}` needs one of secret_key_file, secret_key_env or secret_key"
+                return Err(Invalid::new(
+                    "origins.secret_key_file",
+                    format!("s3 origin `{id}` needs one of secret_key_file, secret_key_env or secret_key"),
                 ));
             }
             (Some(secret), None, None) if secret.0.is_empty() => {
-                return Err(format!("origins.secret_key: empty for s3 origin `{id}`"));
+                return Err(Invalid::new("origins.secret_key", format!("empty for s3 origin `{id}`")));
             }
             (Some(secret), None, None) => SecretSource::Inline(secret.clone()),
             (None, Some(file), None) if !file.is_absolute() => {
-                return Err(format!("origins.secret_key_file: `{}` (origin `{id}`) must be absolute", file.display()));
+                return Err(Invalid::new(
+                    "origins.secret_key_file",
+                    format!("`{}` (origin `{id}`) must be absolute", file.display()),
+                ));
             }
             (None, Some(file), None) => SecretSource::File(file.clone()),
             (None, None, Some(var)) if var.is_empty() => {
-                return Err(format!("origins.secret_key_env: empty for s3 origin `{id}`"));
+                return Err(Invalid::new("origins.secret_key_env", format!("empty for s3 origin `{id}`")));
             }
             (None, None, Some(var)) => SecretSource::Env(var.clone()),
             _ => {
-                return Err(format!(
-                    "origins.secret_key: s3 origin `{id}` has more than one of secret_key, secret_key_file and secret_key_env"
+                return Err(Invalid::new(
+                    "origins.secret_key",
+                    format!("s3 origin `{id}` has more than one of secret_key, secret_key_file and secret_key_env"),
                 ));
             }
         };
@@ -327,67 +337,85 @@ impl OriginConfig {
         })
     }
 
-    fn sftp(&self) -> Result<OriginSpec, String> {
+    fn sftp(&self) -> Result<OriginSpec, Invalid> {
         let id = &self.id;
         let host = self.host.as_deref().unwrap_or_default();
         if host.is_empty() {
-            return Err(format!("origins.host: required for sftp origin `{id}`"));
+            return Err(Invalid::new("origins.host", format!("required for sftp origin `{id}`")));
         }
         if host.contains(['/', '@']) || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "origins.host: `{host}` (origin `{id}`) must be a host name or address only (the user goes in `user`, the port in `port`)"
+            return Err(Invalid::new(
+                "origins.host",
+                format!(
+                    "`{host}` (origin `{id}`) must be a host name or address only (the user goes in `user`, the port in `port`)"
+                ),
             ));
         }
         if self.port == Some(0) {
-            return Err(format!("origins.port: 0 is not a port (origin `{id}`)"));
+            return Err(Invalid::new("origins.port", format!("0 is not a port (origin `{id}`)")));
         }
         let user = self.user.as_deref().unwrap_or_default();
         if user.is_empty() {
-            return Err(format!("origins.user: required for sftp origin `{id}`"));
+            return Err(Invalid::new("origins.user", format!("required for sftp origin `{id}`")));
         }
         if user.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@') {
-            return Err(format!("origins.user: `{user}` (origin `{id}`) is not a user name"));
+            return Err(Invalid::new("origins.user", format!("`{user}` (origin `{id}`) is not a user name")));
         }
         let Some(key) = &self.private_key_file else {
-            return Err(format!(
-                "origins.private_key_file: required for sftp origin `{id}` (logins are by public key)"
+            return Err(Invalid::new(
+                "origins.private_key_file",
+                format!("required for sftp origin `{id}` (logins are by public key)"),
             ));
         };
         if !key.is_absolute() {
-            return Err(format!("origins.private_key_file: `{}` (origin `{id}`) must be absolute", key.display()));
+            return Err(Invalid::new(
+                "origins.private_key_file",
+                format!("`{}` (origin `{id}`) must be absolute", key.display()),
+            ));
         }
         let host_key = match (&self.known_hosts_file, &self.host_key_fingerprint) {
             (None, None) => {
-                return Err(format!(
-                    "origins.known_hosts_file: sftp origin `{id}` needs known_hosts_file or host_key_fingerprint: \
+                return Err(Invalid::new(
+                    "origins.known_hosts_file",
+                    format!(
+                        "sftp origin `{id}` needs known_hosts_file or host_key_fingerprint: \
                      the server's host key must be known, unknown host keys are rejected"
+                    ),
                 ));
             }
             (Some(_), Some(_)) => {
-                return Err(format!(
-                    "origins.host_key_fingerprint: sftp origin `{id}` has both known_hosts_file and host_key_fingerprint; give one"
+                return Err(Invalid::new(
+                    "origins.host_key_fingerprint",
+                    format!("sftp origin `{id}` has both known_hosts_file and host_key_fingerprint; give one"),
                 ));
             }
             (Some(file), None) if !file.is_absolute() => {
-                return Err(format!("origins.known_hosts_file: `{}` (origin `{id}`) must be absolute", file.display()));
+                return Err(Invalid::new(
+                    "origins.known_hosts_file",
+                    format!("`{}` (origin `{id}`) must be absolute", file.display()),
+                ));
             }
             (Some(file), None) => HostKey::KnownHosts(file.clone()),
             (None, Some(fingerprint)) if !is_sha256_fingerprint(fingerprint) => {
-                return Err(format!(
-                    "origins.host_key_fingerprint: `{fingerprint}` (origin `{id}`) must be `SHA256:` and 43 base64 characters, \
+                return Err(Invalid::new(
+                    "origins.host_key_fingerprint",
+                    format!(
+                        "`{fingerprint}` (origin `{id}`) must be `SHA256:` and 43 base64 characters, \
                      as `ssh-keygen -lf <host key>.pub` prints it"
+                    ),
                 ));
             }
             (None, Some(fingerprint)) => HostKey::Fingerprint(fingerprint.clone()),
         };
         let path = match &self.path {
             None => {
-                return Err(format!(
-                    "origins.path: required for sftp origin `{id}` (the music directory on the server)"
+                return Err(Invalid::new(
+                    "origins.path",
+                    format!("required for sftp origin `{id}` (the music directory on the server)"),
                 ));
             }
             Some(path) if path.as_os_str().is_empty() => {
-                return Err(format!("origins.path: empty for sftp origin `{id}`"));
+                return Err(Invalid::new("origins.path", format!("empty for sftp origin `{id}`")));
             }
             Some(path) => path.clone(),
         };

@@ -303,3 +303,13 @@ fn a_missing_file_is_one_clear_line() {
     let err = Config::load(Path::new("/nonexistent/musicfs.toml")).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/musicfs.toml") && err.contains("cannot read"), "{err}");
 }
+
+#[test]
+fn a_validation_error_names_its_key() {
+    let mut config = Config::with_defaults("/m".into(), "/c".into());
+    assert_eq!(config.validate().unwrap_err().key, "origins");
+    config.origins.push(Origin::local("nas", 0, "/srv/music".into()));
+    config.fuse.threads = 0;
+    let err = config.validate().unwrap_err();
+    assert_eq!((err.key.as_str(), err.to_string().as_str()), ("fuse.threads", "fuse.threads: must be 1..=64"));
+}
