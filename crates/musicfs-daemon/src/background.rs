@@ -6,6 +6,7 @@
 use crate::control::protocol::SyncReport;
 use crate::events::Event;
 use crate::process;
+use crate::state::SyncRequest;
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::invalidate;
 use musicfs_meta::Db;
@@ -20,9 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How long `musicfs sync` waits for the kernel-cache invalidator before answering anyway.
 const SYNC_INVALIDATION_WAIT: Duration = Duration::from_secs(5);
-
-/// A `musicfs sync` request: run a delta sync now, answer with its summary.
-pub type SyncRequest = oneshot::Sender<Result<SyncReport, SyncError>>;
 
 /// How often changed chunk access times are written back.
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(30);

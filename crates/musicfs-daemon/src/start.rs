@@ -3,7 +3,7 @@
 //! [`crate::shutdown`] stops.
 
 use crate::signals::{self, Request};
-use crate::state::{OriginStatus, Shared};
+use crate::state::{OriginStatus, Shared, SyncRequest};
 use crate::{DaemonError, background, control, events, mounts, process, search, systemd, watchdog};
 use musicfs_cas::{ChunkParams, ChunkStore, ManifestStore, Reader};
 use musicfs_core::Config;
@@ -246,7 +246,7 @@ fn share(
     kernel: Arc<dyn KernelCache>,
     supervisor: Supervisor,
     started: Instant,
-) -> (Arc<Shared>, mpsc::Receiver<background::SyncRequest>) {
+) -> (Arc<Shared>, mpsc::Receiver<SyncRequest>) {
     let (sync_requests, sync_queue) = mpsc::channel(SYNC_QUEUE);
     let bus = Arc::new(events::Bus::new(config.events.capacity));
     let invalidator = Arc::new(events::Invalidator {
@@ -290,7 +290,7 @@ fn spawn_background(
     db: &Arc<Db>,
     origins: ConfiguredOrigins,
     sync_at_start: bool,
-    sync_requests: mpsc::Receiver<background::SyncRequest>,
+    sync_requests: mpsc::Receiver<SyncRequest>,
 ) {
     let work = Arc::new(background::Background {
         shared: shared.clone(),

@@ -1,16 +1,22 @@
 //! What the running daemon knows about itself, in one place: read by `musicfs status`, the Prometheus
 //! metrics, STATUS= for systemd and the watchdog; written by the health monitor and the resource watcher.
 
+use crate::control::protocol::SyncReport;
 pub use crate::status::{DaemonState, EventsStatus, OriginStatus, Status};
 use musicfs_cas::{ChunkStore, Reader};
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::stats::Op;
+use musicfs_meta::sync::SyncError;
 use musicfs_origins::health::LibraryState;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
+
+/// A `musicfs sync` request: run a delta sync now, answer with its summary. Sent by the control socket (and
+/// by the health monitor when origins return), answered by the library watcher.
+pub type SyncRequest = tokio::sync::oneshot::Sender<Result<SyncReport, SyncError>>;
 
 pub struct Shared {
     pub fs: Arc<MusicFs>,
@@ -25,7 +31,7 @@ pub struct Shared {
     pub invalidator: Arc<crate::events::Invalidator>,
     pub search: Arc<crate::search::Search>,
     /// `musicfs sync` requests, answered by the library watcher.
-    pub sync_requests: tokio::sync::mpsc::Sender<crate::background::SyncRequest>,
+    pub sync_requests: tokio::sync::mpsc::Sender<SyncRequest>,
 }
 
 impl Shared {
