@@ -96,7 +96,7 @@ impl Daemon {
             return Ok(None);
         };
         let fs = filesystem(&config, library.tree, &cache, &origins);
-        let (session, kernel_cache) = mount(&config.mount_point, &config, &fs).await?;
+        let (session, kernel_cache) = mount(&config, &fs).await?;
         process::release_freed_memory();
         tracing::info!(mount_point = %config.mount_point.display(), tracks = fs.tree().file_count(),
             elapsed_ms = started.elapsed().as_millis() as u64, "mounted and serving");
@@ -178,12 +178,10 @@ fn filesystem(config: &Config, tree: Tree, cache: &Cache, origins: &ConfiguredOr
     Arc::new(fs.with_backups(origins.backups.clone()))
 }
 
-/// Mounts `fs` at `mount_point` and runs the session on its own thread; returns once the mount answers.
-async fn mount(
-    mount_point: &Path,
-    config: &Config,
-    fs: &Arc<MusicFs>,
-) -> Result<(FuseSession, Arc<dyn KernelCache>), DaemonError> {
+/// Mounts `fs` at the mount point and runs the session on its own thread; returns once the mount answers,
+/// with the handle that tells the kernel what to forget.
+async fn mount(config: &Config, fs: &Arc<MusicFs>) -> Result<(FuseSession, Arc<dyn KernelCache>), DaemonError> {
+    let mount_point = config.mount_point.as_path();
     // First clear a dead mount left by a killed daemon: until then even mkdir/stat on the path fail.
     if mounts::clear_stale_fuse_mount(mount_point) {
         tracing::info!(mount_point = %mount_point.display(), "2.7 stale mount cleared");

@@ -10,7 +10,6 @@ use musicfs_meta::sync::SyncError;
 use musicfs_origins::health::LibraryState;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -18,15 +17,23 @@ use std::time::Instant;
 /// by the health monitor when origins return), answered by the library watcher.
 pub type SyncRequest = tokio::sync::oneshot::Sender<Result<SyncReport, SyncError>>;
 
+/// The handles every part of the running daemon shares: the control socket, the background tasks and
+/// shutdown read and change the daemon through it.
 pub struct Shared {
+    /// The filesystem logic the mount serves, with its tree and read gate.
     pub fs: Arc<MusicFs>,
     pub store: Arc<ChunkStore>,
+    /// The same reader `fs` reads through (chunk cache, origins, backups).
     pub reader: Arc<Reader>,
     pub mount_point: PathBuf,
+    /// When the process started (for uptime).
     pub started: Instant,
+    /// Each origin's last health check, written by the health monitor.
     pub origins: RwLock<Vec<OriginStatus>>,
     pub supervisor: musicfs_core::supervisor::Supervisor,
+    /// Set when the ordered shutdown begins: the state reads `stopping`.
     pub stopping: AtomicBool,
+    /// Library changes and origin states, for the invalidator, the search indexer and `musicfs events`.
     pub events: Arc<crate::events::Bus>,
     pub invalidator: Arc<crate::events::Invalidator>,
     pub search: Arc<crate::search::Search>,
