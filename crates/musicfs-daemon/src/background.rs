@@ -5,18 +5,17 @@
 
 use crate::control::protocol::SyncReport;
 use crate::events::Event;
-use crate::process;
 use crate::state::SyncRequest;
-use musicfs_fuse::MusicFs;
+use crate::{health, process};
 use musicfs_fuse::invalidate;
 use musicfs_meta::Db;
 use musicfs_meta::sync::{self, SyncError};
-use musicfs_origins::{OriginError, SharedOrigin};
+use musicfs_origins::SharedOrigin;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// How long `musicfs sync` waits for the kernel-cache invalidator before answering anyway.
@@ -56,7 +55,7 @@ impl Background {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(next) => {
-                    let results = health_round_impl(&self.shared, &self.db, &self.checked, self.health_timeout).await;
+                    let results = health::round(&self.shared, &self.db, &self.checked, self.health_timeout).await;
                     next = musicfs_origins::health::next_round(&results, self.health_every);
                 }
             }
@@ -210,136 +209,6 @@ impl Background {
     }
 }
 
-/// One health round (4.2.1, 4.2.2): every origin checked at once, each bounded by the timeout; state
-/// changes are logged once, not per read.
-async fn health_round_impl(
-    shared: &crate::state::Shared,
-    db: &Arc<Db>,
-    origins: &[SharedOrigin],
-    timeout: Duration,
-) -> Vec<musicfs_origins::health::CheckResult> {
-    let before = shared.library_state();
-    let was: Vec<(String, bool)> = {
-        let states = shared.origins.read().unwrap_or_else(|p| p.into_inner());
-        states.iter().map(|o| (o.id.clone(), o.healthy)).collect()
-    };
-    let results = musicfs_origins::health::check_all(origins, timeout).await;
-    {
-        let mut states = shared.origins.write().unwrap_or_else(|p| p.into_inner());
-        *states = results
-            .iter()
-            .map(|r| crate::state::OriginStatus {
-                id: r.origin.clone(),
-                healthy: r.outcome.is_ok(),
-                dns_failure: r.outcome.as_ref().is_err_and(OriginError::is_dns),
-                last_error: r.outcome.as_ref().err().map(|e| e.to_string()),
-            })
-            .collect();
-    }
-    let mut returned = Vec::new();
-    for r in &results {
-        let was_healthy = was.iter().find(|(id, _)| *id == r.origin).is_none_or(|(_, healthy)| *healthy);
-        match (&r.outcome, was_healthy) {
-            (Err(e), true) => {
-                if e.is_dns() {
-                    tracing::warn!(origin = %r.origin, error = %e, recheck = ?musicfs_origins::health::DNS_RECHECK,
-                        "4.2.5 origin host name does not resolve: DNS, not a dead origin; degraded, re-checking soon");
-                }
-                shared.events.publish(Event::OriginDown { origin: r.origin.clone(), error: e.to_string() }).await
-            }
-            (Ok(_), false) => {
-                // Before the state says ready: a healed origin is read from at once (3.8, N2, N4).
-                shared.reader.origin_is_back(&r.origin);
-                returned.push(r.origin.clone());
-                shared.events.publish(Event::OriginUp { origin: r.origin.clone() }).await
-            }
-            _ => {}
-        }
-    }
-    for origin in &returned {
-        let (fs, kernel) = (shared.fs.clone(), shared.invalidator.kernel.clone());
-        tokio::spawn(revalidate_backup_served(fs, db.clone(), kernel, origin.clone()));
-    }
-    if !returned.is_empty() {
-        // Tasks that failed too often while an origin was gone get a fresh start (4.2.4).
-        let revived = shared.supervisor.revive_given_up();
-        if !revived.is_empty() {
-            tracing::info!(origins = ?returned, tasks = ?revived, "4.2.4 origins back: given-up tasks restarted");
-        }
-        // Catch-up sync (4.2.3, N4): what changed on the origins while they were away shows now, not at the
-        // next sync interval. Nobody waits for the answer; a full queue means a sync is already coming.
-        let (reply, _) = oneshot::channel();
-        match shared.sync_requests.try_send(reply) {
-            Ok(()) => tracing::info!(origins = ?returned, "4.2.3 origins back: catch-up sync requested"),
-            Err(e) => tracing::debug!(error = %e, "catch-up sync not queued; one is already pending"),
-        }
-    }
-    let after = shared.library_state();
-    if after != before {
-        let down: Vec<String> = results.iter().filter(|r| r.outcome.is_err()).map(|r| r.origin.clone()).collect();
-        tracing::warn!(from = before.as_str(), to = after.as_str(), down = ?down, "4.2.3 library state changed");
-        shared.events.publish(Event::StateChanged { from: before.as_str(), to: after.as_str() }).await;
-    }
-    results
-}
-
 #[cfg(test)]
 #[path = "background_tests.rs"]
 mod tests;
-
-/// Re-validates the tracks of `origin` that were served from its backup while it was away (4.2.6): each is
-/// read again from `origin`; where its copy differs from the backup's, the kernel is told to drop what it
-/// cached, so readers see the origin's bytes. Runs beside the health monitor, never blocking it.
-async fn revalidate_backup_served(
-    fs: Arc<MusicFs>,
-    db: Arc<Db>,
-    kernel: Arc<dyn invalidate::KernelCache>,
-    origin: String,
-) {
-    let mut ids = fs.reader().take_backup_served(&origin);
-    let db2 = db.clone();
-    let o = origin.clone();
-    match tokio::task::spawn_blocking(move || db2.backup_served(&o)).await {
-        Ok(Ok(stored)) => ids.extend(stored),
-        Ok(Err(e)) => tracing::warn!(origin, error = %e, "4.2.6 could not list tracks cached from the backup"),
-        Err(e) => tracing::warn!(origin, error = %e, "4.2.6 backup listing task failed"),
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    if ids.is_empty() {
-        return;
-    }
-    let tree = fs.tree();
-    let (mut same, mut differed, mut failed) = (0usize, 0usize, 0usize);
-    for id in &ids {
-        let Some((ino, file)) = tree.file_by_track(*id).and_then(|ino| Some((ino, fs.file(ino).ok()?))) else {
-            continue; // removed from the library meanwhile
-        };
-        match fs.reader().revalidate(&file).await {
-            Ok(Some(true)) => same += 1,
-            Ok(None) => {
-                // Only read through, never cached from the backup: the kernel may still hold its pages.
-                invalidate::apply(&*kernel, &[invalidate::Invalidation::Inode(ino)]);
-                same += 1;
-            }
-            Ok(Some(false)) => {
-                differed += 1;
-                invalidate::apply(&*kernel, &[invalidate::Invalidation::Inode(ino)]);
-                tracing::warn!(origin, track = id, path = %file.rel_path.display(),
-                    "4.2.6 the backup's copy differed from the origin's; now served from the origin");
-            }
-            Err(e) => {
-                failed += 1;
-                tracing::warn!(origin, track = id, error = %e, "4.2.6 re-validation failed; retried when the origin returns again");
-            }
-        }
-    }
-    tracing::info!(
-        origin,
-        tracks = ids.len(),
-        same,
-        differed,
-        failed,
-        "4.2.6 origin back: tracks served from its backup re-validated"
-    );
-}

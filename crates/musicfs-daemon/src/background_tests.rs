@@ -3,6 +3,8 @@
 //! anyone what changed, so it must be polled (5.4).
 
 use super::*;
+use musicfs_fuse::MusicFs;
+use tokio::sync::oneshot;
 use crate::events::{Bus, Invalidator};
 use crate::state::{OriginStatus, Shared};
 use musicfs_core::events::Guarantee;
@@ -119,7 +121,7 @@ impl Harness {
         // The monitor's own list: the library's origin and any backup.
         let origins: Vec<SharedOrigin> =
             std::iter::once(self.lib.origin.clone() as SharedOrigin).chain(self.backups.clone()).collect();
-        health_round_impl(&self.shared, &self.lib.db, &origins, Duration::from_secs(1)).await;
+        crate::health::round(&self.shared, &self.lib.db, &origins, Duration::from_secs(1)).await;
     }
 }
 

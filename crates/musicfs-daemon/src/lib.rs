@@ -14,6 +14,7 @@
 pub mod background;
 pub mod control;
 pub mod events;
+mod health;
 pub mod lock;
 pub mod metrics;
 pub mod mounts;
