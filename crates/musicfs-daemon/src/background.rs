@@ -1,7 +1,8 @@
 //! The daemon's background work, as three loops the supervisor runs (and restarts) and one cancellation
 //! token stops: the origin health monitor, the library watcher (delta sync, on its interval and on
 //! `musicfs sync`), and cache upkeep (access-time write-back, the chunk scrubber of 6.4, the descriptor watch
-//! of 5.3). The first two announce what they find on the event bus (3.3).
+//! of 5.3). The first two announce what they find on the event bus (3.3). One round of the health monitor
+//! is in `health.rs`.
 
 use crate::control::protocol::SyncReport;
 use crate::events::Event;

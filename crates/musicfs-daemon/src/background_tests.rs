@@ -3,16 +3,16 @@
 //! anyone what changed, so it must be polled (5.4).
 
 use super::*;
-use musicfs_fuse::MusicFs;
-use tokio::sync::oneshot;
 use crate::events::{Bus, Invalidator};
 use crate::state::{OriginStatus, Shared};
 use musicfs_core::events::Guarantee;
 use musicfs_core::supervisor::Supervisor;
+use musicfs_fuse::MusicFs;
 use musicfs_fuse::invalidate::RecordingKernelCache;
 use musicfs_test_utils::faulty_origin::FailMode;
 use musicfs_test_utils::fixtures::{InProcessFs, track_bytes};
 use std::time::Instant;
+use tokio::sync::oneshot;
 
 struct Harness {
     lib: InProcessFs,
