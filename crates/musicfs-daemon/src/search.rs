@@ -52,10 +52,15 @@ impl fmt::Display for SearchState {
     }
 }
 
-impl FromStr for SearchState {
-    type Err = String;
+/// A string that is none of the [`SearchState`]s.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a search state")]
+pub struct UnknownSearchState(pub String);
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FromStr for SearchState {
+    type Err = UnknownSearchState;
+
+    fn from_str(text: &str) -> Result<Self, UnknownSearchState> {
         Ok(match text {
             "opening" => SearchState::Opening,
             "ready" => SearchState::Ready,
@@ -63,7 +68,7 @@ impl FromStr for SearchState {
             "closed" => SearchState::Closed,
             other => match other.strip_prefix("unavailable: ") {
                 Some(why) => SearchState::Unavailable(why.to_owned()),
-                None => return Err(format!("`{other}` is not a search state")),
+                None => return Err(UnknownSearchState(other.to_owned())),
             },
         })
     }
@@ -309,4 +314,23 @@ pub fn rebuild_offline(cache_dir: &Path) -> Result<u64, crate::DaemonError> {
     let documents = index.doc_count();
     index.shutdown()?;
     Ok(documents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_states_read_back_what_status_shows() {
+        for state in [
+            SearchState::Opening,
+            SearchState::Ready,
+            SearchState::Rebuilding,
+            SearchState::Closed,
+            SearchState::Unavailable("index damaged: bad segment".into()),
+        ] {
+            assert_eq!(state.to_string().parse::<SearchState>().unwrap(), state);
+        }
+        assert!("sleeping".parse::<SearchState>().is_err());
+    }
 }

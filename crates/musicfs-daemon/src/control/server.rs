@@ -82,7 +82,7 @@ async fn answer(
     tokio::time::timeout(COMMAND_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
-    let command = serde_json::from_str::<Command>(line.trim()).map_err(|e| e.to_string());
+    let command = serde_json::from_str::<Command>(line.trim());
     let reply = match command {
         Ok(Command::Status) => json::<_, String>(Ok(shared.status())),
         Ok(Command::Metrics) => shared.metrics(),
