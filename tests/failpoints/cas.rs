@@ -23,12 +23,12 @@ fn enospc_before_a_chunk_write_leaves_nothing_behind() {
     let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
     let c = chunk(1);
     fail::cfg("cas::put::before_write", "return").unwrap();
-    let err = store.put_batch(&[c.clone()]).unwrap_err().to_string();
+    let err = store.put_batch(std::slice::from_ref(&c)).unwrap_err().to_string();
     assert!(err.contains("No space left on device"), "{err}");
     assert!(!store.contains(&c.0) && !store.chunk_path(&c.0).exists() && tmp_files(dir.path()) == 0);
     assert_eq!(store.total_bytes(), 0);
     fail::remove("cas::put::before_write");
-    store.put_batch(&[c.clone()]).unwrap();
+    store.put_batch(std::slice::from_ref(&c)).unwrap();
     assert_eq!(store.get(&c.0).unwrap(), Some(c.1));
     scenario.teardown();
 }
@@ -41,7 +41,7 @@ fn a_crash_after_write_before_rename_never_shows_a_partial_chunk() {
     let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
     let c = chunk(2);
     fail::cfg("cas::put::after_write_before_rename", "return").unwrap();
-    assert!(store.put_batch(&[c.clone()]).is_err());
+    assert!(store.put_batch(std::slice::from_ref(&c)).is_err());
     assert_eq!(tmp_files(dir.path()), 1, "the write reached its temp file");
     assert!(!store.chunk_path(&c.0).exists(), "but no chunk is visible");
     assert_eq!(store.get(&c.0).unwrap(), None);
@@ -49,7 +49,7 @@ fn a_crash_after_write_before_rename_never_shows_a_partial_chunk() {
     fail::remove("cas::put::after_write_before_rename");
     let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(tmp_files(dir.path()), 0, "leftovers are removed at start");
-    store.put_batch(&[c.clone()]).unwrap();
+    store.put_batch(std::slice::from_ref(&c)).unwrap();
     assert_eq!(store.get(&c.0).unwrap(), Some(c.1));
     scenario.teardown();
 }

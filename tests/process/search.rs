@@ -47,7 +47,7 @@ fn search_finds_tracks_by_tag_and_survives_its_index_being_destroyed_under_the_d
     let title = format!("title:{}", title_word(target));
 
     let found = search_until(&cache, &[&artist, &title], |p| !p.is_empty());
-    assert_eq!(found, [expected.clone()], "artist and title words find exactly that track");
+    assert_eq!(found, std::slice::from_ref(&expected), "artist and title words find exactly that track");
     assert_eq!(std::fs::read(&found[0]).unwrap(), std::fs::read(scratch.lib().join(&target.rel_path)).unwrap());
 
     // Destroyed under the running daemon: every file of the index truncated.
@@ -70,7 +70,7 @@ fn search_finds_tracks_by_tag_and_survives_its_index_being_destroyed_under_the_d
 
     let (ok, out, err) = musicfs(&["search", "rebuild"], &cache);
     assert!(ok && out.contains("\"documents\":6"), "{out}{err}");
-    assert_eq!(search_until(&cache, &[&artist, &title], |p| !p.is_empty()), [expected.clone()]);
+    assert_eq!(search_until(&cache, &[&artist, &title], |p| !p.is_empty()), std::slice::from_ref(&expected));
 
     // A track added later is searchable after the sync that brings it.
     let added =

@@ -63,7 +63,7 @@ impl Manifest {
     }
 
     pub fn decode_chunks(blob: &[u8]) -> Option<Vec<ChunkRef>> {
-        if blob.len() % 36 != 0 {
+        if !blob.len().is_multiple_of(36) {
             return None;
         }
         let mut offset = 0u64;

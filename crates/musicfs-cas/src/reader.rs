@@ -437,10 +437,10 @@ impl Reader {
         fail::fail_point!("cas::reader::manifest_fetch", |_| Err(ReadError::Internal(
             "failpoint cas::reader::manifest_fetch".into()
         )));
-        if let Some(m) = lock(&self.manifest_cache).get(&file.track_id).cloned() {
-            if m.fingerprint.matches(&file.fingerprint) {
-                return Ok(Some(m));
-            }
+        if let Some(m) = lock(&self.manifest_cache).get(&file.track_id).cloned()
+            && m.fingerprint.matches(&file.fingerprint)
+        {
+            return Ok(Some(m));
         }
         let id = file.track_id;
         match self.load_manifest(id).await? {

@@ -78,13 +78,13 @@ impl Index {
     }
 
     fn touch(&mut self, hash: ChunkHash, now: u64) {
-        if let Some(entry) = self.entries.get_mut(&hash) {
-            if entry.last_access != now {
-                self.lru.remove(&(entry.last_access, hash));
-                entry.last_access = now;
-                self.lru.insert((now, hash));
-                self.dirty.insert(hash, now);
-            }
+        if let Some(entry) = self.entries.get_mut(&hash)
+            && entry.last_access != now
+        {
+            self.lru.remove(&(entry.last_access, hash));
+            entry.last_access = now;
+            self.lru.insert((now, hash));
+            self.dirty.insert(hash, now);
         }
     }
 }
@@ -726,13 +726,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open_roomy(dir.path(), 2500).unwrap();
         let (a, b, c) = (chunk(1, 1000), chunk(2, 1000), chunk(3, 1000));
-        store.put_batch(&[a.clone()]).unwrap();
-        store.put_batch(&[b.clone()]).unwrap();
+        store.put_batch(std::slice::from_ref(&a)).unwrap();
+        store.put_batch(std::slice::from_ref(&b)).unwrap();
         store.get(&a.0).unwrap();
         assert_eq!(store.flush_access_times().unwrap(), 1);
         drop(store);
         let store = open_roomy(dir.path(), 2500).unwrap();
-        store.put_batch(&[c.clone()]).unwrap();
+        store.put_batch(std::slice::from_ref(&c)).unwrap();
         assert!(store.contains(&a.0), "a was read after b, so it is the more recently used");
         assert!(!store.contains(&b.0), "b is the least recently used and makes room");
         assert!(store.contains(&c.0));
@@ -760,7 +760,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open_roomy(dir.path(), 1 << 20).unwrap();
         let a = chunk(3, 4096);
-        store.put_batch(&[a.clone()]).unwrap();
+        store.put_batch(std::slice::from_ref(&a)).unwrap();
         let path = store.chunk_path(&a.0);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[100] ^= 0xff;
@@ -778,7 +778,7 @@ mod tests {
         let store = open_roomy(dir.path(), 2500).unwrap();
         let (a, b, c) = (chunk(1, 1000), chunk(2, 1000), chunk(3, 1000));
         store.put_batch(&[a.clone(), b.clone()]).unwrap();
-        store.put_batch(&[c.clone()]).unwrap();
+        store.put_batch(std::slice::from_ref(&c)).unwrap();
         assert!(store.total_bytes() <= 2500);
         assert_eq!(store.chunk_count(), 2);
         assert!(store.contains(&c.0), "the newest chunk survives");
@@ -870,7 +870,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(open_roomy(dir.path(), 1 << 20).unwrap());
         let a = chunk(1, 1000);
-        store.put_batch(&[a.clone()]).unwrap();
+        store.put_batch(std::slice::from_ref(&a)).unwrap();
         let poisoner = store.clone();
         let joined = std::thread::spawn(move || {
             let _guard = poisoner.index.lock();
