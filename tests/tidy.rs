@@ -1,6 +1,7 @@
-//! Tidy: the suite's bookkeeping cannot drift. Every `Proves` line names known failure modes and a real
-//! layer, proving test names are unique (the report joins on them), and every failpoint is used in code,
-//! documented in docs/FAILPOINTS.md and configured by at least one test.
+//! Tidy: the suite's bookkeeping cannot drift. Every failure mode in docs/failure-modes.toml states its
+//! required behaviour, every `Proves` line names known failure modes and a real layer, proving test names
+//! are unique (the report joins on them), and every failpoint is used in code, documented in
+//! docs/FAILPOINTS.md and configured by at least one test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 
@@ -15,7 +16,7 @@ fn root() -> &'static Path {
 #[test]
 fn every_proof_names_known_modes_and_a_real_layer() {
     let modes: BTreeSet<String> = coverage::load_catalogue(root()).unwrap().into_iter().map(|m| m.id).collect();
-    assert!(modes.len() >= 44, "the catalogue lists every mode of shared/failure-modes.md");
+    assert!(modes.len() >= 44, "docs/failure-modes.toml lists all 44 failure modes (2.1 … 6.7, N1–N4)");
     let proofs = coverage::scan_proofs(root()).unwrap();
     assert!(!proofs.is_empty());
     let mut problems = Vec::new();
@@ -44,6 +45,13 @@ fn every_proof_names_known_modes_and_a_real_layer() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_mode_states_its_behaviour() {
+    let modes = coverage::load_catalogue(root()).unwrap();
+    let missing: Vec<&str> = modes.iter().filter(|m| m.behaviour.trim().is_empty()).map(|m| m.id.as_str()).collect();
+    assert!(missing.is_empty(), "modes without a `behaviour` in docs/failure-modes.toml: {}", missing.join(", "));
 }
 
 #[test]
