@@ -1,6 +1,8 @@
-# Building blocks for MusicFS NixOS VM tests, including nodes that no test uses yet: the network
-# origins (S3, SFTP) and a fault-injecting proxy, for the day musicfs grows S3/SFTP origins and the L3
-# scenarios move into VMs. Each `*Node` is a NixOS module; add it to a test's `nodes`:
+# Building blocks for MusicFS NixOS VM tests. Three of them no test uses yet: an S3 server, an SFTP
+# server and a fault-injecting proxy. MusicFS has S3 and SFTP origins already
+# (crates/musicfs-origins/src/s3.rs, crates/musicfs-origins/src/sftp/), and the L3 tests run them against
+# servers on loopback (tests/integration/); issue 9 will use these nodes to run network scenarios in VMs.
+# Each `*Node` is a NixOS module; add it to a test's `nodes`:
 #
 #   nodes = {
 #     machine = { ... };                  # musicfs + musicfs-probe, as in ./resilience.nix

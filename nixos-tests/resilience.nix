@@ -90,7 +90,7 @@ pkgs.testers.runNixOSTest {
         ];
       };
 
-    # Later: network origins and a fault proxy (see ./lib.nix), e.g.
+    # Not used yet (issue 9): S3 and SFTP servers for the network origins and a fault proxy, from ./lib.nix:
     #   minio = testLib.minioNode;
     #   sftp = testLib.sftpNode;
     #   proxy = testLib.toxiproxyNode;

@@ -1,6 +1,9 @@
-//! Tidy: the suite's bookkeeping cannot drift. Every `Proves` line names known failure modes and a real
-//! layer, proving test names are unique (the report joins on them), and every failpoint is used in code,
-//! documented in docs/FAILPOINTS.md and configured by at least one test.
+//! Tidy: the suite's bookkeeping cannot drift. Every failure mode in docs/failure-modes.toml states its
+//! required behaviour, every `Proves` line names known failure modes and a real layer, proving test names
+//! are unique (the report joins on them), and every failpoint is used in code, documented in
+//! docs/FAILPOINTS.md and configured by at least one test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 
 use musicfs_test_utils::coverage::{self, LAYERS};
 use std::collections::{BTreeSet, HashMap};
@@ -13,7 +16,7 @@ fn root() -> &'static Path {
 #[test]
 fn every_proof_names_known_modes_and_a_real_layer() {
     let modes: BTreeSet<String> = coverage::load_catalogue(root()).unwrap().into_iter().map(|m| m.id).collect();
-    assert!(modes.len() >= 44, "the catalogue lists every mode of shared/failure-modes.md");
+    assert!(modes.len() >= 44, "docs/failure-modes.toml lists all 44 failure modes (2.1 … 6.7, N1–N4)");
     let proofs = coverage::scan_proofs(root()).unwrap();
     assert!(!proofs.is_empty());
     let mut problems = Vec::new();
@@ -45,6 +48,13 @@ fn every_proof_names_known_modes_and_a_real_layer() {
 }
 
 #[test]
+fn every_mode_states_its_behaviour() {
+    let modes = coverage::load_catalogue(root()).unwrap();
+    let missing: Vec<&str> = modes.iter().filter(|m| m.behaviour.trim().is_empty()).map(|m| m.id.as_str()).collect();
+    assert!(missing.is_empty(), "modes without a `behaviour` in docs/failure-modes.toml: {}", missing.join(", "));
+}
+
+#[test]
 fn every_failpoint_is_documented_and_used_by_a_test() {
     let in_code = coverage::failpoints_in_code(root()).unwrap();
     let documented = coverage::failpoints_documented(root()).unwrap();
@@ -65,4 +75,92 @@ fn every_failpoint_is_documented_and_used_by_a_test() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every Rust file opens with a module doc (`//!`) saying what it is for: a newcomer reads that first.
+#[test]
+fn every_source_file_says_what_it_is_for() {
+    let mut files = coverage::test_sources(root()).unwrap();
+    files.extend(rust_files(&root().join("src")));
+    assert!(files.len() > 50, "found only {} Rust files", files.len());
+    let undocumented: Vec<String> = files
+        .iter()
+        .filter(|f| !std::fs::read_to_string(f).unwrap().trim_start().starts_with("//!"))
+        .map(|f| f.strip_prefix(root()).unwrap_or(f).display().to_string())
+        .collect();
+    assert!(undocumented.is_empty(), "files without a `//!` module doc:\n{}", undocumented.join("\n"));
+}
+
+/// A crate whose code holds failpoints (or `cfg(feature = "failpoints")`) has a `failpoints` feature, and the
+/// root package's `failpoints` feature reaches it: otherwise a failpoints build silently leaves its failpoints
+/// out, and a test that configures one passes without the fault ever happening.
+#[test]
+fn every_crate_with_failpoints_is_reached_by_the_root_failpoints_feature() {
+    let manifest = |dir: &Path| -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml")).unwrap()).unwrap()
+    };
+    // Crate name → (its directory, its features).
+    let mut crates: HashMap<String, (std::path::PathBuf, toml::Table)> = HashMap::new();
+    let mut dirs: Vec<std::path::PathBuf> =
+        std::fs::read_dir(root().join("crates")).unwrap().flatten().map(|e| e.path()).collect();
+    dirs.push(root().join("probes"));
+    for dir in dirs {
+        let m = manifest(&dir);
+        let name = m["package"]["name"].as_str().unwrap().to_owned();
+        let features = m.get("features").and_then(|f| f.as_table()).cloned().unwrap_or_default();
+        crates.insert(name, (dir, features));
+    }
+    let root_features = manifest(root()).get("features").and_then(|f| f.as_table()).cloned().unwrap_or_default();
+    // Every `crate/failpoints` the root's `failpoints` feature turns on, directly or through other crates.
+    let mut reached = BTreeSet::new();
+    let mut queue: Vec<String> = root_features
+        .get("failpoints")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    while let Some(item) = queue.pop() {
+        let Some((krate, feature)) = item.split_once('/') else { continue };
+        if !reached.insert(format!("{krate}/{feature}")) {
+            continue;
+        }
+        if let Some(next) = crates.get(krate).and_then(|(_, f)| f.get(feature)).and_then(|v| v.as_array()) {
+            queue.extend(next.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+        }
+    }
+    let mut problems = Vec::new();
+    for (name, (dir, features)) in &crates {
+        if name == "musicfs-test-utils" {
+            continue;
+        }
+        let uses_failpoints = rust_files(&dir.join("src")).iter().any(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.contains("fail_point!(") || text.contains("fail::eval(") || text.contains("feature = \"failpoints\"")
+        });
+        if !uses_failpoints {
+            continue;
+        }
+        if !features.contains_key("failpoints") {
+            problems.push(format!("{name} uses failpoints but has no `failpoints` feature"));
+        } else if !reached.contains(&format!("{name}/failpoints")) {
+            problems.push(format!("{name}/failpoints is not reached from the root package's `failpoints` feature"));
+        }
+    }
+    problems.sort();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The `.rs` files under `dir`, at any depth.
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let (mut out, mut dirs) = (Vec::new(), vec![dir.to_owned()]);
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out
 }

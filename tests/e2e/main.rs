@@ -2,6 +2,8 @@
 //! MusicFS to the end, and three players (mpv, cvlc, ffmpeg) decode the same uncached track at once.
 //! VLC refuses to run as root, so as root it runs as `nobody` against a mount made with `--allow-other`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
 use musicfs_test_utils::daemon::{Daemon, Scratch};
 use musicfs_test_utils::sample::{self, Format, SampleOptions, SampleTrack};
 use std::os::unix::fs::PermissionsExt;

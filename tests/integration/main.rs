@@ -18,6 +18,8 @@
 //! only. `docker-compose.yml` here is for people who want the same servers in Docker; the tests do not use
 //! it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
 mod backup_origin;
 mod mounted;
 mod s3;

@@ -2,6 +2,8 @@
 //! Tests start, signal, kill and restart the daemon; each owns its scratch directory and mount point, so
 //! they run in parallel. Every test that proves a failure mode names it (`/// Proves L2: <ids>`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
 mod control;
 mod crash_recovery;
 mod filesystem;

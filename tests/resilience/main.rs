@@ -3,6 +3,8 @@
 //! mount, is `tests/process/`.) Every test names the failure modes it proves (`/// Proves L1: <ids>`,
 //! see docs/failure-modes.toml).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
 mod cache_disk;
 mod cache_faults;
 mod origin_faults;

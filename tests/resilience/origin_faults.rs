@@ -158,7 +158,7 @@ async fn all_origins_down_keeps_cached_music_playing_with_one_log_line_not_one_p
     fx.origin.set_mode(FailMode::ReturnError(std::io::ErrorKind::ConnectionRefused));
     assert_eq!(state().await, LibraryState::Offline);
 
-    let failures = &fx.fs.reader().failures;
+    let failures = &fx.fs.reader().failures();
     let lines_before = failures.lines.load(std::sync::atomic::Ordering::Relaxed);
     for _ in 0..200 {
         assert_eq!(fx.read_all(cached, 65536).await.unwrap(), track_bytes(0, 200_000), "cached music plays");

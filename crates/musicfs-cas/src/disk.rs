@@ -1,12 +1,13 @@
-//! The disk under the chunk store, watched: free-space watermarks (2.8, [`DiskPressure`]) checked before each
-//! chunk write, and the trouble state. A full disk stops writes; a failing one (6.6) puts the store in
-//! passthrough mode until the disk passes a check. The disk is reached through [`CacheDisk`], so tests can
-//! fill or break it without a real one.
+//! The disk under the chunk store, watched by a [`DiskGuard`]: free-space watermarks (2.8, [`DiskPressure`])
+//! checked before each chunk write, and the trouble state. A full disk stops writes; a failing one (6.6) puts
+//! the store in passthrough mode until the disk passes a check. The disk is reached through [`CacheDisk`], so
+//! tests can fill or break it without a real one. The guard knows the store only through [`GuardedStore`].
 
-use crate::store::{ChunkStore, StoreError};
+use crate::error::StoreError;
 use std::io::Write;
-use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// 2.8 watermarks, shares of the cache filesystem in use (by anything, not only the cache). At 90 % a chunk
@@ -103,6 +104,19 @@ impl CacheDisk for RealDisk {
     }
 }
 
+/// What the [`DiskGuard`] needs from the store it guards: how much it holds, a way to make it hold less, and a
+/// proof that its index can still commit.
+pub(crate) trait GuardedStore {
+    /// Bytes of chunk files on disk: indexed, and written but not yet indexed.
+    fn bytes_on_disk(&self) -> u64;
+    /// Bytes of indexed chunks (what eviction can give back).
+    fn indexed_bytes(&self) -> u64;
+    /// Evicts least-recently-used chunks until at most `limit` bytes remain.
+    fn evict_to(&self, limit: u64) -> Result<u64, StoreError>;
+    /// Commits an empty index transaction (part of the 6.6 disk check).
+    fn commit_index(&self) -> Result<(), StoreError>;
+}
+
 /// Why the store is not caching right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TroubleKind {
@@ -116,25 +130,60 @@ pub(crate) enum TroubleKind {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Trouble {
-    pub(crate) kind: TroubleKind,
-    pub(crate) why: String,
+struct Trouble {
+    kind: TroubleKind,
+    why: String,
     /// Last time the disk was checked (or failed).
-    pub(crate) checked: Instant,
+    checked: Instant,
 }
 
-impl ChunkStore {
-    /// (free bytes, total bytes) of the cache filesystem (statvfs), if it can be read.
-    pub fn disk_space(&self) -> Option<(u64, u64)> {
+/// The disk under one chunk store, watched: its free space against the 2.8 watermarks, and whether caching
+/// has stopped (disk full, 2.8, or failing, 6.6) and why. The store asks it before every chunk write
+/// ([`DiskGuard::make_room`], [`DiskGuard::writable`]) and tells it about failed I/O
+/// ([`DiskGuard::note_trouble`]); all chunk file I/O goes through its [`CacheDisk`].
+pub(crate) struct DiskGuard {
+    /// The store's directory, on the disk watched.
+    root: PathBuf,
+    disk: Arc<dyn CacheDisk>,
+    /// Set while caching is stopped (2.8 full, 6.6 failing); cleared by a successful write or a passed check.
+    trouble: Mutex<Option<Trouble>>,
+    /// The cache filesystem is above the eviction watermark (logged once per episode).
+    squeezed: AtomicBool,
+    /// Bytes held by other files when the cache last gave all its space back to them (0: not since they fell
+    /// under 80 %). See `make_room`.
+    gave_back_at: AtomicU64,
+    /// Checks of a failing disk (6.6) that failed again.
+    pub(crate) failed_checks: AtomicU64,
+}
+
+impl DiskGuard {
+    pub(crate) fn new(root: PathBuf, disk: Arc<dyn CacheDisk>) -> DiskGuard {
+        DiskGuard {
+            root,
+            disk,
+            trouble: Mutex::new(None),
+            squeezed: AtomicBool::new(false),
+            gave_back_at: AtomicU64::new(0),
+            failed_checks: AtomicU64::new(0),
+        }
+    }
+
+    /// The disk, for chunk file reads and writes.
+    pub(crate) fn disk(&self) -> &dyn CacheDisk {
+        &*self.disk
+    }
+
+    /// (free bytes, total bytes) of the cache filesystem, if it can be read.
+    pub(crate) fn space(&self) -> Option<(u64, u64)> {
         self.disk.space(&self.root)
     }
 
     /// The cache filesystem's level by the 2.8 watermarks (`Normal` when its space cannot be read).
-    pub fn disk_pressure(&self) -> DiskPressure {
-        self.disk_space().map_or(DiskPressure::Normal, |(free, total)| DiskPressure::of(free, total))
+    pub(crate) fn pressure(&self) -> DiskPressure {
+        self.space().map_or(DiskPressure::Normal, |(free, total)| DiskPressure::of(free, total))
     }
 
-    /// Watermarks (2.8) on the cache filesystem's real use, before writing a chunk of `size` bytes.
+    /// Watermarks (2.8) on the cache filesystem's real use, before `store` writes a chunk of `size` bytes.
     ///
     /// At 90 %, if the cache is what fills the disk (other files hold under 80 %), least-recently-used chunks
     /// are evicted down to 80 %. If other files hold more, evicting cannot get there: the cache gives back all
@@ -144,10 +193,10 @@ impl ChunkStore {
     /// The chunk is written only if the disk stays at or under 99 %, evicting older chunks to make it fit —
     /// unless other files hold most of the disk, where evicting would only churn the cache: then caching
     /// pauses and reads come from the origin. False: no room now.
-    pub(crate) fn make_disk_room(&self, size: u64) -> Result<bool, StoreError> {
-        let Some((free, total)) = self.disk_space() else { return Ok(true) };
+    pub(crate) fn make_room(&self, size: u64, store: &impl GuardedStore) -> Result<bool, StoreError> {
+        let Some((free, total)) = self.space() else { return Ok(true) };
         let used = total.saturating_sub(free);
-        let others = used.saturating_sub(self.cache_bytes_on_disk());
+        let others = used.saturating_sub(store.bytes_on_disk());
         let evict_to = share(total, WATERMARK_EVICT_TO);
         if others < evict_to {
             self.gave_back_at.store(0, Ordering::Relaxed);
@@ -157,46 +206,47 @@ impl ChunkStore {
                 tracing::warn!(free, total, "2.8 cache disk above 90%: evicting down to 80%");
             }
             if others < evict_to {
-                self.evict_to(self.total_bytes().saturating_sub(used - evict_to))?;
+                store.evict_to(store.indexed_bytes().saturating_sub(used - evict_to))?;
             } else if others > self.gave_back_at.load(Ordering::Relaxed) + total / 100 {
                 tracing::warn!(
                     others,
                     total,
-                    cache = self.total_bytes(),
+                    cache = store.indexed_bytes(),
                     "2.8 other files hold over 80% of the cache disk: cache emptied to give the space back"
                 );
-                self.evict_to(0)?;
+                store.evict_to(0)?;
                 // Measured again: on an overfull disk free space reads 0 and `others` came out too small.
-                let others = self.disk_space().map_or(others, |(free, total)| {
-                    total.saturating_sub(free).saturating_sub(self.cache_bytes_on_disk())
-                });
+                let others = self
+                    .space()
+                    .map_or(others, |(free, total)| total.saturating_sub(free).saturating_sub(store.bytes_on_disk()));
                 self.gave_back_at.store(others, Ordering::Relaxed);
             }
         } else if used < evict_to && self.squeezed.swap(false, Ordering::Relaxed) {
             tracing::info!(free, total, "2.8 cache disk back under 80%");
         }
-        let Some((free, total)) = self.disk_space() else { return Ok(true) };
+        let Some((free, total)) = self.space() else { return Ok(true) };
         let limit = share(total, WATERMARK_STOP_WRITES);
         let used = total.saturating_sub(free);
         if used + size <= limit {
             return Ok(true);
         }
         let shortfall = used + size - limit;
-        let others = used.saturating_sub(self.cache_bytes_on_disk());
-        if others > total / 2 || self.total_bytes() < shortfall {
+        let others = used.saturating_sub(store.bytes_on_disk());
+        if others > total / 2 || store.indexed_bytes() < shortfall {
             return Ok(false);
         }
-        self.evict_to(self.total_bytes() - shortfall)?;
+        store.evict_to(store.indexed_bytes() - shortfall)?;
         Ok(self
-            .disk_space()
+            .space()
             .is_none_or(|(free, total)| total.saturating_sub(free) + size <= share(total, WATERMARK_STOP_WRITES)))
     }
 
-    pub(crate) fn trouble(&self) -> std::sync::MutexGuard<'_, Option<Trouble>> {
+    fn trouble(&self) -> MutexGuard<'_, Option<Trouble>> {
         // Updated in single assignments: a poisoned lock still holds a consistent value (2.9).
         self.trouble.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Caching stops (or stays stopped) for `why`: logged once per kind of trouble.
     pub(crate) fn note_trouble(&self, kind: TroubleKind, why: &str) {
         let mut trouble = self.trouble();
         if trouble.as_ref().is_none_or(|t| t.kind != kind) {
@@ -213,6 +263,7 @@ impl ChunkStore {
         *trouble = Some(Trouble { kind, why: why.to_owned(), checked: Instant::now() });
     }
 
+    /// A write worked: caching goes on, and a stop ends (with one line).
     pub(crate) fn clear_trouble(&self) {
         let Some(was) = self.trouble().take() else { return };
         match was.kind {
@@ -223,46 +274,44 @@ impl ChunkStore {
         }
     }
 
-    /// Why the cache cannot take new chunks right now (disk full, read-only, I/O errors), if it cannot. The
-    /// daemon's status says "degraded" meanwhile.
-    pub fn write_failure(&self) -> Option<String> {
+    /// Why the cache cannot take new chunks right now, if it cannot.
+    pub(crate) fn write_failure(&self) -> Option<String> {
         self.trouble().as_ref().map(|t| t.why.clone())
     }
 
-    /// Whether the store is in 6.6 passthrough mode: the disk failed and has not passed a check since; chunks
-    /// are neither read nor written, reads go straight to the origin.
-    pub fn passthrough(&self) -> bool {
+    /// Whether the store is in 6.6 passthrough mode: the disk failed and has not passed a check since.
+    pub(crate) fn passthrough(&self) -> bool {
         self.trouble().as_ref().is_some_and(|t| t.kind == TroubleKind::Failed)
     }
 
     /// Whether chunks may be written now: not in passthrough, or a due check of the disk passes.
-    pub(crate) fn writable(&self) -> bool {
+    pub(crate) fn writable(&self, store: &impl GuardedStore) -> bool {
         let due = match self.trouble().as_ref() {
             Some(t) if t.kind == TroubleKind::Failed => t.checked.elapsed() >= DISK_RECHECK,
             _ => return true,
         };
-        due && self.check_disk()
+        due && self.check(store)
     }
 
-    /// [`ChunkStore::check_disk`], if caching has stopped and the last check is [`DISK_RECHECK`] old.
-    pub fn recheck_disk(&self) {
+    /// [`DiskGuard::check`], if caching has stopped and the last check is [`DISK_RECHECK`] old.
+    pub(crate) fn recheck(&self, store: &impl GuardedStore) {
         let due = self.trouble().as_ref().is_some_and(|t| t.checked.elapsed() >= DISK_RECHECK);
         if due {
-            self.check_disk();
+            self.check(store);
         }
     }
 
     /// Checks a disk that stopped caching, now: a full one (2.8) for room under 99 %, a failing one (6.6) by
     /// writing, syncing, reading back and removing a probe file and committing an index transaction. Clears
     /// the trouble if it passes; true when caching may go on.
-    pub fn check_disk(&self) -> bool {
+    pub(crate) fn check(&self, store: &impl GuardedStore) -> bool {
         let Some(kind) = self.trouble().as_ref().map(|t| t.kind) else { return true };
         let result = match kind {
-            TroubleKind::Full => match self.disk_pressure() {
+            TroubleKind::Full => match self.pressure() {
                 DiskPressure::StopWrites => Err("cache disk still above 99%".to_owned()),
                 _ => Ok(()),
             },
-            TroubleKind::Failed => self.probe_disk(),
+            TroubleKind::Failed => self.probe(store),
         };
         match result {
             Ok(()) => {
@@ -271,7 +320,7 @@ impl ChunkStore {
             }
             Err(why) => {
                 if kind == TroubleKind::Failed {
-                    self.stats.disk_errors.fetch_add(1, Ordering::Relaxed);
+                    self.failed_checks.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(why, "6.6 cache disk still failing its check");
                 }
                 if let Some(t) = self.trouble().as_mut() {
@@ -282,7 +331,7 @@ impl ChunkStore {
         }
     }
 
-    pub(crate) fn probe_disk(&self) -> Result<(), String> {
+    fn probe(&self, store: &impl GuardedStore) -> Result<(), String> {
         let path = self.root.join("tmp").join(format!("disk-check.{}", std::process::id()));
         let probe = format!("musicfs cache disk check {:?}", Instant::now());
         let written = self.disk.write_durable(&path, probe.as_bytes());
@@ -293,8 +342,7 @@ impl ChunkStore {
             Ok(_) => return Err("the probe file read back different bytes".to_owned()),
             Err(e) => return Err(format!("probe file: {e}")),
         }
-        let txn = self.db.begin_write().map_err(|e| format!("chunk index: {e}"))?;
-        txn.commit().map_err(|e| format!("chunk index: {e}"))
+        store.commit_index().map_err(|e| e.to_string())
     }
 }
 

@@ -8,17 +8,24 @@
 
 pub mod chunker;
 pub mod disk;
+pub mod error;
 pub mod failure_log;
 pub mod hash;
 pub mod ingest;
 pub mod manifest;
 pub mod memory;
+pub mod origin_read;
 pub mod reader;
+pub mod stats;
 pub mod store;
+pub mod write_queue;
 
 pub use chunker::ChunkParams;
 pub use disk::{CacheDisk, DiskPressure, RealDisk};
+pub use error::{ManifestError, ReadError, StoreError};
 pub use hash::ChunkHash;
 pub use manifest::{ChunkRef, Fingerprint, Manifest, ManifestStore};
-pub use reader::{FileRef, ReadError, Reader};
-pub use store::{ChunkBackend, ChunkStore, StoreError, VerifyReport};
+pub use origin_read::FileRef;
+pub use reader::Reader;
+pub use stats::ReaderStats;
+pub use store::{ChunkBackend, ChunkStore, VerifyReport};

@@ -1,6 +1,10 @@
-//! Manifests: the ordered chunk list of one track version, and the trait for storing them.
+//! Manifests: the ordered chunk list of one track version, the trait for storing them ([`ManifestStore`],
+//! SQLite in the daemon), and [`ManifestCache`], the read path's memory of the manifests it used last.
 
+use crate::error::{ManifestError, ReadError};
 use crate::hash::ChunkHash;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Identifies the origin version a manifest was made from; a fingerprint that does not [match] means
 /// re-ingest.
@@ -63,7 +67,7 @@ impl Manifest {
     }
 
     pub fn decode_chunks(blob: &[u8]) -> Option<Vec<ChunkRef>> {
-        if blob.len() % 36 != 0 {
+        if !blob.len().is_multiple_of(36) {
             return None;
         }
         let mut offset = 0u64;
@@ -85,26 +89,106 @@ impl Manifest {
 
 /// Where manifests persist (SQLite in the daemon). Calls are blocking; the reader runs them off the runtime.
 pub trait ManifestStore: Send + Sync + 'static {
-    fn load(&self, track_id: i64) -> Result<Option<Manifest>, String>;
-    fn save(&self, track_id: i64, manifest: &Manifest) -> Result<(), String>;
-    fn remove(&self, track_id: i64) -> Result<(), String>;
+    fn load(&self, track_id: i64) -> Result<Option<Manifest>, ManifestError>;
+    fn save(&self, track_id: i64, manifest: &Manifest) -> Result<(), ManifestError>;
+    fn remove(&self, track_id: i64) -> Result<(), ManifestError>;
 }
 
 /// In-memory manifests, the test double beside [`ManifestStore`].
 #[derive(Default)]
-pub struct MemoryManifests(pub std::sync::Mutex<std::collections::HashMap<i64, Manifest>>);
+pub struct MemoryManifests(pub Mutex<HashMap<i64, Manifest>>);
+
+impl MemoryManifests {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Manifest>> {
+        // Single inserts and removes: a poisoned map is still consistent (2.9).
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 impl ManifestStore for MemoryManifests {
-    fn load(&self, track_id: i64) -> Result<Option<Manifest>, String> {
-        Ok(self.0.lock().map_err(|e| e.to_string())?.get(&track_id).cloned())
+    fn load(&self, track_id: i64) -> Result<Option<Manifest>, ManifestError> {
+        Ok(self.map().get(&track_id).cloned())
     }
-    fn save(&self, track_id: i64, manifest: &Manifest) -> Result<(), String> {
-        self.0.lock().map_err(|e| e.to_string())?.insert(track_id, manifest.clone());
+    fn save(&self, track_id: i64, manifest: &Manifest) -> Result<(), ManifestError> {
+        self.map().insert(track_id, manifest.clone());
         Ok(())
     }
-    fn remove(&self, track_id: i64) -> Result<(), String> {
-        self.0.lock().map_err(|e| e.to_string())?.remove(&track_id);
+    fn remove(&self, track_id: i64) -> Result<(), ManifestError> {
+        self.map().remove(&track_id);
         Ok(())
+    }
+}
+
+/// Manifests the read path used recently, in front of the [`ManifestStore`], whose calls block (SQLite): they
+/// run on blocking threads. At most this many are remembered; past that the memory starts over.
+const MANIFEST_CACHE_LIMIT: usize = 4096;
+
+/// The read path's manifests: remembered in memory, loaded from and saved to the [`ManifestStore`].
+pub struct ManifestCache {
+    store: Arc<dyn ManifestStore>,
+    recent: Mutex<HashMap<i64, Arc<Manifest>>>,
+}
+
+impl ManifestCache {
+    pub fn new(store: Arc<dyn ManifestStore>) -> ManifestCache {
+        ManifestCache { store, recent: Mutex::new(HashMap::new()) }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Manifest>>> {
+        // Single inserts and removes: a poisoned map is still consistent (2.9).
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The complete manifest of the track's version `fingerprint`, if one was made: `None` means the track
+    /// must be ingested (again).
+    pub async fn current(&self, track_id: i64, fingerprint: &Fingerprint) -> Result<Option<Arc<Manifest>>, ReadError> {
+        fail::fail_point!("cas::reader::manifest_fetch", |_| Err(ReadError::Failpoint("cas::reader::manifest_fetch")));
+        if let Some(m) = self.recent().get(&track_id).cloned()
+            && m.fingerprint.matches(fingerprint)
+        {
+            return Ok(Some(m));
+        }
+        match self.load(track_id).await? {
+            Some(m) if m.fingerprint.matches(fingerprint) && m.covered() == fingerprint.size => {
+                let m = Arc::new(m);
+                self.remember(track_id, m.clone());
+                Ok(Some(m))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The stored manifest of a track, whatever version it describes.
+    pub async fn load(&self, track_id: i64) -> Result<Option<Manifest>, ReadError> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || store.load(track_id)).await??)
+    }
+
+    /// Stores a manifest an ingest made, and remembers it.
+    pub async fn save(&self, track_id: i64, manifest: Arc<Manifest>) -> Result<(), ReadError> {
+        let (store, saved) = (self.store.clone(), manifest.clone());
+        let result = tokio::task::spawn_blocking(move || store.save(track_id, &saved)).await;
+        self.remember(track_id, manifest);
+        Ok(result??)
+    }
+
+    pub fn remember(&self, track_id: i64, manifest: Arc<Manifest>) {
+        let mut recent = self.recent();
+        if recent.len() >= MANIFEST_CACHE_LIMIT {
+            recent.clear();
+        }
+        recent.insert(track_id, manifest);
+    }
+
+    /// Forgets the track's manifest, here and in the store: the track is ingested again when next read.
+    pub async fn forget(&self, track_id: i64) {
+        self.recent().remove(&track_id);
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.remove(track_id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(track = track_id, error = %e, "could not remove a stale manifest"),
+            Err(e) => tracing::warn!(track = track_id, error = %e, "manifest removal task failed"),
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The read path in-process, against the in-memory origin that counts what it serves: ingest on first read,
 //! no origin traffic once cached, exactly the missing chunk refetched, corrupt chunks never served.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
 use bytes::Bytes;
 use musicfs_cas::manifest::MemoryManifests;
 use musicfs_cas::{ChunkParams, ChunkStore, FileRef, Fingerprint, ManifestStore, Reader};

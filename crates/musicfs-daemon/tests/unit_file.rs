@@ -2,6 +2,8 @@
 //! watchdog, a real ExecStop, a lazy-unmount ExecStopPost, restarts, resource limits — and no hardening
 //! option that would put the service in its own mount namespace and hide the mount from everyone else.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
 use std::collections::HashMap;
 use std::path::Path;
 

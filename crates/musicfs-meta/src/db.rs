@@ -5,7 +5,7 @@
 //! which makes the daemon rescan (6.2); the damaged file is kept for inspection, never served.
 
 use crate::tags::TrackTags;
-use musicfs_cas::{Fingerprint, Manifest, ManifestStore};
+use musicfs_cas::{Fingerprint, Manifest, ManifestError, ManifestStore};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -335,7 +335,7 @@ impl Db {
 }
 
 impl ManifestStore for Db {
-    fn load(&self, track_id: i64) -> Result<Option<Manifest>, String> {
+    fn load(&self, track_id: i64) -> Result<Option<Manifest>, ManifestError> {
         let conn = self.conn();
         let row: Option<(i64, i64, i64, bool, Vec<u8>)> = conn
             .query_row(
@@ -344,7 +344,7 @@ impl ManifestStore for Db {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()
-            .map_err(|e| e.to_string())?;
+            .map_err(ManifestError::new)?;
         Ok(row.and_then(|(size, mtime_ns, version, from_backup, blob)| {
             Some(Manifest {
                 fingerprint: Fingerprint { size: size as u64, mtime_ns, version },
@@ -354,7 +354,7 @@ impl ManifestStore for Db {
         }))
     }
 
-    fn save(&self, track_id: i64, manifest: &Manifest) -> Result<(), String> {
+    fn save(&self, track_id: i64, manifest: &Manifest) -> Result<(), ManifestError> {
         self.conn()
             .execute(
                 "INSERT OR REPLACE INTO manifests (track_id, size, mtime_ns, version, from_backup, chunks)
@@ -369,14 +369,14 @@ impl ManifestStore for Db {
                 ],
             )
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(ManifestError::new)
     }
 
-    fn remove(&self, track_id: i64) -> Result<(), String> {
+    fn remove(&self, track_id: i64) -> Result<(), ManifestError> {
         self.conn()
             .execute("DELETE FROM manifests WHERE track_id = ?1", [track_id])
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(ManifestError::new)
     }
 }
 

@@ -3,6 +3,8 @@
 //! `touch -d` — is still seen as changed, by the origin's version stamp (ctime and inode for local files, a
 //! content hash such as S3's ETag for remote ones).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
 use musicfs_meta::Db;
 use musicfs_meta::sync::{SyncOptions, sync};
 use musicfs_origins::memory::MemoryOrigin;

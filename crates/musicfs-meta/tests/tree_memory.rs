@@ -6,6 +6,8 @@
 //! allocator in this test binary, which sees every byte the build left allocated. The two must agree, so
 //! the accounting cannot quietly miss a part of the tree.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
 use musicfs_meta::Tree;
 use musicfs_meta::tree::TreeRow;
 use std::alloc::{GlobalAlloc, Layout, System};

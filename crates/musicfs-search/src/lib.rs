@@ -2,7 +2,7 @@
 //! `cache_dir/search/v1`) fed from the metadata database, which stays the only source of truth. Anything
 //! here can be thrown away and rebuilt from SQLite.
 //!
-//! How it fails (IDs from `shared/failure-modes.md`):
+//! How it fails (IDs from `docs/failure-modes.toml`):
 //!
 //! - **6.5 search unavailable is not filesystem unavailable.** Every call returns a [`SearchError`]; nothing
 //!   here panics on hostile query text or a damaged index (panics inside tantivy during the open-time check
@@ -21,10 +21,12 @@
 //!   size is in [`SearchError::CommitFailed`]) and does not leak into a later commit. The caller re-applies it
 //!   or rebuilds.
 //! - **5.2 loss in a crash is bounded.** Changes become durable only at a commit, so a crash loses at most
-//!   [`SearchIndex::uncommitted`] changes. The daemon bounds that by committing after every sync batch, whenever
-//!   `uncommitted()` reaches [`COMMIT_EVERY`], and at shutdown before the SQLite checkpoint (2.3). Even that
-//!   loss is repaired at the next start: [`SearchIndex::open_or_rebuild`] reconciles the index with the tracks
-//!   (a per-document fingerprint) and re-indexes what is missing, stale or gone.
+//!   [`SearchIndex::uncommitted`] changes. The daemon leaves none queued: its indexer
+//!   (`crates/musicfs-daemon/src/search.rs`) answers every delta sync that changed the library, and every loss
+//!   of events, with one [`SearchIndex::reconcile`], which commits before it returns; at shutdown it commits
+//!   once more before the SQLite checkpoint (2.3). So a crash loses at most the reconcile in progress, and
+//!   that loss is repaired at the next start: [`SearchIndex::open_or_rebuild`] reconciles the index with the
+//!   tracks (a per-document fingerprint) and re-indexes what is missing, stale or gone.
 
 mod directory;
 mod query;
@@ -44,8 +46,6 @@ use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, Schema, T
 use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
 use tantivy::{Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, TantivyError, Term};
 
-/// The daemon commits at least this often, in changes (and after every sync batch, and at shutdown).
-pub const COMMIT_EVERY: usize = 5_000;
 /// Most hits one search returns, whatever the caller asks for.
 pub const MAX_HITS: usize = 1_000;
 

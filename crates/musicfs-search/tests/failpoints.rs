@@ -1,5 +1,7 @@
 //! A commit that fails at its effect boundary (`search::commit::fail`) rolls back (5.2).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
 mod common;
 
 use common::{ids, library, track};

@@ -1,6 +1,8 @@
 //! The search index at L1: searching a synthetic library, damage found at open and rebuilt from the tracks
 //! (5.2, 2.4), crashes before and during commits (5.2), and hostile query text.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
+
 mod common;
 
 use common::{ids, library, track, vpath};

@@ -15,6 +15,10 @@ pub struct Mode {
     pub id: String,
     pub title: String,
     pub layers: Vec<String>,
+    /// What MusicFS must do when this failure happens. Defaults to empty so that the tidy test, not the
+    /// parser, reports a mode that lacks it.
+    #[serde(default)]
+    pub behaviour: String,
 }
 
 #[derive(Deserialize)]

@@ -47,12 +47,12 @@ impl ChunkBackend for FaultyCasStore {
         }
         if self.inject_corruption.load(Ordering::SeqCst) && self.inner.contains(hash) {
             let path = self.inner.chunk_path(hash);
-            if let Ok(mut bytes) = std::fs::read(&path) {
-                if let Some(b) = bytes.first_mut() {
-                    *b ^= 0xff;
-                    if std::fs::write(&path, &bytes).is_ok() {
-                        self.faults.fetch_add(1, Ordering::SeqCst);
-                    }
+            if let Ok(mut bytes) = std::fs::read(&path)
+                && let Some(b) = bytes.first_mut()
+            {
+                *b ^= 0xff;
+                if std::fs::write(&path, &bytes).is_ok() {
+                    self.faults.fetch_add(1, Ordering::SeqCst);
                 }
             }
         }

@@ -87,7 +87,9 @@ impl FaultyOrigin {
         }
         let decision = match self.mode() {
             FailMode::Healthy => Decision::Pass,
-            FailMode::FailEveryNth(every) if every > 0 && n % every == 0 => Decision::Fail(injected("every-nth")),
+            FailMode::FailEveryNth(every) if every > 0 && n.is_multiple_of(every) => {
+                Decision::Fail(injected("every-nth"))
+            }
             FailMode::FailEveryNth(_) => Decision::Pass,
             FailMode::FailAfterN(limit) if n > limit => Decision::Fail(injected("after-n")),
             FailMode::FailAfterN(_) => Decision::Pass,

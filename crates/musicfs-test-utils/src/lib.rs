@@ -15,6 +15,9 @@
 //! This crate is for tests and tooling only (`publish = false`); nothing in the
 //! shipped binaries depends on it.
 
+// Test support: a panic here is a failed test, so unwrap and expect are fine.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod assertions;
 pub mod coverage;
 pub mod daemon;

@@ -20,6 +20,9 @@
 //! so connections to it are refused; disabling cuts every live connection. `listen` may use port 0: a free
 //! port is picked and reported back in the proxy's `listen`.
 
+// Test tooling for the network layer: a panic fails the test that uses it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod store;
 
 use anyhow::{Context, Result};

@@ -1,5 +1,8 @@
 //! `toxiproxy-lite --host H --port P`: serves the Toxiproxy HTTP API (see the library docs) until killed.
 
+// Test tooling for the network layer: a panic fails the test that uses it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use anyhow::{Context, Result};
 use clap::Parser;
 

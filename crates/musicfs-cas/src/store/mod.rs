@@ -5,17 +5,19 @@
 //! caller refetches it (6.4). Sizes are accounted exactly from the index, and least-recently-used chunks are
 //! evicted beyond `max_size` (3.10). Access times live in memory and are written back in batches.
 //!
-//! The disk under the store is watched too: free-space watermarks (2.8, [`DiskPressure`]), and a failing disk
-//! (6.6) puts the store in passthrough mode, where it neither reads nor writes chunks until the disk passes a
-//! check. Both go through [`CacheDisk`], so tests can fill or break the disk without a real one.
+//! The disk under the store is watched by its [`DiskGuard`] (`disk.rs`): free-space watermarks (2.8,
+//! [`DiskPressure`]), and a failing disk (6.6) puts the store in passthrough mode, where it neither reads nor
+//! writes chunks until the disk passes a check. Both go through [`CacheDisk`], so tests can fill or break the
+//! disk without a real one.
 
-use crate::disk::{CacheDisk, DiskPressure, RealDisk, Trouble, TroubleKind};
+use crate::disk::{CacheDisk, DiskGuard, DiskPressure, GuardedStore, RealDisk, TroubleKind};
+pub use crate::error::StoreError;
 use crate::hash::ChunkHash;
 use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// hash → (size in bytes, last access as a logical tick: a counter persisted with the index, so LRU order
@@ -24,14 +26,6 @@ const CHUNKS: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("chu
 
 /// Bump when the on-disk layout changes; an old layout directory is left alone, never misread.
 pub const LAYOUT: &str = "v1";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("chunk store I/O error at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("chunk index error: {0}")]
-    Index(String),
-}
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_owned(), source }
@@ -78,13 +72,13 @@ impl Index {
     }
 
     fn touch(&mut self, hash: ChunkHash, now: u64) {
-        if let Some(entry) = self.entries.get_mut(&hash) {
-            if entry.last_access != now {
-                self.lru.remove(&(entry.last_access, hash));
-                entry.last_access = now;
-                self.lru.insert((now, hash));
-                self.dirty.insert(hash, now);
-            }
+        if let Some(entry) = self.entries.get_mut(&hash)
+            && entry.last_access != now
+        {
+            self.lru.remove(&(entry.last_access, hash));
+            entry.last_access = now;
+            self.lru.insert((now, hash));
+            self.dirty.insert(hash, now);
         }
     }
 }
@@ -125,7 +119,7 @@ pub struct StoreStats {
     pub skipped_writes: AtomicU64,
     /// Chunk reads answered "not cached" without touching a failing disk (6.6 passthrough).
     pub bypassed_reads: AtomicU64,
-    /// Chunk reads and writes that failed with an I/O error (6.6), and failed disk checks.
+    /// Chunk reads and writes that failed with an I/O error (6.6).
     pub disk_errors: AtomicU64,
 }
 
@@ -170,20 +164,14 @@ impl ChunkBackend for ChunkStore {
 }
 
 pub struct ChunkStore {
-    pub(crate) root: PathBuf,
-    pub(crate) db: redb::Database,
+    root: PathBuf,
+    db: redb::Database,
     index: Mutex<Index>,
     max_size: AtomicU64,
     /// The LRU clock: one tick per access.
     clock: AtomicU64,
-    pub(crate) disk: Arc<dyn CacheDisk>,
-    /// Set while caching is stopped (2.8 full, 6.6 failing); cleared by a successful write or a passed check.
-    pub(crate) trouble: Mutex<Option<Trouble>>,
-    /// The cache filesystem is above the eviction watermark (logged once per episode).
-    pub(crate) squeezed: AtomicBool,
-    /// Bytes held by other files when the cache last gave all its space back to them (0: not since they fell
-    /// under 80 %). See `make_disk_room`.
-    pub(crate) gave_back_at: AtomicU64,
+    /// The disk under the store: chunk file I/O, free space, and whether caching has stopped (2.8, 6.6).
+    guard: DiskGuard,
     pub stats: StoreStats,
 }
 
@@ -240,15 +228,12 @@ impl ChunkStore {
 
     fn with_db(root: PathBuf, db: redb::Database, max_size: u64, disk: Arc<dyn CacheDisk>) -> ChunkStore {
         ChunkStore {
+            guard: DiskGuard::new(root.clone(), disk),
             root,
             db,
             index: Mutex::new(Index::default()),
             max_size: AtomicU64::new(max_size),
             clock: AtomicU64::new(0),
-            disk,
-            trouble: Mutex::new(None),
-            squeezed: AtomicBool::new(false),
-            gave_back_at: AtomicU64::new(0),
             stats: StoreStats::default(),
         }
     }
@@ -468,7 +453,7 @@ impl ChunkStore {
             return Ok(None);
         }
         let path = self.chunk_path(hash);
-        let data = match self.disk.read(&path) {
+        let data = match self.guard.disk().read(&path) {
             Ok(data) => data,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(chunk = %hash, "6.4 indexed chunk file is missing; dropping it from the index");
@@ -479,7 +464,7 @@ impl ChunkStore {
                 // 6.6: the disk fails under a read. Drop the chunk (it is refetched and rewritten once the disk
                 // is back: a bad spot does not fail it again), best effort: a dead disk refuses that too.
                 self.stats.disk_errors.fetch_add(1, Ordering::Relaxed);
-                self.note_trouble(TroubleKind::Failed, &format!("reading a chunk: {e}"));
+                self.guard.note_trouble(TroubleKind::Failed, &format!("reading a chunk: {e}"));
                 let _ = self.forget(&[*hash]);
                 return Err(StoreError::Io { path, source: e });
             }
@@ -501,7 +486,7 @@ impl ChunkStore {
     /// A full disk (2.8) or a failing one (6.6) costs caching, not the caller: chunks that cannot be written
     /// are skipped (`Ok`); only the batch in which a write fails returns its error.
     pub fn put_batch(&self, chunks: &[(ChunkHash, Bytes)]) -> Result<(), StoreError> {
-        if !self.writable() {
+        if !self.guard.writable(self) {
             self.stats.skipped_writes.fetch_add(chunks.len() as u64, Ordering::Relaxed);
             return Ok(());
         }
@@ -523,7 +508,7 @@ impl ChunkStore {
                 }
                 drop(index);
                 self.stats.disk_errors.fetch_add(1, Ordering::Relaxed);
-                self.note_trouble(TroubleKind::Failed, &format!("indexing new chunks: {e}"));
+                self.guard.note_trouble(TroubleKind::Failed, &format!("indexing new chunks: {e}"));
                 return Err(e);
             }
             let mut index = self.lock();
@@ -534,7 +519,7 @@ impl ChunkStore {
             drop(index);
             self.stats.written.fetch_add(added.len() as u64, Ordering::Relaxed);
             if matches!(result, Ok(true)) {
-                self.clear_trouble();
+                self.guard.clear_trouble();
             }
         }
         result.map(|_| ())
@@ -564,10 +549,11 @@ impl ChunkStore {
             let size = data.len() as u64;
             // 2.8: the filesystem under the cache may fill up for reasons of its own (other files, a small
             // disk): watermarks on its real free space, not only on max_size.
-            if !self.make_disk_room(size)? {
+            if !self.guard.make_room(size, self)? {
                 let skipped = chunks[at..].iter().filter(|(h, _)| !self.contains(h)).count();
                 self.stats.skipped_writes.fetch_add(skipped as u64, Ordering::Relaxed);
-                self.note_trouble(TroubleKind::Full, "cache disk above 99%: not caching, reading from the origin");
+                self.guard
+                    .note_trouble(TroubleKind::Full, "cache disk above 99%: not caching, reading from the origin");
                 return Ok(false);
             }
             // Written but not yet indexed chunks count against the limit too.
@@ -579,22 +565,16 @@ impl ChunkStore {
                 let no_room = matches!(&e, StoreError::Io { source, .. }
                     if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)));
                 if no_room {
-                    self.note_trouble(TroubleKind::Full, &e.to_string());
+                    self.guard.note_trouble(TroubleKind::Full, &e.to_string());
                 } else {
                     self.stats.disk_errors.fetch_add(1, Ordering::Relaxed);
-                    self.note_trouble(TroubleKind::Failed, &e.to_string());
+                    self.guard.note_trouble(TroubleKind::Failed, &e.to_string());
                 }
                 return Err(e);
             }
             added.push((*hash, size));
         }
         Ok(true)
-    }
-
-    /// Bytes of chunk files on disk: indexed, and written but not yet indexed.
-    pub(crate) fn cache_bytes_on_disk(&self) -> u64 {
-        let index = self.lock();
-        index.total + index.reserved
     }
 
     fn write_chunk_file(&self, hash: &ChunkHash, data: &[u8]) -> Result<(), StoreError> {
@@ -604,7 +584,7 @@ impl ChunkStore {
             path: tmp_path.clone(),
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         }));
-        if let Err(e) = self.disk.write_durable(&tmp_path, data) {
+        if let Err(e) = self.guard.disk().write_durable(&tmp_path, data) {
             // A half-written temp file on a full disk would only make it fuller.
             let _ = std::fs::remove_file(&tmp_path);
             return Err(StoreError::Io { path: tmp_path, source: e });
@@ -691,207 +671,68 @@ impl ChunkStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The real disk, with its fullness hidden: these tests are about the store's own accounting, and must
-    /// not change with how full the host's disk happens to be (2.8 is tested on a `FaultyDisk`).
-    struct Roomy;
-
-    impl CacheDisk for Roomy {
-        fn space(&self, _dir: &Path) -> Option<(u64, u64)> {
-            None
-        }
-        fn write_durable(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
-            RealDisk.write_durable(path, data)
-        }
-        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-            RealDisk.read(path)
-        }
+/// The store's disk, as the rest of the program sees it (2.8, 6.6): the [`DiskGuard`] decides, the store
+/// answers.
+impl ChunkStore {
+    /// (free bytes, total bytes) of the cache filesystem (statvfs), if it can be read.
+    pub fn disk_space(&self) -> Option<(u64, u64)> {
+        self.guard.space()
     }
 
-    fn open_roomy(dir: &Path, max_size: u64) -> Result<ChunkStore, StoreError> {
-        ChunkStore::open_on(dir, max_size, Arc::new(Roomy))
+    /// The cache filesystem's level by the 2.8 watermarks (`Normal` when its space cannot be read).
+    pub fn disk_pressure(&self) -> DiskPressure {
+        self.guard.pressure()
     }
 
-    fn chunk(n: u8, len: usize) -> (ChunkHash, Bytes) {
-        let data = Bytes::from(vec![n; len]);
-        (ChunkHash::of(&data), data)
+    /// Why the cache cannot take new chunks right now (disk full, read-only, I/O errors), if it cannot. The
+    /// daemon's status says "degraded" meanwhile.
+    pub fn write_failure(&self) -> Option<String> {
+        self.guard.write_failure()
     }
 
-    /// Proves L1: 3.10
-    #[test]
-    fn access_order_survives_a_restart_and_decides_eviction() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_roomy(dir.path(), 2500).unwrap();
-        let (a, b, c) = (chunk(1, 1000), chunk(2, 1000), chunk(3, 1000));
-        store.put_batch(&[a.clone()]).unwrap();
-        store.put_batch(&[b.clone()]).unwrap();
-        store.get(&a.0).unwrap();
-        assert_eq!(store.flush_access_times().unwrap(), 1);
-        drop(store);
-        let store = open_roomy(dir.path(), 2500).unwrap();
-        store.put_batch(&[c.clone()]).unwrap();
-        assert!(store.contains(&a.0), "a was read after b, so it is the more recently used");
-        assert!(!store.contains(&b.0), "b is the least recently used and makes room");
-        assert!(store.contains(&c.0));
+    /// Whether the store is in 6.6 passthrough mode: the disk failed and has not passed a check since; chunks
+    /// are neither read nor written, reads go straight to the origin.
+    pub fn passthrough(&self) -> bool {
+        self.guard.passthrough()
     }
 
-    /// Proves L1: 3.10
-    #[test]
-    fn put_get_and_reopen_keep_exact_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_roomy(dir.path(), 1 << 20).unwrap();
-        let (a, b) = (chunk(1, 1000), chunk(2, 500));
-        store.put_batch(&[a.clone(), b.clone(), a.clone()]).unwrap();
-        assert_eq!(store.total_bytes(), 1500);
-        assert_eq!(store.get(&a.0).unwrap().unwrap(), a.1);
-        drop(store);
-        let store = open_roomy(dir.path(), 1 << 20).unwrap();
-        assert_eq!(store.total_bytes(), 1500);
-        assert_eq!(store.chunk_count(), 2);
-        assert_eq!(store.get(&b.0).unwrap().unwrap(), b.1);
+    /// If caching has stopped and the last check of the disk is [`crate::disk::DISK_RECHECK`] old, checks it
+    /// again (see [`ChunkStore::check_disk`]).
+    pub fn recheck_disk(&self) {
+        self.guard.recheck(self)
     }
 
-    /// Proves L1: 6.4
-    #[test]
-    fn a_corrupt_chunk_is_detected_removed_and_reported_missing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_roomy(dir.path(), 1 << 20).unwrap();
-        let a = chunk(3, 4096);
-        store.put_batch(&[a.clone()]).unwrap();
-        let path = store.chunk_path(&a.0);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[100] ^= 0xff;
-        std::fs::write(&path, bytes).unwrap();
-        assert_eq!(store.get(&a.0).unwrap(), None);
-        assert!(!path.exists());
-        assert_eq!(store.total_bytes(), 0);
-        assert_eq!(store.stats.corrupt_detected.load(Ordering::Relaxed), 1);
+    /// Checks a disk that stopped caching, now: a full one (2.8) for room under 99 %, a failing one (6.6) by
+    /// writing, syncing, reading back and removing a probe file and committing an index transaction. True
+    /// when caching may go on.
+    pub fn check_disk(&self) -> bool {
+        self.guard.check(self)
     }
 
-    /// Proves L1: 3.10
-    #[test]
-    fn eviction_keeps_the_store_under_max_size_dropping_least_recently_used() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_roomy(dir.path(), 2500).unwrap();
-        let (a, b, c) = (chunk(1, 1000), chunk(2, 1000), chunk(3, 1000));
-        store.put_batch(&[a.clone(), b.clone()]).unwrap();
-        store.put_batch(&[c.clone()]).unwrap();
-        assert!(store.total_bytes() <= 2500);
-        assert_eq!(store.chunk_count(), 2);
-        assert!(store.contains(&c.0), "the newest chunk survives");
-    }
-
-    /// Proves L1: 3.5
-    #[test]
-    fn orphans_are_adopted_or_removed_and_dangling_entries_dropped_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_roomy(dir.path(), 1 << 20).unwrap();
-        let (kept, lost) = (chunk(1, 1000), chunk(2, 2000));
-        store.put_batch(&[kept.clone(), lost.clone()]).unwrap();
-        // A crash between rename and index: a complete chunk file the index does not know.
-        let orphan = chunk(3, 3000);
-        let orphan_path = store.chunk_path(&orphan.0);
-        std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
-        std::fs::write(&orphan_path, &orphan.1).unwrap();
-        // A half-written file under a chunk name: content does not match.
-        let torn = chunk(4, 4000);
-        let torn_path = store.chunk_path(&torn.0);
-        std::fs::create_dir_all(torn_path.parent().unwrap()).unwrap();
-        std::fs::write(&torn_path, &torn.1[..100]).unwrap();
-        // A chunk file deleted behind the index's back.
-        std::fs::remove_file(store.chunk_path(&lost.0)).unwrap();
-        drop(store);
-
-        let store = open_roomy(dir.path(), 1 << 20).unwrap();
-        assert!(store.contains(&kept.0));
-        assert!(store.contains(&orphan.0), "a verified orphan is adopted");
-        assert!(!store.contains(&lost.0), "a dangling entry is dropped");
-        assert!(!torn_path.exists(), "a torn orphan is removed");
-        assert_eq!(store.total_bytes(), 1000 + 3000, "size accounting matches the files");
-        assert_eq!(store.get(&orphan.0).unwrap(), Some(orphan.1));
-    }
-
-    /// Proves L1: 3.5, 2.4
-    #[test]
-    fn a_corrupt_index_is_rebuilt_from_the_chunk_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_roomy(dir.path(), 1 << 20).unwrap();
-        let (a, b) = (chunk(1, 1000), chunk(2, 2000));
-        store.put_batch(&[a.clone(), b.clone()]).unwrap();
-        drop(store);
-        std::fs::write(dir.path().join("chunks/v1/index.redb"), b"definitely not a redb file".repeat(50)).unwrap();
-        let store = open_roomy(dir.path(), 1 << 20).unwrap();
-        assert_eq!(store.chunk_count(), 2);
-        assert_eq!(store.total_bytes(), 3000);
-        assert_eq!(store.get(&a.0).unwrap(), Some(a.1));
-    }
-
-    /// Proves L1: 6.4, 6.3
-    #[test]
-    fn verify_finds_rot_everywhere_and_repair_rebuilds_the_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_roomy(dir.path(), 1 << 20).unwrap();
-        let chunks: Vec<_> = (1..=20).map(|n| chunk(n, 500)).collect();
-        store.put_batch(&chunks).unwrap();
-        for (hash, _) in &chunks[..3] {
-            let path = store.chunk_path(hash);
-            let mut bytes = std::fs::read(&path).unwrap();
-            bytes[7] ^= 0x10;
-            std::fs::write(&path, bytes).unwrap();
-        }
-        // The scrubber's small steps cover every chunk exactly once per round.
-        let (mut cursor, mut seen) = (None, 0);
-        loop {
-            let (next, step) = store.scrub_step(cursor, 6).unwrap();
-            seen += step.checked;
-            match next {
-                Some(n) => cursor = Some(n),
-                None => break,
-            }
-        }
-        assert_eq!(seen, 20);
-        assert_eq!(store.chunk_count(), 17, "the three rotten chunks were found and removed");
-        assert_eq!(store.verify_all().unwrap(), VerifyReport { checked: 17, bytes: 17 * 500, rotten: 0 });
-        drop(store);
-        let store = ChunkStore::rebuild(dir.path(), 1 << 20).unwrap();
-        assert_eq!(
-            (store.chunk_count(), store.total_bytes()),
-            (17, 17 * 500),
-            "repair rebuilt the index from the files"
-        );
-    }
-
-    /// Proves L1: 2.9
-    #[test]
-    fn a_panic_while_holding_the_index_lock_does_not_poison_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(open_roomy(dir.path(), 1 << 20).unwrap());
-        let a = chunk(1, 1000);
-        store.put_batch(&[a.clone()]).unwrap();
-        let poisoner = store.clone();
-        let joined = std::thread::spawn(move || {
-            let _guard = poisoner.index.lock();
-            panic!("writer panics while holding the index lock");
-        })
-        .join();
-        assert!(joined.is_err());
-        assert!(store.index.is_poisoned(), "the lock really is poisoned");
-        assert_eq!(store.get(&a.0).unwrap(), Some(a.1));
-        store.put_batch(&[chunk(2, 10)]).unwrap();
-        assert_eq!(store.total_bytes(), 1010);
-    }
-
-    /// Proves L1: 5.7
-    #[test]
-    fn unfinished_writes_are_removed_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(open_roomy(dir.path(), 1 << 20).unwrap());
-        let leftover = dir.path().join("chunks/v1/tmp/abc.123");
-        std::fs::write(&leftover, b"partial").unwrap();
-        drop(open_roomy(dir.path(), 1 << 20).unwrap());
-        assert!(!leftover.exists());
+    /// Checks of a failing disk (6.6) that failed again.
+    pub fn failed_disk_checks(&self) -> u64 {
+        self.guard.failed_checks.load(Ordering::Relaxed)
     }
 }
+
+impl GuardedStore for ChunkStore {
+    fn bytes_on_disk(&self) -> u64 {
+        let index = self.lock();
+        index.total + index.reserved
+    }
+
+    fn indexed_bytes(&self) -> u64 {
+        self.total_bytes()
+    }
+
+    fn evict_to(&self, limit: u64) -> Result<u64, StoreError> {
+        ChunkStore::evict_to(self, limit)
+    }
+
+    fn commit_index(&self) -> Result<(), StoreError> {
+        self.db.begin_write().map_err(index_err)?.commit().map_err(index_err)
+    }
+}
+
+#[cfg(test)]
+mod tests;
