@@ -164,3 +164,107 @@ fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Inside each crate, imports between its modules (one per file) run one way: no module uses one that uses
+/// it back, directly or around a longer circle. A circle means neither side can be read, tested or changed
+/// alone. Test code (`tests.rs`, `*_tests.rs`, anything after `#[cfg(test)]`) does not count.
+#[test]
+fn modules_inside_a_crate_import_one_way() {
+    let mut problems = Vec::new();
+    let mut crate_dirs: Vec<std::path::PathBuf> =
+        std::fs::read_dir(root().join("crates")).unwrap().flatten().map(|e| e.path().join("src")).collect();
+    crate_dirs.extend([root().join("src"), root().join("probes/src"), root().join("xtask/src")]);
+    for src in crate_dirs {
+        let graph = module_imports(&src);
+        for cycle in import_cycles(&graph) {
+            problems.push(format!("{}: {}", src.strip_prefix(root()).unwrap().display(), cycle.join(" → ")));
+        }
+    }
+    problems.sort();
+    assert!(problems.is_empty(), "import circles between modules:\n{}", problems.join("\n"));
+}
+
+/// Module (`a`, `a::b`: one per file) → the modules it names as `crate::…` outside test code.
+fn module_imports(src: &Path) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for file in rust_files(src) {
+        let rel = file.strip_prefix(src).unwrap();
+        let name = rel.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "tests.rs" || name.ends_with("_tests.rs") || rel.components().any(|c| c.as_os_str() == "tests") {
+            continue;
+        }
+        let mut parts: Vec<String> =
+            rel.components().map(|c| c.as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned()).collect();
+        if parts.last().is_some_and(|p| p == "mod") {
+            parts.pop();
+        }
+        if parts == ["lib"] || parts == ["main"] {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        texts.push((parts.join("::"), text.split("#[cfg(test)]").next().unwrap_or("").to_owned()));
+    }
+    let modules: BTreeSet<String> = texts.iter().map(|(m, _)| m.clone()).collect();
+    let mut graph: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for (module, code) in &texts {
+        let uses = graph.entry(module.clone()).or_default();
+        for line in code.lines().map(str::trim).filter(|l| !l.starts_with("//")) {
+            // `crate::a::b::Item`, and the groups of `use crate::{a, b::c}`.
+            for piece in line.split("crate::").skip(1) {
+                let paths: Vec<&str> = match piece.strip_prefix('{') {
+                    Some(group) => group.split('}').next().unwrap_or("").split(',').collect(),
+                    None => vec![piece],
+                };
+                for path in paths {
+                    let segments: Vec<String> = path
+                        .trim()
+                        .split("::")
+                        .map(|s| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect())
+                        .take_while(|s: &String| !s.is_empty())
+                        .collect();
+                    // The longest prefix that is a module of this crate.
+                    let target = (1..=segments.len())
+                        .rev()
+                        .map(|n| segments[..n].join("::"))
+                        .find(|candidate| modules.contains(candidate));
+                    if let Some(target) = target
+                        && &target != module
+                        && !module.starts_with(&format!("{target}::"))
+                    {
+                        uses.insert(target);
+                    }
+                }
+            }
+        }
+    }
+    graph
+}
+
+/// Every circle in the graph, each once, as a path that ends where it starts.
+fn import_cycles(graph: &std::collections::BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    let mut cycles: Vec<Vec<String>> = Vec::new();
+    let mut seen_sets: BTreeSet<Vec<String>> = BTreeSet::new();
+    for start in graph.keys() {
+        // Depth-first search for paths from `start` back to `start` through larger names only, so each
+        // circle is found once, from its smallest module.
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        while let Some((node, path)) = stack.pop() {
+            for next in graph.get(&node).into_iter().flatten() {
+                if next == start {
+                    let mut key = path.clone();
+                    key.sort();
+                    if seen_sets.insert(key) {
+                        let mut cycle = path.clone();
+                        cycle.push(start.clone());
+                        cycles.push(cycle);
+                    }
+                } else if next > start && !path.contains(next) && path.len() < 8 {
+                    let mut longer = path.clone();
+                    longer.push(next.clone());
+                    stack.push((next.clone(), longer));
+                }
+            }
+        }
+    }
+    cycles
+}
