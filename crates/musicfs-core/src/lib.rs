@@ -9,6 +9,7 @@ pub mod events;
 pub mod failpoints;
 pub mod logging;
 pub mod supervisor;
+pub mod sync_util;
 pub mod units;
 
 pub use config::{
