@@ -149,6 +149,14 @@ impl Daemon {
     }
 }
 
+/// Runs the CLI `binary ARGS --cache-dir CACHE` (status, sync, search, shutdown, …) against the daemon that
+/// owns `cache`: (success, stdout, stderr).
+pub fn run_cli(binary: &Path, args: &[&str], cache: &Path) -> (bool, String, String) {
+    let out = Command::new(binary).args(args).arg("--cache-dir").arg(cache).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
 fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
