@@ -69,7 +69,13 @@ impl Daemon {
             cmd.arg("--cache-dir").arg(cache);
         }
         cmd.args(&args.extra).arg(&args.mount_point);
-        cmd.env("RUST_LOG", std::env::var("MUSICFS_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        // The daemon's own log filter (its config's level, which holds back the S3 client's line per retried
+        // request: 4.2.3), unless MUSICFS_TEST_LOG asks for another. A RUST_LOG in the test's environment
+        // would replace that filter, so it is not passed on.
+        match std::env::var("MUSICFS_TEST_LOG") {
+            Ok(filter) => cmd.env("RUST_LOG", filter),
+            Err(_) => cmd.env_remove("RUST_LOG"),
+        };
         for (k, v) in &args.env {
             cmd.env(k, v);
         }
