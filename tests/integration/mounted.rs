@@ -1,7 +1,8 @@
 //! The real `musicfs` binary on remote origins, for the origin tests: start it on a config naming the
-//! origins, ask it through its CLI, and wait (bounded) for a state or for its chunk cache to settle.
+//! origins, ask it through its CLI, wait (bounded) for a state or for its chunk cache to settle, and check that
+//! it served on without a remount and stopped cleanly.
 
-use musicfs_test_utils::daemon::{Daemon, DaemonArgs, Scratch, run_cli};
+use musicfs_test_utils::daemon::{Daemon, DaemonArgs, Scratch, is_fuse_mounted, run_cli};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -64,4 +65,18 @@ pub fn wait_for_cache_to_settle(scratch: &Scratch) {
         assert!(started.elapsed() < Duration::from_secs(20), "the cache never settled: {now}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The same daemon still serves the same mount: its pid is `pid`, it mounted once, and the mount is there.
+pub fn assert_served_without_remount(daemon: &Daemon, scratch: &Scratch, pid: Option<u32>) {
+    let log = daemon.log();
+    assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
+    assert_eq!(daemon.pid(), pid);
+    assert!(is_fuse_mounted(&scratch.mnt()));
+}
+
+/// Stops the daemon (SIGTERM) and checks that it exited cleanly.
+pub fn stop_cleanly(daemon: Daemon) {
+    let status = daemon.stop().unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -14,6 +14,7 @@ use musicfs_test_utils::servers::sshd::Sshd;
 use musicfs_test_utils::servers::tokio::runtime::Runtime;
 use musicfs_test_utils::servers::toxiproxy::Toxiproxy;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::mounted::start;
@@ -81,6 +82,16 @@ impl Library {
         format!("{prefix}/{}", self.tracks[i].rel_path.to_str().unwrap())
     }
 
+    /// An S3 server whose bucket [`BUCKET`] holds these tracks under these prefixes.
+    pub fn bucket(&self, prefixed: &[(&str, Range<usize>)]) -> S3Server {
+        let server = S3Server::start().unwrap();
+        server.create_bucket(BUCKET).unwrap();
+        for (prefix, tracks) in prefixed {
+            tracks.clone().for_each(|i| self.upload(&server, prefix, i));
+        }
+        server
+    }
+
     /// Puts track `i` into the bucket under `prefix` (through the server's data dir for s3s-fs).
     pub fn upload(&self, server: &S3Server, prefix: &str, i: usize) {
         server.put_object(BUCKET, &self.key(prefix, i), &self.bytes(i)).unwrap();
@@ -139,11 +150,7 @@ impl RemoteLibrary {
     /// S3, in the directory sshd serves for SFTP.
     pub fn serve(remote: Remote, library: Library, served: impl IntoIterator<Item = usize>) -> RemoteLibrary {
         let server = match remote {
-            Remote::S3 => {
-                let server = S3Server::start().unwrap();
-                server.create_bucket(BUCKET).unwrap();
-                Server::S3(server)
-            }
+            Remote::S3 => Server::S3(library.bucket(&[])),
             Remote::Sftp => {
                 let dir = tempfile::tempdir().unwrap();
                 Server::Sftp { sshd: Sshd::start(dir.path()).unwrap(), _served: dir }

@@ -9,7 +9,7 @@ use musicfs_test_utils::files::{timed_read, walk_files};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::mounted::{musicfs, status, wait_for_cache_to_settle};
+use crate::mounted::{musicfs, status, stop_cleanly, wait_for_cache_to_settle};
 use crate::remote::{BUCKET, Library, Remote, RemoteLibrary};
 use crate::sftp_origin::logins_at_least;
 
@@ -70,8 +70,7 @@ fn a_remote_library_mounts_as_a_tag_tree_with_byte_identical_reads(remote: Remot
             assert!((1..=4).contains(&logins), "{logins} logins:\n{}", served.sshd().log());
         }
     }
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
+    stop_cleanly(daemon);
 }
 
 #[test]
@@ -102,8 +101,7 @@ fn a_track_added_after_the_mount_appears_by_polling(remote: Remote) {
     }
     eprintln!("the track added over {remote:?} showed {:?} after it was added (sync_interval 2s)", added.elapsed());
     assert!(std::fs::read(&new).unwrap() == library.bytes(3));
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
+    stop_cleanly(daemon);
 }
 
 /// Proves L3: 5.4

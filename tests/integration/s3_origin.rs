@@ -5,7 +5,7 @@
 //! connection pool (3.2), counted by a relay between the daemon and Toxiproxy.
 
 use musicfs_origins::s3::POOL_IDLE;
-use musicfs_test_utils::daemon::{Scratch, is_fuse_mounted};
+use musicfs_test_utils::daemon::Scratch;
 use musicfs_test_utils::files::timed_read;
 use musicfs_test_utils::servers::relay::Relay;
 use musicfs_test_utils::servers::runtime;
@@ -14,9 +14,11 @@ use musicfs_test_utils::servers::toxiproxy::{bandwidth, latency, silence};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::mounted::{musicfs, start, status, wait_for_cache_to_settle, wait_for_state};
-use crate::remote::{BUCKET, Library, Network, Remote, RemoteLibrary, s3_origin};
-use crate::support::{check_blocking_reader, connections_of};
+use crate::mounted::{
+    assert_served_without_remount, musicfs, start, status, stop_cleanly, wait_for_cache_to_settle, wait_for_state,
+};
+use crate::remote::{BUCKET, Library, Network, PREFIX, Remote, RemoteLibrary, s3_origin};
+use crate::support::{check_ranged_reads, connections_of};
 
 /// Makes the kernel forget the pages it cached of `path`, so the next read reaches the daemon.
 fn drop_kernel_pages(path: &Path) {
@@ -27,11 +29,12 @@ fn drop_kernel_pages(path: &Path) {
     assert_eq!(rc, 0, "posix_fadvise failed: {rc}");
 }
 
-/// The origin itself against a real server: listing under the prefix, stat, ranged reads (short at the end,
-/// empty past it), the blocking `Read + Seek` the tag scanner uses, and NotFound for a missing key.
+/// The origin itself against a real server: listing under the prefix, stat and content stamps, ranged reads
+/// (short at the end, empty past it, whole), the blocking `Read + Seek` the tag scanner uses, and NotFound for a
+/// missing key.
 #[test]
 fn the_s3_origin_lists_stats_and_reads_ranges_from_a_real_server() {
-    use musicfs_origins::{Origin, OriginError, S3Origin, S3Settings};
+    use musicfs_origins::{Origin, S3Origin, S3Settings};
     let server = S3Server::start().unwrap();
     server.create_bucket(BUCKET).unwrap();
     let big = musicfs_test_utils::files::pseudo_random_bytes(600_000, 7);
@@ -70,14 +73,7 @@ fn the_s3_origin_lists_stats_and_reads_ranges_from_a_real_server() {
     let other = rt.block_on(origin.stat(Path::new("top.mp3"))).unwrap();
     assert_ne!(other.version, stat.version, "different content, different stamp");
 
-    assert_eq!(&rt.block_on(origin.read_range(song, 1000, 5000)).unwrap()[..], &big[1000..6000]);
-    assert_eq!(&rt.block_on(origin.read_range(song, 599_000, 5000)).unwrap()[..], &big[599_000..], "short at EOF");
-    assert!(rt.block_on(origin.read_range(song, 700_000, 10)).unwrap().is_empty(), "empty past EOF");
-    assert!(matches!(rt.block_on(origin.read_range(Path::new("nope.flac"), 0, 1)), Err(OriginError::NotFound(_))));
-    assert!(matches!(rt.block_on(origin.stat(Path::new("nope.flac"))), Err(OriginError::NotFound(_))));
-    rt.block_on(origin.health_check()).unwrap();
-
-    check_blocking_reader(origin.clone(), song, &big);
+    check_ranged_reads(&rt, origin, song, &big);
 }
 
 /// A 300 ms latency toxic between MusicFS and S3: uncached reads take longer but complete byte-identical, and
@@ -126,8 +122,7 @@ fn a_latency_spike_slows_s3_reads_but_they_complete_and_the_origin_stays_up() {
     let (got, after) = timed_read(&library.mounted(&scratch, 3));
     assert!(got.unwrap() == library.bytes(3));
     eprintln!("another uncached read under the spike: {slow2:?}; after the spike: {after:?}");
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
+    stop_cleanly(daemon);
 }
 
 /// Two S3 origins behind two proxies. Cutting one makes the library Degraded, cutting both Offline: cached
@@ -139,14 +134,7 @@ fn a_latency_spike_slows_s3_reads_but_they_complete_and_the_origin_stays_up() {
 #[test]
 fn a_partition_heals_without_a_remount_and_a_catch_up_sync_runs() {
     let library = Library::generate(9);
-    let server = S3Server::start().unwrap();
-    server.create_bucket(BUCKET).unwrap();
-    for i in 0..4 {
-        library.upload(&server, "a", i);
-    }
-    for i in 4..8 {
-        library.upload(&server, "b", i);
-    }
+    let server = library.bucket(&[("a", 0..4), ("b", 4..8)]);
     let net = Network::start();
     let (mut proxy_a, listen_a) = net.proxy("s3a", server.addr());
     let (mut proxy_b, listen_b) = net.proxy("s3b", server.addr());
@@ -218,11 +206,8 @@ fn a_partition_heals_without_a_remount_and_a_catch_up_sync_runs() {
     let log = daemon.log();
     assert!(log.contains("catch-up sync requested"), "{log}");
     assert!(log.lines().any(|l| l.contains("4.2.3 origin reads work again") && l.contains("s3a")), "{log}");
-    assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
-    assert_eq!(daemon.pid(), pid);
-    assert!(is_fuse_mounted(&scratch.mnt()));
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
+    assert_served_without_remount(&daemon, &scratch, pid);
+    stop_cleanly(daemon);
 }
 
 /// An origin whose host name does not resolve (through the system resolver) is reported as a DNS failure,
@@ -230,13 +215,11 @@ fn a_partition_heals_without_a_remount_and_a_catch_up_sync_runs() {
 #[test]
 fn an_origin_whose_host_does_not_resolve_is_reported_as_dns() {
     let library = Library::generate(2);
-    let server = S3Server::start().unwrap();
-    server.create_bucket(BUCKET).unwrap();
-    library.upload(&server, "library", 0);
+    let server = library.bucket(&[(PREFIX, 0..1)]);
     let scratch = Scratch::new().unwrap();
     let unresolvable = format!("http://musicfs-no-such-host.invalid:{}", server.port());
-    let origins = s3_origin(&scratch, &server, "good", &server.endpoint(), "library")
-        + &s3_origin(&scratch, &server, "nodns", &unresolvable, "library");
+    let origins = s3_origin(&scratch, &server, "good", &server.endpoint(), PREFIX)
+        + &s3_origin(&scratch, &server, "nodns", &unresolvable, PREFIX);
     let daemon = start(&scratch, &origins, "[health]\ninterval = \"1s\"\ntimeout = \"2s\"\n");
     assert!(std::fs::read(library.mounted(&scratch, 0)).unwrap() == library.bytes(0));
     wait_for_state(&scratch, &daemon, "degraded", Duration::from_secs(10));
@@ -248,8 +231,7 @@ fn an_origin_whose_host_does_not_resolve_is_reported_as_dns() {
     assert_eq!(now["origins"][0]["healthy"], true, "{now}");
     let log = daemon.log();
     assert!(log.lines().any(|l| l.contains("nodns") && l.contains("error=origin unavailable: DNS")), "{log}");
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
+    stop_cleanly(daemon);
 }
 
 /// A line in /etc/hosts for the length of a test: the system resolver (nss "files", read at every lookup)
@@ -287,16 +269,13 @@ impl Drop for HostsEntry {
 #[test]
 fn a_host_name_that_does_not_resolve_is_degraded_and_rechecked_until_it_does() {
     let library = Library::generate(2);
-    let server = S3Server::start().unwrap();
-    server.create_bucket(BUCKET).unwrap();
-    library.upload(&server, "library", 0);
-    library.upload(&server, "library", 1);
+    let server = library.bucket(&[(PREFIX, 0..2)]);
     let scratch = Scratch::new().unwrap();
     let name = format!("musicfs-dns-{}-{}.test", std::process::id(), server.port());
     let endpoint = format!("http://{name}:{}", server.port());
     let daemon = start(
         &scratch,
-        &s3_origin(&scratch, &server, "far", &endpoint, "library"),
+        &s3_origin(&scratch, &server, "far", &endpoint, PREFIX),
         "[health]\ninterval = \"60s\"\ntimeout = \"2s\"\n",
     );
     wait_for_state(&scratch, &daemon, "degraded", Duration::from_secs(10));
@@ -322,7 +301,7 @@ fn a_host_name_that_does_not_resolve_is_degraded_and_rechecked_until_it_does() {
         assert_eq!(std::fs::read(library.mounted(&scratch, i)).unwrap(), library.bytes(i));
     }
     assert_eq!(daemon.pid(), pid, "no restart, no remount");
-    assert!(daemon.stop().unwrap().success());
+    stop_cleanly(daemon);
 }
 
 /// Waits (bounded) until the relay has sent `at_least` bytes back to the daemon since it had sent `since`:
@@ -428,12 +407,8 @@ fn an_s3_connection_dropped_mid_read_is_retried_or_fails_in_bound_and_the_origin
     );
     let now = status(&scratch);
     assert_eq!((now["state"].as_str(), now["origins"][0]["healthy"].as_bool()), (Some("ready"), Some(true)), "{now}");
-    let log = daemon.log();
-    assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
-    assert_eq!(daemon.pid(), pid);
-    assert!(is_fuse_mounted(&scratch.mnt()));
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
+    assert_served_without_remount(&daemon, &scratch, pid);
+    stop_cleanly(daemon);
 }
 
 /// 3.2 for S3 through the real binary, with a relay in front of Toxiproxy that counts the connections the
@@ -565,6 +540,5 @@ fn s3_connections_are_pooled_replaced_when_dropped_closed_when_idle_and_bounded(
     assert!(sync_took < read_timeout + Duration::from_secs(5), "musicfs sync took {sync_took:?}");
     rt.block_on(proxy.remove_toxic("silence")).unwrap();
     assert_eq!(daemon.pid(), Some(pid));
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
+    stop_cleanly(daemon);
 }

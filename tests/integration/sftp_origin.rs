@@ -6,7 +6,7 @@
 
 use musicfs_origins::sftp::{HostKeyCheck, PoolSettings, SftpOrigin, SftpSettings, sha256_fingerprint};
 use musicfs_origins::{Origin, OriginError};
-use musicfs_test_utils::daemon::{Scratch, is_fuse_mounted};
+use musicfs_test_utils::daemon::Scratch;
 use musicfs_test_utils::files::{pseudo_random_bytes, timed_read};
 use musicfs_test_utils::servers::runtime;
 use musicfs_test_utils::servers::sshd::Sshd;
@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::mounted::{status, wait_for_state};
+use crate::mounted::{assert_served_without_remount, status, stop_cleanly, wait_for_state};
 use crate::remote::{Library, Network, Remote, RemoteLibrary};
-use crate::support::check_blocking_reader;
+use crate::support::check_ranged_reads;
 
 /// Settings for the origin against `sshd`, reached on `port` (the server's, or a proxy's).
 fn settings(sshd: &Sshd, port: u16, host_key: HostKeyCheck) -> SftpSettings {
@@ -142,17 +142,9 @@ fn the_sftp_origin_lists_stats_and_reads_ranges_from_a_real_server() {
     assert_eq!((stat.size, stat.mtime_ns), (listed[0].size, listed[0].mtime_ns), "list and stat must agree");
     assert!(stat.mtime_ns > 0);
 
-    assert_eq!(&rt.block_on(origin.read_range(song, 1000, 5000)).unwrap()[..], &big[1000..6000]);
-    assert_eq!(&rt.block_on(origin.read_range(song, 599_000, 5000)).unwrap()[..], &big[599_000..], "short at EOF");
-    assert!(rt.block_on(origin.read_range(song, 700_000, 10)).unwrap().is_empty(), "empty past EOF");
-    assert!(rt.block_on(origin.read_range(song, 0, big.len() * 2)).unwrap() == big, "a whole-file read");
-    assert!(matches!(rt.block_on(origin.read_range(Path::new("nope.flac"), 0, 1)), Err(OriginError::NotFound(_))));
-    assert!(matches!(rt.block_on(origin.stat(Path::new("nope.flac"))), Err(OriginError::NotFound(_))));
     assert!(matches!(rt.block_on(origin.stat(Path::new("Artist"))), Err(OriginError::NotFound(_))), "a directory");
     assert!(matches!(rt.block_on(origin.stat(Path::new("../etc/passwd"))), Err(OriginError::NotFound(_))));
-    rt.block_on(origin.health_check()).unwrap();
-
-    check_blocking_reader(origin.clone(), song, &big);
+    check_ranged_reads(&rt, origin.clone(), song, &big);
     // All of that on one session: nothing ran concurrently.
     assert_eq!(origin.stats().connects.load(Ordering::Relaxed), 1);
     assert_eq!(logins_at_least(&sshd, 1), 1, "{}", sshd.log());
@@ -411,10 +403,6 @@ fn an_sftp_connection_dropped_mid_read_is_replaced_and_the_read_completes_or_fai
     assert!(got.expect("reads work again after the partition") == library.bytes(third));
     eprintln!("first read after the partition healed: {took:?} ({:?} after the heal)", started.elapsed());
     assert!(logins_at_least(sshd, before + 1) > before, "no new session after the heal:\n{}", sshd.log());
-    let log = daemon.log();
-    assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
-    assert_eq!(daemon.pid(), pid);
-    assert!(is_fuse_mounted(&scratch.mnt()));
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
+    assert_served_without_remount(&daemon, &scratch, pid);
+    stop_cleanly(daemon);
 }
