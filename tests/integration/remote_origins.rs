@@ -1,16 +1,17 @@
 //! What every remote origin does the same, written once and run on each backend ([`Remote`]): the real
 //! `musicfs` binary mounts a library that lives in an S3 bucket or on an SFTP server as a tag tree with
-//! byte-identical reads, and a track added on the remote after the mount shows after `musicfs sync` and, with
-//! nobody asking, by polling (5.4). Each behaviour is a function of the backend; the `#[test]` functions
+//! byte-identical reads; a track added on the remote after the mount shows after `musicfs sync` and, with
+//! nobody asking, by polling (5.4); and a latency spike below the timeouts slows reads without failing any (N1). Each behaviour is a function of the backend; the `#[test]` functions
 //! below it only pick one.
 
 use musicfs_test_utils::daemon::Scratch;
 use musicfs_test_utils::files::{timed_read, walk_files};
+use musicfs_test_utils::servers::toxiproxy::latency;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::mounted::{musicfs, status, stop_cleanly, wait_for_cache_to_settle};
-use crate::remote::{BUCKET, Library, Remote, RemoteLibrary};
+use crate::remote::{BUCKET, Library, Network, Remote, RemoteLibrary};
 use crate::sftp_origin::logins_at_least;
 
 /// The real binary mounts a remote library: the tag tree shows exactly the served tracks (on S3, only those
@@ -114,4 +115,64 @@ fn a_track_uploaded_to_s3_after_the_mount_appears_by_polling() {
 #[test]
 fn a_track_added_over_sftp_after_the_mount_appears_by_polling() {
     a_track_added_after_the_mount_appears_by_polling(Remote::Sftp);
+}
+
+/// A 300 ms latency toxic between MusicFS and the remote: uncached reads take longer but complete
+/// byte-identical, and health checks (2 s timeout, every second) keep the origin up: no false failure below
+/// the threshold.
+fn a_latency_spike_slows_reads_but_they_complete_and_the_origin_stays_up(remote: Remote) {
+    let served = RemoteLibrary::serve(remote, Library::generate(6), 0..6);
+    let library = &served.library;
+    let net = Network::start();
+    let (proxy, listen) = net.proxy("remote", served.addr());
+    let rt = &net.rt;
+    let scratch = Scratch::new().unwrap();
+    let daemon = served.mount(
+        &scratch,
+        Some(listen),
+        "[health]\ninterval = \"1s\"\ntimeout = \"2s\"\n\n[fuse]\nread_timeout = \"10s\"\n",
+    );
+
+    let (got, plain) = timed_read(&library.mounted(&scratch, 0));
+    assert!(got.unwrap() == library.bytes(0));
+
+    rt.block_on(proxy.add_toxic(&latency("spike", 300))).unwrap();
+    let (got, slow) = timed_read(&library.mounted(&scratch, 1));
+    assert!(got.expect("a read through a 300 ms latency spike completes") == library.bytes(1));
+    assert!(slow >= Duration::from_millis(300), "a read through the latency toxic took only {slow:?}");
+    eprintln!("uncached read over {remote:?}: {plain:?} through the proxy, {slow:?} with a 300 ms latency toxic");
+
+    // Four health rounds under the spike: the origin never counts as down.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(4) {
+        let now = status(&scratch);
+        assert_eq!(now["state"], "ready", "a latency spike below the timeout turned into a failure: {now}");
+        assert_eq!(now["origins"][0]["healthy"], true, "{now}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (got, slow2) = timed_read(&library.mounted(&scratch, 2));
+    assert!(got.unwrap() == library.bytes(2));
+    // Neither the health checks (a state change) nor a read (the reader's failure line) took the spike for a
+    // failure.
+    let log = daemon.log();
+    assert!(!log.contains("4.2.3 library state changed"), "{log}");
+    assert!(!log.contains("4.2.3 origin reads failing"), "{log}");
+
+    rt.block_on(proxy.remove_toxic("spike")).unwrap();
+    let (got, after) = timed_read(&library.mounted(&scratch, 3));
+    assert!(got.unwrap() == library.bytes(3));
+    eprintln!("another uncached read under the spike: {slow2:?}; after the spike: {after:?}");
+    stop_cleanly(daemon);
+}
+
+/// Proves L3: N1
+#[test]
+fn a_latency_spike_slows_s3_reads_but_they_complete_and_the_origin_stays_up() {
+    a_latency_spike_slows_reads_but_they_complete_and_the_origin_stays_up(Remote::S3);
+}
+
+/// Proves L3: N1
+#[test]
+fn a_latency_spike_slows_sftp_reads_but_they_complete_and_the_origin_stays_up() {
+    a_latency_spike_slows_reads_but_they_complete_and_the_origin_stays_up(Remote::Sftp);
 }
