@@ -9,9 +9,7 @@ use musicfs_test_utils::files::timed_read;
 use musicfs_test_utils::servers::toxiproxy::bandwidth;
 use std::time::{Duration, Instant};
 
-use crate::mounted::{
-    assert_served_without_remount, start, status, stop_cleanly, wait_for_cache_to_settle, wait_for_state,
-};
+use crate::mounted::{assert_served_without_remount, start, status, wait_for_cache_to_settle, wait_for_state};
 use crate::remote::{Library, Network, s3_origin};
 
 /// Copies the library into a backup directory of the same layout; track `stale`'s copy has its last bytes
@@ -112,5 +110,5 @@ fn an_s3_origin_cut_mid_read_is_served_from_its_backup_and_revalidated_when_it_r
     assert!(got.unwrap() == library.bytes(stale), "4.2.6: the stale backup copy is still served");
     assert_eq!(status(&scratch)["served_from_backup"], 0);
     assert_served_without_remount(&daemon, &scratch, pid);
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }

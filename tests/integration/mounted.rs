@@ -1,6 +1,6 @@
 //! The real `musicfs` binary on remote origins, for the origin tests: start it on a config naming the
 //! origins, ask it through its CLI, wait (bounded) for a state or for its chunk cache to settle, and check that
-//! it served on without a remount and stopped cleanly.
+//! it served on without a remount.
 
 use musicfs_test_utils::daemon::{Daemon, DaemonArgs, Scratch, is_fuse_mounted, run_cli};
 use std::path::Path;
@@ -73,10 +73,4 @@ pub fn assert_served_without_remount(daemon: &Daemon, scratch: &Scratch, pid: Op
     assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
     assert_eq!(daemon.pid(), pid);
     assert!(is_fuse_mounted(&scratch.mnt()));
-}
-
-/// Stops the daemon (SIGTERM) and checks that it exited cleanly.
-pub fn stop_cleanly(daemon: Daemon) {
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
 }

@@ -10,7 +10,7 @@ use musicfs_test_utils::servers::toxiproxy::latency;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::mounted::{musicfs, status, stop_cleanly, wait_for_cache_to_settle};
+use crate::mounted::{musicfs, status, wait_for_cache_to_settle};
 use crate::remote::{BUCKET, Library, Network, Remote, RemoteLibrary};
 use crate::sftp_origin::logins_at_least;
 
@@ -71,7 +71,7 @@ fn a_remote_library_mounts_as_a_tag_tree_with_byte_identical_reads(remote: Remot
             assert!((1..=4).contains(&logins), "{logins} logins:\n{}", served.sshd().log());
         }
     }
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn a_track_added_after_the_mount_appears_by_polling(remote: Remote) {
     }
     eprintln!("the track added over {remote:?} showed {:?} after it was added (sync_interval 2s)", added.elapsed());
     assert!(std::fs::read(&new).unwrap() == library.bytes(3));
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 /// Proves L3: 5.4
@@ -162,7 +162,7 @@ fn a_latency_spike_slows_reads_but_they_complete_and_the_origin_stays_up(remote:
     let (got, after) = timed_read(&library.mounted(&scratch, 3));
     assert!(got.unwrap() == library.bytes(3));
     eprintln!("another uncached read under the spike: {slow2:?}; after the spike: {after:?}");
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 /// Proves L3: N1

@@ -14,9 +14,7 @@ use musicfs_test_utils::servers::toxiproxy::{bandwidth, silence};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::mounted::{
-    assert_served_without_remount, musicfs, start, status, stop_cleanly, wait_for_cache_to_settle, wait_for_state,
-};
+use crate::mounted::{assert_served_without_remount, musicfs, start, status, wait_for_cache_to_settle, wait_for_state};
 use crate::remote::{BUCKET, Library, Network, PREFIX, Remote, RemoteLibrary, s3_origin};
 use crate::support::{check_ranged_reads, connections_of};
 
@@ -158,7 +156,7 @@ fn a_partition_heals_without_a_remount_and_a_catch_up_sync_runs() {
     assert!(log.contains("catch-up sync requested"), "{log}");
     assert!(log.lines().any(|l| l.contains("4.2.3 origin reads work again") && l.contains("s3a")), "{log}");
     assert_served_without_remount(&daemon, &scratch, pid);
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 /// An origin whose host name does not resolve (through the system resolver) is reported as a DNS failure,
@@ -182,7 +180,7 @@ fn an_origin_whose_host_does_not_resolve_is_reported_as_dns() {
     assert_eq!(now["origins"][0]["healthy"], true, "{now}");
     let log = daemon.log();
     assert!(log.lines().any(|l| l.contains("nodns") && l.contains("error=origin unavailable: DNS")), "{log}");
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 /// A line in /etc/hosts for the length of a test: the system resolver (nss "files", read at every lookup)
@@ -252,7 +250,7 @@ fn a_host_name_that_does_not_resolve_is_degraded_and_rechecked_until_it_does() {
         assert_eq!(std::fs::read(library.mounted(&scratch, i)).unwrap(), library.bytes(i));
     }
     assert_eq!(daemon.pid(), pid, "no restart, no remount");
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 /// Waits (bounded) until the relay has sent `at_least` bytes back to the daemon since it had sent `since`:
@@ -359,7 +357,7 @@ fn an_s3_connection_dropped_mid_read_is_retried_or_fails_in_bound_and_the_origin
     let now = status(&scratch);
     assert_eq!((now["state"].as_str(), now["origins"][0]["healthy"].as_bool()), (Some("ready"), Some(true)), "{now}");
     assert_served_without_remount(&daemon, &scratch, pid);
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 /// 3.2 for S3 through the real binary, with a relay in front of Toxiproxy that counts the connections the
@@ -491,5 +489,5 @@ fn s3_connections_are_pooled_replaced_when_dropped_closed_when_idle_and_bounded(
     assert!(sync_took < read_timeout + Duration::from_secs(5), "musicfs sync took {sync_took:?}");
     rt.block_on(proxy.remove_toxic("silence")).unwrap();
     assert_eq!(daemon.pid(), Some(pid));
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }

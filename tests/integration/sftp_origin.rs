@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::mounted::{assert_served_without_remount, status, stop_cleanly, wait_for_state};
+use crate::mounted::{assert_served_without_remount, status, wait_for_state};
 use crate::remote::{Library, Network, Remote, RemoteLibrary};
 use crate::support::check_ranged_reads;
 
@@ -404,5 +404,5 @@ fn an_sftp_connection_dropped_mid_read_is_replaced_and_the_read_completes_or_fai
     eprintln!("first read after the partition healed: {took:?} ({:?} after the heal)", started.elapsed());
     assert!(logins_at_least(sshd, before + 1) > before, "no new session after the heal:\n{}", sshd.log());
     assert_served_without_remount(&daemon, &scratch, pid);
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }

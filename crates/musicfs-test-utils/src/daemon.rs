@@ -129,6 +129,14 @@ impl Daemon {
         self.wait(Duration::from_secs(20))
     }
 
+    /// Sends SIGTERM and checks that the daemon exited 0 and took its mount with it.
+    pub fn stop_cleanly(self) {
+        let mount_point = self.mount_point.clone();
+        let status = self.stop().expect("stop");
+        assert!(status.success(), "SIGTERM must give exit 0, got {status}");
+        assert!(!is_fuse_mounted(&mount_point), "the mount must be gone after SIGTERM");
+    }
+
     /// Waits for the daemon to exit by itself.
     pub fn wait(&mut self, limit: Duration) -> Result<ExitStatus> {
         let Some(child) = self.child.as_mut() else { bail!("daemon already reaped") };
