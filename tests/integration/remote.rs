@@ -1,6 +1,6 @@
 //! The remote-library fixture: a library of real tagged audio served by a real server of either kind
 //! ([`Remote::S3`]: s3s-fs or MinIO; [`Remote::Sftp`]: OpenSSH `sshd`), the `[[origins]]` table that points
-//! the daemon at it (directly or through a proxy), and Toxiproxy in front of it ([`Network`]). A behaviour
+//! the daemon at it (directly or through a proxy), and Toxiproxy in front of it ([`Network`], [`SlowLink`]). A behaviour
 //! that is the same for every remote is written once, as a function of [`Remote`], and instantiated per
 //! backend by thin `#[test]` functions (as mountpoint-s3's test session creator runs one test against a mock
 //! and a real S3); what only one backend has (pools, host keys, DNS) stays in that backend's file.
@@ -12,7 +12,7 @@ use musicfs_test_utils::servers::runtime;
 use musicfs_test_utils::servers::s3::S3Server;
 use musicfs_test_utils::servers::sshd::Sshd;
 use musicfs_test_utils::servers::tokio::runtime::Runtime;
-use musicfs_test_utils::servers::toxiproxy::Toxiproxy;
+use musicfs_test_utils::servers::toxiproxy::{Toxiproxy, bandwidth};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -244,5 +244,30 @@ impl Network {
     /// A proxy `name` in front of `upstream`, and the address it listens on.
     pub fn proxy(&self, name: &str, upstream: SocketAddr) -> (Proxy, SocketAddr) {
         self.rt.block_on(self.toxiproxy.create_proxy(name, upstream)).unwrap()
+    }
+}
+
+/// A remote library of twelve 40-second tracks (two WAVs of 1.3 MB among them, `by_size[0]` and `[1]`) behind a
+/// proxy that passes 600 KB/s, so an uncached WAV takes about two seconds to read: time to cut its connection
+/// mid-read (N2, N3).
+pub struct SlowLink {
+    pub served: RemoteLibrary,
+    pub net: Network,
+    pub proxy: Proxy,
+    pub listen: SocketAddr,
+    /// Track indexes, the largest file first.
+    pub by_size: Vec<usize>,
+}
+
+impl SlowLink {
+    pub fn start(remote: Remote) -> SlowLink {
+        let served = RemoteLibrary::serve(remote, Library::generate_long(12, 40.0), 0..12);
+        let by_size = served.library.by_size_descending();
+        let net = Network::start();
+        let (proxy, listen) = net.proxy("slow", served.addr());
+        // Before any connection: toxiproxy-lite applies a toxic to connections made after it was added, and
+        // one added later re-links live connections and may lose bytes in flight.
+        net.rt.block_on(proxy.add_toxic(&bandwidth("slow", 600))).unwrap();
+        SlowLink { served, net, proxy, listen, by_size }
     }
 }

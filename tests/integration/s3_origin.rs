@@ -10,12 +10,12 @@ use musicfs_test_utils::files::timed_read;
 use musicfs_test_utils::servers::relay::Relay;
 use musicfs_test_utils::servers::runtime;
 use musicfs_test_utils::servers::s3::S3Server;
-use musicfs_test_utils::servers::toxiproxy::{bandwidth, silence};
+use musicfs_test_utils::servers::toxiproxy::silence;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::mounted::{assert_served_without_remount, musicfs, start, status, wait_for_cache_to_settle, wait_for_state};
-use crate::remote::{BUCKET, Library, Network, PREFIX, Remote, RemoteLibrary, s3_origin};
+use crate::remote::{BUCKET, Library, Network, PREFIX, Remote, RemoteLibrary, SlowLink, s3_origin};
 use crate::support::{check_ranged_reads, connections_of};
 
 /// Makes the kernel forget the pages it cached of `path`, so the next read reaches the daemon.
@@ -273,20 +273,13 @@ fn wait_for_bytes(relay: &Relay, since: u64, at_least: u64) {
 /// Proves L3: N2
 #[test]
 fn an_s3_connection_dropped_mid_read_is_retried_or_fails_in_bound_and_the_origin_is_reused() {
-    // Two WAV files among them (the formats cycle), 1.3 MB each.
-    let served = RemoteLibrary::serve(Remote::S3, Library::generate_long(12, 40.0), 0..12);
-    let library = &served.library;
-    let order = library.by_size_descending();
-    let (first, second) = (order[0], order[1]);
-    let net = Network::start();
-    let (proxy, listen) = net.proxy("s3", served.addr());
-    let rt = &net.rt;
-    // Before any connection: a toxic added later re-links live connections, and may lose bytes in flight.
-    rt.block_on(proxy.add_toxic(&bandwidth("slow", 600))).unwrap();
-    let relay = Relay::start(listen);
+    let link = SlowLink::start(Remote::S3);
+    let (library, rt, proxy) = (&link.served.library, &link.net.rt, &link.proxy);
+    let (first, second) = (link.by_size[0], link.by_size[1]);
+    let relay = Relay::start(link.listen);
     let scratch = Scratch::new().unwrap();
     let read_timeout = Duration::from_secs(8);
-    let daemon = served.mount(
+    let daemon = link.served.mount(
         &scratch,
         Some(relay.addr),
         &format!(

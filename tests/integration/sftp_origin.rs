@@ -11,7 +11,6 @@ use musicfs_test_utils::files::{pseudo_random_bytes, timed_read};
 use musicfs_test_utils::servers::runtime;
 use musicfs_test_utils::servers::sshd::Sshd;
 use musicfs_test_utils::servers::tokio;
-use musicfs_test_utils::servers::toxiproxy::bandwidth;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -21,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::mounted::{assert_served_without_remount, status, wait_for_state};
-use crate::remote::{Library, Network, Remote, RemoteLibrary};
+use crate::remote::{Remote, SlowLink};
 use crate::support::check_ranged_reads;
 
 /// Settings for the origin against `sshd`, reached on `port` (the server's, or a proxy's).
@@ -336,21 +335,14 @@ fn sftp_sessions_are_pooled_closed_when_idle_and_replaced_when_dropped() {
 /// Proves L3: N3
 #[test]
 fn an_sftp_connection_dropped_mid_read_is_replaced_and_the_read_completes_or_fails_in_bound() {
-    // Two WAV files among them (the formats cycle), 1.3 MB each.
-    let served = RemoteLibrary::serve(Remote::Sftp, Library::generate_long(12, 40.0), 0..12);
-    let (library, sshd) = (&served.library, served.sshd());
-    let order = library.by_size_descending();
-    let (first, second, third) = (order[0], order[1], order[2]);
-    let net = Network::start();
-    let (mut proxy, listen) = net.proxy("sftp", served.addr());
-    let rt = &net.rt;
-    // Before any session: toxiproxy-lite applies toxics to connections made after they were added.
-    rt.block_on(proxy.add_toxic(&bandwidth("slow", 600))).unwrap();
+    let mut link = SlowLink::start(Remote::Sftp);
+    let (library, sshd, rt) = (&link.served.library, link.served.sshd(), &link.net.rt);
+    let (first, second, third) = (link.by_size[0], link.by_size[1], link.by_size[2]);
     let scratch = Scratch::new().unwrap();
     let read_timeout = Duration::from_secs(15);
-    let daemon = served.mount(
+    let daemon = link.served.mount(
         &scratch,
-        Some(listen),
+        Some(link.listen),
         "[health]\ninterval = \"1s\"\ntimeout = \"2s\"\n\n[fuse]\nread_timeout = \"15s\"\n",
     );
     let pid = daemon.pid();
@@ -378,7 +370,7 @@ fn an_sftp_connection_dropped_mid_read_is_replaced_and_the_read_completes_or_fai
     let path = library.mounted(&scratch, second);
     let reading = std::thread::spawn(move || timed_read(&path));
     std::thread::sleep(Duration::from_millis(800));
-    rt.block_on(proxy.disable()).unwrap();
+    rt.block_on(link.proxy.disable()).unwrap();
     let (got, took) = reading.join().unwrap();
     let outcome = match got {
         Ok(bytes) => {
@@ -395,8 +387,8 @@ fn an_sftp_connection_dropped_mid_read_is_replaced_and_the_read_completes_or_fai
 
     // Back: the next uncached read works on a new session, with no remount.
     let before = logins(sshd);
-    rt.block_on(proxy.enable()).unwrap();
-    rt.block_on(proxy.remove_toxic("slow")).unwrap();
+    rt.block_on(link.proxy.enable()).unwrap();
+    rt.block_on(link.proxy.remove_toxic("slow")).unwrap();
     wait_for_state(&scratch, &daemon, "ready", Duration::from_secs(10));
     let started = Instant::now();
     let (got, took) = timed_read(&library.mounted(&scratch, third));
