@@ -4,14 +4,13 @@
 //! backup and are flagged; when S3 returns they are re-validated, and the one whose backup copy was stale is
 //! served from S3 again without anyone dropping the kernel's pages by hand.
 
-use musicfs_test_utils::daemon::{Scratch, is_fuse_mounted};
-use musicfs_test_utils::servers::noxious_client::{StreamDirection, Toxic, ToxicKind};
-use musicfs_test_utils::servers::s3::S3Server;
-use musicfs_test_utils::servers::toxiproxy::Toxiproxy;
+use musicfs_test_utils::daemon::Scratch;
+use musicfs_test_utils::files::timed_read;
+use musicfs_test_utils::servers::toxiproxy::bandwidth;
 use std::time::{Duration, Instant};
 
-use crate::mounted::{start, status, wait_for_state};
-use crate::s3_origin::{BUCKET, Library, proxy, runtime, s3_origin, timed_read, wait_for_cache_to_settle};
+use crate::mounted::{assert_served_without_remount, start, status, wait_for_cache_to_settle, wait_for_state};
+use crate::remote::{Library, Network, s3_origin};
 
 /// Copies the library into a backup directory of the same layout; track `stale`'s copy has its last bytes
 /// changed (same size), as a mirror that missed an edit.
@@ -37,16 +36,12 @@ fn an_s3_origin_cut_mid_read_is_served_from_its_backup_and_revalidated_when_it_r
     let (mid_read, plain, stale) = (5, 0, 2);
     let library = Library::generate_long(6, 30.0);
     let backup = backup_of(&library, stale);
-    let server = S3Server::start().unwrap();
-    server.create_bucket(BUCKET).unwrap();
-    for i in 0..6 {
-        library.upload(&server, "a", i);
-    }
-    let rt = runtime();
-    let toxiproxy = Toxiproxy::start().unwrap();
-    let (mut proxy, endpoint) = proxy(&rt, &toxiproxy, "s3a", server.addr());
+    let server = library.bucket(&[("a", 0..6)]);
+    let net = Network::start();
+    let (mut proxy, listen) = net.proxy("s3a", server.addr());
+    let rt = &net.rt;
     let scratch = Scratch::new().unwrap();
-    let origins = s3_origin(&scratch, &server, "s3a", &endpoint, "a")
+    let origins = s3_origin(&scratch, &server, "s3a", &format!("http://{listen}"), "a")
         + &format!(
             "[[origins]]\nid = \"mirror\"\ntype = \"local\"\npath = {:?}\nbackup_for = \"s3a\"\n\n",
             backup.path().display().to_string()
@@ -65,13 +60,7 @@ fn an_s3_origin_cut_mid_read_is_served_from_its_backup_and_revalidated_when_it_r
     // when the link is cut. Not below 600 KB/s: noxious's bandwidth toxic panics (and so drops the
     // connection itself) on chunks larger than 100 bytes per KB/s of rate.
     rt.block_on(proxy.disable()).unwrap();
-    let slow = Toxic {
-        kind: ToxicKind::Bandwidth { rate: 600 },
-        name: "slow".to_owned(),
-        toxicity: 1.0,
-        direction: StreamDirection::Downstream,
-    };
-    rt.block_on(proxy.add_toxic(&slow)).unwrap();
+    rt.block_on(proxy.add_toxic(&bandwidth("slow", 600))).unwrap();
     rt.block_on(proxy.enable()).unwrap();
     wait_for_state(&scratch, &daemon, "ready", Duration::from_secs(10));
 
@@ -120,9 +109,6 @@ fn an_s3_origin_cut_mid_read_is_served_from_its_backup_and_revalidated_when_it_r
     let (got, _) = timed_read(&library.mounted(&scratch, stale));
     assert!(got.unwrap() == library.bytes(stale), "4.2.6: the stale backup copy is still served");
     assert_eq!(status(&scratch)["served_from_backup"], 0);
-    assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
-    assert_eq!(daemon.pid(), pid);
-    assert!(is_fuse_mounted(&scratch.mnt()));
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
+    assert_served_without_remount(&daemon, &scratch, pid);
+    daemon.stop_cleanly();
 }

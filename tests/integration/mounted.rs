@@ -1,9 +1,9 @@
 //! The real `musicfs` binary on remote origins, for the origin tests: start it on a config naming the
-//! origins, ask it through its CLI, and wait (bounded) for a state.
+//! origins, ask it through its CLI, wait (bounded) for a state or for its chunk cache to settle, and check that
+//! it served on without a remount.
 
-use musicfs_test_utils::daemon::{Daemon, DaemonArgs, Scratch};
+use musicfs_test_utils::daemon::{Daemon, DaemonArgs, Scratch, is_fuse_mounted, run_cli};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_musicfs");
@@ -28,12 +28,7 @@ pub fn start(scratch: &Scratch, origins: &str, extra: &str) -> Daemon {
 
 /// Runs `musicfs ARGS --cache-dir CACHE`: (success, stdout, stderr).
 pub fn musicfs(args: &[&str], scratch: &Scratch) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).arg("--cache-dir").arg(scratch.cache()).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_cli(Path::new(BIN), args, &scratch.cache())
 }
 
 pub fn status(scratch: &Scratch) -> serde_json::Value {
@@ -53,4 +48,29 @@ pub fn wait_for_state(scratch: &Scratch, daemon: &Daemon, state: &str, within: D
         assert!(started.elapsed() < within, "state is {} after {within:?}, not {state}:\n{}", now, daemon.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Waits until the chunks fetched by earlier reads are on disk: chunk writes run behind the reads.
+pub fn wait_for_cache_to_settle(scratch: &Scratch) {
+    let started = Instant::now();
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        let now = status(scratch);
+        let written = now["chunks_written"].as_u64().unwrap();
+        if written != last.0 {
+            last = (written, Instant::now());
+        } else if written > 0 && now["reads_in_flight"] == 0 && last.1.elapsed() > Duration::from_secs(1) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the cache never settled: {now}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The same daemon still serves the same mount: its pid is `pid`, it mounted once, and the mount is there.
+pub fn assert_served_without_remount(daemon: &Daemon, scratch: &Scratch, pid: Option<u32>) {
+    let log = daemon.log();
+    assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
+    assert_eq!(daemon.pid(), pid);
+    assert!(is_fuse_mounted(&scratch.mnt()));
 }

@@ -1,62 +1,27 @@
-//! The SFTP origin end to end against a real OpenSSH `sshd` (internal-sftp): the origin itself (listing with
-//! names that are not UTF-8 and links, ranged reads, host key checks, logins), its session pool (a few
-//! sessions for many reads, idle ones closed, a dropped one replaced), and the real `musicfs` binary mounting
-//! a library served over SFTP, directly and through Toxiproxy while its connection is cut mid-read (N3).
+//! The SFTP origin end to end against a real OpenSSH `sshd` (internal-sftp), where SFTP differs from the other
+//! remotes (what all remotes share is in `remote_origins`): the origin itself (listing with names that are
+//! not UTF-8 and links, ranged reads, host key checks, logins), its session pool (a few sessions for many
+//! reads, idle ones closed, a dropped one replaced), and the real `musicfs` binary on a library served over
+//! SFTP through Toxiproxy while its connection is cut mid-read (N3).
 
 use musicfs_origins::sftp::{HostKeyCheck, PoolSettings, SftpOrigin, SftpSettings, sha256_fingerprint};
 use musicfs_origins::{Origin, OriginError};
-use musicfs_test_utils::daemon::{Scratch, is_fuse_mounted};
-use musicfs_test_utils::files::{pseudo_random_bytes, walk_files};
-use musicfs_test_utils::sample::{self, SampleOptions, SampleTrack};
-use musicfs_test_utils::servers::noxious_client::{StreamDirection, Toxic, ToxicKind};
+use musicfs_test_utils::daemon::Scratch;
+use musicfs_test_utils::files::{pseudo_random_bytes, timed_read};
+use musicfs_test_utils::servers::runtime;
 use musicfs_test_utils::servers::sshd::Sshd;
 use musicfs_test_utils::servers::tokio;
-use musicfs_test_utils::servers::toxiproxy::Toxiproxy;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::mounted::{musicfs, start, status, wait_for_state};
-use crate::support::check_blocking_reader;
-
-/// Real tagged audio, generated once per test into its own directory (the directory sshd serves).
-struct Library {
-    dir: tempfile::TempDir,
-    tracks: Vec<SampleTrack>,
-}
-
-impl Library {
-    fn generate(tracks: usize, seconds: f32) -> Library {
-        let dir = tempfile::tempdir().unwrap();
-        let tracks = sample::generate(dir.path(), &SampleOptions { tracks, hostile: false, seconds })
-            .expect("generate sample library (needs ffmpeg)");
-        Library { dir, tracks }
-    }
-
-    fn path(&self, i: usize) -> PathBuf {
-        self.dir.path().join(&self.tracks[i].rel_path)
-    }
-
-    fn bytes(&self, i: usize) -> Vec<u8> {
-        std::fs::read(self.path(i)).unwrap()
-    }
-
-    /// Where track `i` shows in the mount.
-    fn mounted(&self, scratch: &Scratch, i: usize) -> PathBuf {
-        scratch.mnt().join(self.tracks[i].expected_tag_path().unwrap())
-    }
-
-    /// Track indexes, the largest file first.
-    fn by_size_descending(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.tracks.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(std::fs::metadata(self.path(i)).unwrap().len()));
-        order
-    }
-}
+use crate::mounted::{assert_served_without_remount, status, wait_for_state};
+use crate::remote::{Remote, SlowLink};
+use crate::support::check_ranged_reads;
 
 /// Settings for the origin against `sshd`, reached on `port` (the server's, or a proxy's).
 fn settings(sshd: &Sshd, port: u16, host_key: HostKeyCheck) -> SftpSettings {
@@ -108,7 +73,7 @@ fn logins(sshd: &Sshd) -> usize {
 
 /// The logins in sshd's log once there are at least `want`, or after 5 s: its log lines arrive through a
 /// pipe a moment after the logins themselves.
-fn logins_at_least(sshd: &Sshd, want: usize) -> usize {
+pub(crate) fn logins_at_least(sshd: &Sshd, want: usize) -> usize {
     let started = Instant::now();
     while logins(sshd) < want && started.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
@@ -144,10 +109,6 @@ fn kill_sessions(sshd: &Sshd) -> usize {
     doomed.len()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
 /// The origin itself against a real server: a listing that walks subdirectories, keeps a name that is not
 /// UTF-8 and a link inside the root, and skips links that leave the root or point at directories; stat;
 /// ranged reads (short at the end, empty past it); the blocking `Read + Seek` the tag scanner uses; NotFound.
@@ -180,17 +141,9 @@ fn the_sftp_origin_lists_stats_and_reads_ranges_from_a_real_server() {
     assert_eq!((stat.size, stat.mtime_ns), (listed[0].size, listed[0].mtime_ns), "list and stat must agree");
     assert!(stat.mtime_ns > 0);
 
-    assert_eq!(&rt.block_on(origin.read_range(song, 1000, 5000)).unwrap()[..], &big[1000..6000]);
-    assert_eq!(&rt.block_on(origin.read_range(song, 599_000, 5000)).unwrap()[..], &big[599_000..], "short at EOF");
-    assert!(rt.block_on(origin.read_range(song, 700_000, 10)).unwrap().is_empty(), "empty past EOF");
-    assert!(rt.block_on(origin.read_range(song, 0, big.len() * 2)).unwrap() == big, "a whole-file read");
-    assert!(matches!(rt.block_on(origin.read_range(Path::new("nope.flac"), 0, 1)), Err(OriginError::NotFound(_))));
-    assert!(matches!(rt.block_on(origin.stat(Path::new("nope.flac"))), Err(OriginError::NotFound(_))));
     assert!(matches!(rt.block_on(origin.stat(Path::new("Artist"))), Err(OriginError::NotFound(_))), "a directory");
     assert!(matches!(rt.block_on(origin.stat(Path::new("../etc/passwd"))), Err(OriginError::NotFound(_))));
-    rt.block_on(origin.health_check()).unwrap();
-
-    check_blocking_reader(origin.clone(), song, &big);
+    check_ranged_reads(&rt, origin.clone(), song, &big);
     // All of that on one session: nothing ran concurrently.
     assert_eq!(origin.stats().connects.load(Ordering::Relaxed), 1);
     assert_eq!(logins_at_least(&sshd, 1), 1, "{}", sshd.log());
@@ -374,73 +327,6 @@ fn sftp_sessions_are_pooled_closed_when_idle_and_replaced_when_dropped() {
     assert_eq!((stats.discarded.load(Ordering::Relaxed), stats.connects.load(Ordering::Relaxed)), (1, 2));
 }
 
-/// An `[[origins]]` table for `sshd`, reached on `port`.
-fn sftp_origin(sshd: &Sshd, id: &str, port: u16) -> String {
-    format!(
-        "[[origins]]\nid = \"{id}\"\ntype = \"sftp\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{}\"\n\
-         private_key_file = {:?}\nknown_hosts_file = {:?}\npath = {:?}\n\n",
-        sshd.user(),
-        sshd.client_key_path().display().to_string(),
-        sshd.known_hosts_path().display().to_string(),
-        sshd.serve_dir().display().to_string(),
-    )
-}
-
-/// Reads a whole file, timed.
-fn timed_read(path: &Path) -> (std::io::Result<Vec<u8>>, Duration) {
-    let started = Instant::now();
-    let result = std::fs::read(path);
-    (result, started.elapsed())
-}
-
-/// The real binary mounts a library that lives on an SFTP server: the tag tree shows every track, each reads
-/// byte-identical, all of it over at most four SSH sessions; a track added on the server shows after
-/// `musicfs sync`; status says ready with the origin healthy.
-#[test]
-fn an_sftp_library_mounts_as_a_tag_tree_with_byte_identical_reads() {
-    let library = Library::generate(7, 1.0);
-    // Added on the server after the mount: kept outside the served directory until then.
-    let late = tempfile::tempdir().unwrap();
-    let late_file = late.path().join("late");
-    std::fs::rename(library.path(6), &late_file).unwrap();
-    let sshd = Sshd::start(library.dir.path()).unwrap();
-    let scratch = Scratch::new().unwrap();
-    let daemon = start(&scratch, &sftp_origin(&sshd, "nas", sshd.port()), "[library]\nsync_interval = \"1h\"\n");
-
-    let mut expected: Vec<PathBuf> = (0..6).map(|i| library.mounted(&scratch, i)).collect();
-    expected.sort();
-    assert_eq!(walk_files(&scratch.mnt()).unwrap(), expected, "the mount shows exactly the served tracks");
-    for i in 0..6 {
-        let (got, took) = timed_read(&library.mounted(&scratch, i));
-        let local = Instant::now();
-        let want = library.bytes(i);
-        let local = local.elapsed();
-        assert!(got.unwrap() == want, "track {i} reads differently through the mount");
-        eprintln!(
-            "track {i} ({:?}, {} bytes) read over SFTP in {took:?}, from the local disk in {local:?}",
-            library.tracks[i].format,
-            want.len()
-        );
-    }
-    let now = status(&scratch);
-    assert_eq!((now["state"].as_str(), now["tracks"].as_u64()), (Some("ready"), Some(6)), "{now}");
-    assert_eq!((now["origins"][0]["id"].as_str(), now["origins"][0]["healthy"].as_bool()), (Some("nas"), Some(true)));
-
-    std::fs::copy(&late_file, library.path(6)).unwrap();
-    let (ok, out, err) = musicfs(&["sync"], &scratch);
-    assert!(ok, "{err}");
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((report["added"].as_u64(), report["tracks"].as_u64()), (Some(1), Some(7)), "{out}");
-    assert!(std::fs::read(library.mounted(&scratch, 6)).expect("the added track is in the mount") == library.bytes(6));
-
-    // Scan, reads, health checks and the sync: all on a few pooled sessions.
-    let logins = logins_at_least(&sshd, 1);
-    eprintln!("{logins} SSH logins for the scan, 7 reads, health checks and a sync");
-    assert!((1..=4).contains(&logins), "{logins} logins:\n{}", sshd.log());
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
-}
-
 /// N3 through Toxiproxy (600 KB/s, so reading a 1.3 MB track takes two seconds): the SSH connection carrying
 /// an uncached track is dropped mid-read (its session killed on the server); the session is replaced and the
 /// read completes byte-identical within the read timeout. Then the network is cut mid-read (proxy disabled):
@@ -449,27 +335,14 @@ fn an_sftp_library_mounts_as_a_tag_tree_with_byte_identical_reads() {
 /// Proves L3: N3
 #[test]
 fn an_sftp_connection_dropped_mid_read_is_replaced_and_the_read_completes_or_fails_in_bound() {
-    // Two WAV files among them (the formats cycle), 1.3 MB each.
-    let library = Library::generate(12, 40.0);
-    let order = library.by_size_descending();
-    let (first, second, third) = (order[0], order[1], order[2]);
-    let sshd = Sshd::start(library.dir.path()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let toxiproxy = Toxiproxy::start().unwrap();
-    let (mut proxy, listen) = rt.block_on(toxiproxy.create_proxy("sftp", sshd.addr())).unwrap();
-    // Before any session: toxiproxy-lite applies toxics to connections made after they were added.
-    let toxic = Toxic {
-        kind: ToxicKind::Bandwidth { rate: 600 },
-        name: "slow".to_owned(),
-        toxicity: 1.0,
-        direction: StreamDirection::Downstream,
-    };
-    rt.block_on(proxy.add_toxic(&toxic)).unwrap();
+    let mut link = SlowLink::start(Remote::Sftp);
+    let (library, sshd, rt) = (&link.served.library, link.served.sshd(), &link.net.rt);
+    let (first, second, third) = (link.by_size[0], link.by_size[1], link.by_size[2]);
     let scratch = Scratch::new().unwrap();
     let read_timeout = Duration::from_secs(15);
-    let daemon = start(
+    let daemon = link.served.mount(
         &scratch,
-        &sftp_origin(&sshd, "nas", listen.port()),
+        Some(link.listen),
         "[health]\ninterval = \"1s\"\ntimeout = \"2s\"\n\n[fuse]\nread_timeout = \"15s\"\n",
     );
     let pid = daemon.pid();
@@ -477,11 +350,11 @@ fn an_sftp_connection_dropped_mid_read_is_replaced_and_the_read_completes_or_fai
 
     // The session dies mid-read; the listener stays, so a fresh session can finish the read.
     let size = library.bytes(first).len();
-    let before = logins(&sshd);
+    let before = logins(sshd);
     let path = library.mounted(&scratch, first);
     let reading = std::thread::spawn(move || timed_read(&path));
     std::thread::sleep(Duration::from_millis(800));
-    let killed = kill_sessions(&sshd);
+    let killed = kill_sessions(sshd);
     assert!(killed > 0, "no session to kill");
     let (got, took) = reading.join().unwrap();
     let got =
@@ -489,7 +362,7 @@ fn an_sftp_connection_dropped_mid_read_is_replaced_and_the_read_completes_or_fai
     assert!(got == library.bytes(first), "the read over a replaced session returned different bytes");
     assert!(took < read_timeout, "the read took {took:?}");
     eprintln!("{size} bytes at 600 KB/s: read in {took:?} with its session killed after 0.8 s ({killed} processes)");
-    assert!(logins_at_least(&sshd, before + 1) > before, "no new session was opened:\n{}", sshd.log());
+    assert!(logins_at_least(sshd, before + 1) > before, "no new session was opened:\n{}", sshd.log());
     let log = daemon.log();
     assert!(log.contains("SFTP session dropped; retrying on a fresh session"), "{log}");
 
@@ -497,7 +370,7 @@ fn an_sftp_connection_dropped_mid_read_is_replaced_and_the_read_completes_or_fai
     let path = library.mounted(&scratch, second);
     let reading = std::thread::spawn(move || timed_read(&path));
     std::thread::sleep(Duration::from_millis(800));
-    rt.block_on(proxy.disable()).unwrap();
+    rt.block_on(link.proxy.disable()).unwrap();
     let (got, took) = reading.join().unwrap();
     let outcome = match got {
         Ok(bytes) => {
@@ -513,19 +386,15 @@ fn an_sftp_connection_dropped_mid_read_is_replaced_and_the_read_completes_or_fai
     eprintln!("read cut by a partition after 0.8 s {outcome} in {took:?}");
 
     // Back: the next uncached read works on a new session, with no remount.
-    let before = logins(&sshd);
-    rt.block_on(proxy.enable()).unwrap();
-    rt.block_on(proxy.remove_toxic("slow")).unwrap();
+    let before = logins(sshd);
+    rt.block_on(link.proxy.enable()).unwrap();
+    rt.block_on(link.proxy.remove_toxic("slow")).unwrap();
     wait_for_state(&scratch, &daemon, "ready", Duration::from_secs(10));
     let started = Instant::now();
     let (got, took) = timed_read(&library.mounted(&scratch, third));
     assert!(got.expect("reads work again after the partition") == library.bytes(third));
     eprintln!("first read after the partition healed: {took:?} ({:?} after the heal)", started.elapsed());
-    assert!(logins_at_least(&sshd, before + 1) > before, "no new session after the heal:\n{}", sshd.log());
-    let log = daemon.log();
-    assert_eq!(log.matches("mounted and serving").count(), 1, "the daemon remounted:\n{log}");
-    assert_eq!(daemon.pid(), pid);
-    assert!(is_fuse_mounted(&scratch.mnt()));
-    let status = daemon.stop().unwrap();
-    assert!(status.success(), "{status}");
+    assert!(logins_at_least(sshd, before + 1) > before, "no new session after the heal:\n{}", sshd.log());
+    assert_served_without_remount(&daemon, &scratch, pid);
+    daemon.stop_cleanly();
 }

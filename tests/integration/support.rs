@@ -1,10 +1,12 @@
 //! Helpers shared by the network-layer tests: a TCP echo server, timed round trips, an `sftp` batch runner, the
-//! check of a remote origin's blocking reader, and a count of a process's connections.
+//! checks of a remote origin's ranged and blocking reads, and a count of a process's connections.
 
+use musicfs_origins::{Origin, OriginError};
 use musicfs_test_utils::servers::sshd::Sshd;
 use musicfs_test_utils::servers::tokio;
 use musicfs_test_utils::servers::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use musicfs_test_utils::servers::tokio::net::TcpStream;
+use musicfs_test_utils::servers::tokio::runtime::Runtime;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -122,9 +124,28 @@ pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     path
 }
 
+/// What every remote origin's reads must do with `big`, stored at `song`: a range inside the file, one that
+/// runs over the end (short), one past the end (empty), the whole file at once; NotFound for a missing file
+/// (read and stat); a passing health check; and the tag scanner's blocking reader.
+pub fn check_ranged_reads(rt: &Runtime, origin: Arc<dyn Origin>, song: &Path, big: &[u8]) {
+    let n = big.len();
+    assert_eq!(&rt.block_on(origin.read_range(song, 1000, 5000)).unwrap()[..], &big[1000..6000]);
+    assert_eq!(
+        &rt.block_on(origin.read_range(song, n as u64 - 1000, 5000)).unwrap()[..],
+        &big[n - 1000..],
+        "short at EOF"
+    );
+    assert!(rt.block_on(origin.read_range(song, n as u64 + 100_000, 10)).unwrap().is_empty(), "empty past EOF");
+    assert!(rt.block_on(origin.read_range(song, 0, n * 2)).unwrap() == big, "a whole-file read");
+    assert!(matches!(rt.block_on(origin.read_range(Path::new("nope.flac"), 0, 1)), Err(OriginError::NotFound(_))));
+    assert!(matches!(rt.block_on(origin.stat(Path::new("nope.flac"))), Err(OriginError::NotFound(_))));
+    rt.block_on(origin.health_check()).unwrap();
+    check_blocking_reader(origin, song, big);
+}
+
 /// The tag scanner's reader of a remote origin, on a plain thread as the scanner uses it: small reads and
 /// seeks, then the whole file `big` at `song`; a missing file is NotFound.
-pub fn check_blocking_reader(origin: Arc<dyn musicfs_origins::Origin>, song: &Path, big: &[u8]) {
+pub fn check_blocking_reader(origin: Arc<dyn Origin>, song: &Path, big: &[u8]) {
     use std::io::{Read, Seek, SeekFrom};
     let (song, big) = (song.to_owned(), big.to_owned());
     std::thread::spawn(move || {
@@ -141,7 +162,7 @@ pub fn check_blocking_reader(origin: Arc<dyn musicfs_origins::Origin>, song: &Pa
         r.read_to_end(&mut all).unwrap();
         assert!(all == big, "the blocking reader returned different bytes");
         let missing = origin.open_blocking(Path::new("nope.flac"));
-        assert!(matches!(missing, Err(musicfs_origins::OriginError::NotFound(_))));
+        assert!(matches!(missing, Err(OriginError::NotFound(_))));
     })
     .join()
     .unwrap();

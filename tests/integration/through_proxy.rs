@@ -2,13 +2,12 @@
 //! proxy, a disabled proxy (a partition) stops it, and a latency toxic slows S3 reads down.
 
 use crate::support::{random_bytes, sftp_get, write_file};
-use musicfs_test_utils::servers::noxious_client::{StreamDirection, Toxic, ToxicKind};
 use musicfs_test_utils::servers::object_store::ObjectStoreExt;
 use musicfs_test_utils::servers::object_store::path::Path;
 use musicfs_test_utils::servers::s3::S3Server;
 use musicfs_test_utils::servers::sshd::Sshd;
 use musicfs_test_utils::servers::tokio;
-use musicfs_test_utils::servers::toxiproxy::Toxiproxy;
+use musicfs_test_utils::servers::toxiproxy::{Toxiproxy, latency};
 use std::time::{Duration, Instant};
 
 #[tokio::test(crate = "musicfs_test_utils::servers::tokio")]
@@ -42,13 +41,7 @@ async fn s3_reads_pass_through_a_proxy_and_a_latency_toxic_slows_them() {
     let got = store.get(&Path::from("a.flac")).await.unwrap().bytes().await.unwrap();
     assert_eq!(got.as_ref(), bytes.as_slice(), "the object read through the proxy differs");
 
-    let toxic = Toxic {
-        kind: ToxicKind::Latency { latency: 300, jitter: 0 },
-        name: "slow".to_owned(),
-        toxicity: 1.0,
-        direction: StreamDirection::Downstream,
-    };
-    proxy.add_toxic(&toxic).await.unwrap();
+    proxy.add_toxic(&latency("slow", 300)).await.unwrap();
     let started = Instant::now();
     let got = store.get(&Path::from("a.flac")).await.unwrap().bytes().await.unwrap();
     let took = started.elapsed();

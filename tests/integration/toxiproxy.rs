@@ -3,21 +3,12 @@
 //! connections and cuts live ones, enabling restores the same port, and reset clears everything.
 
 use crate::support::{Echo, connect_and_echo, round_trip};
-use musicfs_test_utils::servers::noxious_client::{StreamDirection, Toxic, ToxicKind};
+use musicfs_test_utils::servers::noxious_client::{StreamDirection, ToxicKind};
 use musicfs_test_utils::servers::tokio;
 use musicfs_test_utils::servers::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use musicfs_test_utils::servers::tokio::net::TcpStream;
-use musicfs_test_utils::servers::toxiproxy::Toxiproxy;
+use musicfs_test_utils::servers::toxiproxy::{Toxiproxy, bandwidth, latency};
 use std::time::Duration;
-
-fn latency(name: &str, ms: u64) -> Toxic {
-    Toxic {
-        kind: ToxicKind::Latency { latency: ms, jitter: 0 },
-        name: name.to_owned(),
-        toxicity: 1.0,
-        direction: StreamDirection::Downstream,
-    }
-}
 
 #[tokio::test(crate = "musicfs_test_utils::servers::tokio")]
 async fn latency_toxic_delays_round_trips_until_removed() {
@@ -208,12 +199,7 @@ async fn a_download_under_a_bandwidth_toxic_is_cut_when_the_proxy_is_disabled() 
     });
     let toxiproxy = Toxiproxy::start().unwrap();
     let (mut proxy, listen) = toxiproxy.create_proxy("download", upstream).await.unwrap();
-    let slow = Toxic {
-        kind: ToxicKind::Bandwidth { rate: 600 },
-        name: "slow".to_owned(),
-        toxicity: 1.0,
-        direction: StreamDirection::Downstream,
-    };
+    let slow = bandwidth("slow", 600);
     for round in 0..25 {
         // Each round's toxic added while the proxy is disabled, as a test slowing only new connections does.
         proxy.disable().await.unwrap();

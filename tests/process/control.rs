@@ -1,6 +1,7 @@
 //! The control socket with the real binary: `musicfs status` (human and JSON), `musicfs metrics`
 //! (Prometheus text) and `musicfs shutdown`, which returns once the daemon has stopped (systemd's ExecStop).
 
+use crate::musicfs;
 use musicfs_test_utils::daemon::{Daemon, Scratch, is_fuse_mounted};
 use musicfs_test_utils::sample::{self, SampleOptions};
 use std::io::BufRead;
@@ -10,15 +11,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_musicfs");
-
-fn musicfs(args: &[&str], cache: &Path) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).arg("--cache-dir").arg(cache).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Proves L2: 3.7
 #[test]

@@ -1,6 +1,7 @@
 //! The filesystem end to end: tree layout, byte-identical reads, hostile tags, restarts, offline playback,
 //! corrupt chunks, eviction, read-only, the cache lock, bad configs, stale mounts, delta sync, signals.
 
+use crate::musicfs;
 use musicfs_test_utils::daemon::{Daemon, Scratch, is_fuse_mounted};
 use musicfs_test_utils::files::{chunk_bytes, chunk_files, pseudo_random_bytes, walk_files, write_config};
 use musicfs_test_utils::sample::{self, SampleOptions, SampleTrack};
@@ -29,13 +30,6 @@ fn start_with_config(scratch: &Scratch, extra_toml: &str) -> Daemon {
     Daemon::start(Path::new(BIN), &args).expect("start musicfs with config")
 }
 
-fn stop_cleanly(daemon: Daemon) {
-    let mount_point = daemon.mount_point.clone();
-    let status = daemon.stop().expect("stop");
-    assert!(status.success(), "SIGTERM must give exit 0, got {status}");
-    assert!(!is_fuse_mounted(&mount_point), "the mount must be gone after SIGTERM");
-}
-
 /// Origin path → content, for every generated file.
 fn origin_contents(scratch: &Scratch, tracks: &[SampleTrack]) -> HashMap<PathBuf, Vec<u8>> {
     tracks
@@ -60,7 +54,7 @@ fn the_tree_follows_the_tags_and_reads_match_the_origin() {
     let top: Vec<String> =
         std::fs::read_dir(scratch.mnt()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(top.iter().all(|name| name.starts_with("Artist ")), "{top:?}");
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -101,7 +95,7 @@ fn random_ranges_read_byte_identical_across_chunk_boundaries() {
         }
     }
     assert!(chunk_files(&scratch.cache()).unwrap().len() > 50, "the file was cut into many small chunks");
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -128,7 +122,7 @@ fn hostile_tags_give_safe_unique_paths_and_nothing_vanishes() {
     expected.sort();
     seen_content.sort();
     assert!(expected == seen_content, "the mount holds exactly the origin's files, byte for byte");
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 /// Proves L2: 3.10
@@ -142,7 +136,7 @@ fn a_restart_reuses_the_database_and_cache_and_keeps_inode_numbers() {
         std::fs::read(&path).unwrap();
         inodes.insert(path.clone(), std::fs::metadata(&path).unwrap().ino());
     }
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
     let chunks_before = chunk_files(&scratch.cache()).unwrap();
     assert!(!chunks_before.is_empty());
 
@@ -158,7 +152,7 @@ fn a_restart_reuses_the_database_and_cache_and_keeps_inode_numbers() {
         assert_eq!(bytes, std::fs::read(scratch.lib().join(&track.rel_path)).unwrap());
     }
     assert_eq!(chunk_files(&scratch.cache()).unwrap(), chunks_before, "reading again reused the cached chunks");
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -169,7 +163,7 @@ fn cached_tracks_keep_playing_when_the_origin_is_gone() {
     let played_bytes = std::fs::read(scratch.lib().join(&played.rel_path)).unwrap();
     let daemon = start_with_config(&scratch, "[fuse]\nread_timeout = \"3s\"\n");
     assert_eq!(std::fs::read(scratch.mnt().join(played.expected_tag_path().unwrap())).unwrap(), played_bytes);
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 
     // The NAS is gone: the origin directory disappears entirely.
     std::fs::rename(scratch.lib(), scratch.dir.path().join("lib.away")).unwrap();
@@ -184,7 +178,7 @@ fn cached_tracks_keep_playing_when_the_origin_is_gone() {
     let err = std::fs::read(scratch.mnt().join(unplayed.expected_tag_path().unwrap())).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "an uncached track fails with EIO, not a hang: {err}");
     assert!(started.elapsed() < Duration::from_secs(20), "the failure came within the read bound");
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 /// Proves L2: 6.4
@@ -198,7 +192,7 @@ fn a_corrupted_chunk_is_detected_and_refetched() {
     for t in &tracks[1..] {
         std::fs::read(scratch.mnt().join(t.expected_tag_path().unwrap())).unwrap();
     }
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 
     // Flip one byte in every chunk file: whichever chunk the track uses is now rotten.
     let chunks = chunk_files(&scratch.cache()).unwrap();
@@ -212,7 +206,7 @@ fn a_corrupted_chunk_is_detected_and_refetched() {
     }
     let daemon = start(&scratch);
     assert_eq!(std::fs::read(&target).unwrap(), original, "corrupt chunks are never served");
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
     let log = std::fs::read_dir(scratch.cache())
         .unwrap()
         .filter_map(|e| e.ok())
@@ -245,7 +239,7 @@ fn eviction_keeps_the_cache_under_max_size() {
         let used = chunk_bytes(&scratch.cache()).unwrap();
         assert!(used <= 512 << 10, "after track {i}: {used} bytes of chunks on disk");
     }
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
     assert!(chunk_bytes(&scratch.cache()).unwrap() > 256 << 10, "the cache was used, not emptied");
 }
 
@@ -260,7 +254,7 @@ fn writes_are_refused_with_erofs() {
     erofs(std::fs::OpenOptions::new().write(true).open(&existing).map(|_| ()));
     erofs(std::fs::create_dir(scratch.mnt().join("dir")));
     erofs(std::fs::remove_file(&existing));
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 /// Proves L2: 3.9
@@ -282,7 +276,7 @@ fn a_second_daemon_on_the_same_cache_exits_1_naming_the_first() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("already running (PID {})", daemon.pid().unwrap())), "{stderr}");
     assert!(!is_fuse_mounted(&other_mount));
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -312,7 +306,7 @@ fn after_kill_9_the_next_start_clears_the_stale_mount() {
     assert!(daemon.log().contains("2.7"), "{}", daemon.log());
     let bytes = std::fs::read(scratch.mnt().join(tracks[0].expected_tag_path().unwrap())).unwrap();
     assert_eq!(bytes, std::fs::read(scratch.lib().join(&tracks[0].rel_path)).unwrap());
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -340,7 +334,7 @@ fn the_background_delta_sync_picks_up_added_changed_and_removed_files() {
     }
     assert_eq!(std::fs::read(&changed).unwrap(), longer, "a changed file reads its new content");
     assert_eq!(std::fs::read(&added).unwrap(), pseudo_random_bytes(10_000, 3));
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }
 
 #[test]
@@ -367,28 +361,24 @@ fn cache_verify_and_repair_find_rot_offline_and_refuse_to_race_the_daemon() {
         std::process::Command::new(BIN).args(["cache", "verify", "--cache-dir"]).arg(scratch.cache()).output().unwrap();
     assert_eq!(busy.status.code(), Some(1), "{}", String::from_utf8_lossy(&busy.stderr));
     assert!(String::from_utf8_lossy(&busy.stderr).contains("already running"));
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 
     let chunks = chunk_files(&scratch.cache()).unwrap();
     let victim = &chunks[0];
     let mut bytes = std::fs::read(victim).unwrap();
     bytes[0] ^= 1;
     std::fs::write(victim, bytes).unwrap();
-    let verify =
-        std::process::Command::new(BIN).args(["cache", "verify", "--cache-dir"]).arg(scratch.cache()).output().unwrap();
-    let stdout = String::from_utf8_lossy(&verify.stdout);
-    assert!(verify.status.success() && stdout.contains("1 rotten chunks removed"), "{stdout}");
+    let (ok, stdout, _) = musicfs(&["cache", "verify"], &scratch.cache());
+    assert!(ok && stdout.contains("1 rotten chunks removed"), "{stdout}");
     assert!(!victim.exists());
 
     std::fs::write(scratch.cache().join("chunks/v1/index.redb"), b"garbage").unwrap();
-    let repair =
-        std::process::Command::new(BIN).args(["cache", "repair", "--cache-dir"]).arg(scratch.cache()).output().unwrap();
-    let stdout = String::from_utf8_lossy(&repair.stdout);
-    assert!(repair.status.success() && stdout.contains(&format!("checked {} chunks", chunks.len() - 1)), "{stdout}");
+    let (ok, stdout, _) = musicfs(&["cache", "repair"], &scratch.cache());
+    assert!(ok && stdout.contains(&format!("checked {} chunks", chunks.len() - 1)), "{stdout}");
     let daemon = start(&scratch);
     for t in &tracks {
         let got = std::fs::read(scratch.mnt().join(t.expected_tag_path().unwrap())).unwrap();
         assert_eq!(got, std::fs::read(scratch.lib().join(&t.rel_path)).unwrap());
     }
-    stop_cleanly(daemon);
+    daemon.stop_cleanly();
 }

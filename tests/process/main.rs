@@ -4,8 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 
+use std::path::Path;
+
 mod control;
 mod crash_recovery;
 mod filesystem;
 mod lifecycle;
 mod search;
+
+/// `musicfs ARGS --cache-dir CACHE` with the binary under test: (success, stdout, stderr).
+fn musicfs(args: &[&str], cache: &Path) -> (bool, String, String) {
+    musicfs_test_utils::daemon::run_cli(Path::new(env!("CARGO_BIN_EXE_musicfs")), args, cache)
+}

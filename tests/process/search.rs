@@ -2,19 +2,13 @@
 //! after a sync, and a search index destroyed under the running daemon costs search only (6.5): the mount
 //! keeps serving, `musicfs search rebuild` brings search back, and a restart rebuilds a damaged index (2.4).
 
+use crate::musicfs;
 use musicfs_test_utils::daemon::{Daemon, Scratch, is_fuse_mounted};
 use musicfs_test_utils::sample::{self, SampleOptions, SampleTrack};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_musicfs");
-
-fn musicfs(args: &[&str], cache: &Path) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).arg("--cache-dir").arg(cache).output().unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
 
 /// The paths `musicfs search WORDS` prints, once the indexer has caught up (it runs behind the mount).
 fn search_until(cache: &Path, words: &[&str], want: impl Fn(&[PathBuf]) -> bool) -> Vec<PathBuf> {

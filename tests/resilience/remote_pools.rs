@@ -7,6 +7,7 @@ use musicfs_origins::sftp::{HostKeyCheck, PoolSettings, SftpOrigin, SftpSettings
 use musicfs_origins::{Origin, S3Origin, S3Settings};
 use musicfs_test_utils::files::pseudo_random_bytes;
 use musicfs_test_utils::servers::relay::Relay;
+use musicfs_test_utils::servers::runtime;
 use musicfs_test_utils::servers::s3::S3Server;
 use musicfs_test_utils::servers::sshd::Sshd;
 use std::path::Path;
@@ -15,10 +16,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const IDLE: Duration = Duration::from_millis(500);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 /// Waits (bounded) until `done`; returns how long that took.
 fn until(within: Duration, what: &str, done: impl Fn() -> bool) -> Duration {

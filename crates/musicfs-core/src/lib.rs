@@ -10,6 +10,7 @@ pub mod failpoints;
 pub mod logging;
 pub mod overrides;
 pub mod supervisor;
+pub mod sync_util;
 pub mod units;
 
 pub use config::{

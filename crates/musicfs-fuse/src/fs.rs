@@ -4,6 +4,7 @@
 use crate::error::FsError;
 use bytes::Bytes;
 use musicfs_cas::{FileRef, Fingerprint, Reader};
+use musicfs_core::sync_util::{read_or_recover, write_or_recover};
 use musicfs_meta::tree::{FileNode, NodeKind, ROOT_INO};
 use musicfs_meta::{Node, Tree};
 use musicfs_origins::SharedOrigin;
@@ -122,13 +123,13 @@ impl MusicFs {
 
     /// The current tree (cheap: an Arc clone under a short read lock).
     pub fn tree(&self) -> Arc<Tree> {
-        self.tree.read().unwrap_or_else(|p| p.into_inner()).clone()
+        read_or_recover(&self.tree).clone()
     }
 
     /// Swaps in a tree from a sync and returns the one it replaced; open files keep reading through their own
     /// file references.
     pub fn replace_tree(&self, tree: Tree) -> Arc<Tree> {
-        std::mem::replace(&mut *self.tree.write().unwrap_or_else(|p| p.into_inner()), Arc::new(tree))
+        std::mem::replace(&mut *write_or_recover(&self.tree), Arc::new(tree))
     }
 
     pub fn reader(&self) -> &Arc<Reader> {

@@ -8,6 +8,7 @@
 //! of the current tree and every subtree under the root. A root-level name that appeared and vanished
 //! entirely within the lost events is not covered; it can stay cached for at most one TTL.
 
+use musicfs_core::sync_util::lock_or_recover;
 use musicfs_meta::Tree;
 use musicfs_meta::tree::{NodeKind, ROOT_INO};
 use std::cmp::Ordering;
@@ -34,13 +35,13 @@ pub struct RecordingKernelCache(Mutex<Vec<Invalidation>>);
 
 impl RecordingKernelCache {
     pub fn take(&self) -> Vec<Invalidation> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *lock_or_recover(&self.0))
     }
 }
 
 impl KernelCache for RecordingKernelCache {
     fn invalidate(&self, what: &Invalidation) -> std::io::Result<()> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(what.clone());
+        lock_or_recover(&self.0).push(what.clone());
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::tags::TrackTags;
 use musicfs_cas::{Fingerprint, Manifest, ManifestError, ManifestStore};
+use musicfs_core::sync_util::lock_or_recover;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -153,7 +154,7 @@ impl Db {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // rusqlite rolls back an unfinished transaction on drop, so a panic mid-write leaves no half state (2.9).
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        lock_or_recover(&self.conn)
     }
 
     pub fn track_count(&self) -> Result<u64, DbError> {

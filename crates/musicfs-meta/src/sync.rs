@@ -6,6 +6,7 @@ use crate::db::{Changes, Db, DbError, Track};
 use crate::names;
 use crate::tags::{self, TrackTags};
 use crate::tree::{Tree, TreeRow};
+use musicfs_core::sync_util::{into_inner_or_recover, lock_or_recover};
 use musicfs_origins::{OriginEntry, SharedOrigin};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -261,7 +262,7 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_position(n as u64);
         } else if self.log_lines {
-            let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = lock_or_recover(&self.last_log);
             if last.elapsed() >= Duration::from_secs(2) {
                 tracing::info!(done = n, total = self.total, "scanning tags");
                 *last = Instant::now();
@@ -320,7 +321,7 @@ async fn read_all_tags(
         .into_iter()
         .zip(slots)
         .map(|((idx, entry, id), slot)| {
-            let tags = slot.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_default();
+            let tags = into_inner_or_recover(slot).unwrap_or_default();
             (idx, entry, id, tags)
         })
         .collect())

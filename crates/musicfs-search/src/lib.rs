@@ -34,11 +34,12 @@ mod query;
 pub use query::{MAX_QUERY_BYTES, MAX_QUERY_TERMS};
 
 use directory::PreadDirectory;
+use musicfs_core::sync_util::lock_or_recover;
 use musicfs_meta::Track;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use tantivy::collector::TopDocs;
 use tantivy::indexer::IndexWriterOptions;
 use tantivy::query::AllQuery;
@@ -382,7 +383,7 @@ impl SearchIndex {
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, WriterState> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_or_recover(&self.writer)
     }
 
     fn writer_of<'a>(&self, state: &'a mut WriterState) -> Result<&'a mut IndexWriter, SearchError> {

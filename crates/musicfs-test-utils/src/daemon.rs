@@ -69,7 +69,13 @@ impl Daemon {
             cmd.arg("--cache-dir").arg(cache);
         }
         cmd.args(&args.extra).arg(&args.mount_point);
-        cmd.env("RUST_LOG", std::env::var("MUSICFS_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        // The daemon's own log filter (its config's level, which holds back the S3 client's line per retried
+        // request: 4.2.3), unless MUSICFS_TEST_LOG asks for another. A RUST_LOG in the test's environment
+        // would replace that filter, so it is not passed on.
+        match std::env::var("MUSICFS_TEST_LOG") {
+            Ok(filter) => cmd.env("RUST_LOG", filter),
+            Err(_) => cmd.env_remove("RUST_LOG"),
+        };
         for (k, v) in &args.env {
             cmd.env(k, v);
         }
@@ -123,6 +129,14 @@ impl Daemon {
         self.wait(Duration::from_secs(20))
     }
 
+    /// Sends SIGTERM and checks that the daemon exited 0 and took its mount with it.
+    pub fn stop_cleanly(self) {
+        let mount_point = self.mount_point.clone();
+        let status = self.stop().expect("stop");
+        assert!(status.success(), "SIGTERM must give exit 0, got {status}");
+        assert!(!is_fuse_mounted(&mount_point), "the mount must be gone after SIGTERM");
+    }
+
     /// Waits for the daemon to exit by itself.
     pub fn wait(&mut self, limit: Duration) -> Result<ExitStatus> {
         let Some(child) = self.child.as_mut() else { bail!("daemon already reaped") };
@@ -147,6 +161,14 @@ impl Daemon {
         self.leave_mount = true;
         Ok(())
     }
+}
+
+/// Runs the CLI `binary ARGS --cache-dir CACHE` (status, sync, search, shutdown, …) against the daemon that
+/// owns `cache`: (success, stdout, stderr).
+pub fn run_cli(binary: &Path, args: &[&str], cache: &Path) -> (bool, String, String) {
+    let out = Command::new(binary).args(args).arg("--cache-dir").arg(cache).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 fn unique() -> String {

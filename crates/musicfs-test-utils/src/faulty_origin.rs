@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use musicfs_core::sync_util::{read_or_recover, write_or_recover};
 use musicfs_origins::{Origin, OriginEntry, OriginError, ReadSeek, SharedOrigin};
 use std::io;
 use std::path::Path;
@@ -58,11 +59,11 @@ impl FaultyOrigin {
 
     /// Changes the behaviour from the next call on (the origin "recovers" or "breaks" mid-test).
     pub fn set_mode(&self, mode: FailMode) {
-        *self.mode.write().unwrap_or_else(|p| p.into_inner()) = mode;
+        *write_or_recover(&self.mode) = mode;
     }
 
     pub fn mode(&self) -> FailMode {
-        self.mode.read().unwrap_or_else(|p| p.into_inner()).clone()
+        read_or_recover(&self.mode).clone()
     }
 
     /// Every call, of any kind.

@@ -1,7 +1,14 @@
-//! Small file helpers shared by tests: walking a mount, finding chunk files, writing a config.
+//! Small file helpers shared by tests: walking a mount, timing a read, finding chunk files, writing a config.
 
 use anyhow::Result;
 use std::path::{Path, PathBuf};
+
+/// Reads a whole file, timed.
+pub fn timed_read(path: &Path) -> (std::io::Result<Vec<u8>>, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let result = std::fs::read(path);
+    (result, started.elapsed())
+}
 
 /// Every regular file under `root`, sorted.
 pub fn walk_files(root: &Path) -> Result<Vec<PathBuf>> {

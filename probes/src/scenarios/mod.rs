@@ -213,7 +213,7 @@ pub fn disk_full(m: &Machine) -> Result<Value> {
     ensure!(m.main_pid() == pid && m.restarts() == restarts, "the daemon was restarted during disk-full");
     let journal = m.journal_since(since);
     ensure!(
-        !journal.contains("2.2 panic") && !journal.contains("No space left on device (os error 28)\" count"),
+        !journal.contains("2.2 panic") && !journal.contains("No space left on device (os error 28) count"),
         "errors in the journal:\n{journal}"
     );
     if journal.contains("2.8 cache writes stopped") && !journal.contains("2.8 cache writes work again") {

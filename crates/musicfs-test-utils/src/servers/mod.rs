@@ -26,6 +26,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The runtime tests drive async clients from (origins, Toxiproxy's API) with `block_on`: two workers, so a
+/// client's background tasks (a session pool's reaper, a connection's driver) run while a test waits.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
 /// How often a launcher tries a new port when the server does not come up (see the module docs).
 pub(crate) const START_ATTEMPTS: usize = 3;
 

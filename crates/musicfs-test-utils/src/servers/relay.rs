@@ -2,6 +2,7 @@
 //! opened, how many requests it sent over them, which are open now. Used to prove connection pooling (3.2)
 //! in-process (L1) and through the real binary (L3).
 
+use musicfs_core::sync_util::lock_or_recover;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream as StdTcpStream};
@@ -34,7 +35,7 @@ struct RelayShared {
 
 impl RelayShared {
     fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (StdTcpStream, StdTcpStream)>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        lock_or_recover(&self.open)
     }
 
     /// Shuts both sockets of connection `id` down (if still open) and forgets it.

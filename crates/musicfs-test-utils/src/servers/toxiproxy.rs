@@ -15,7 +15,7 @@
 
 use super::{START_ATTEMPTS, ServerProcess, find_program, free_port, report_start, tcp_accepts};
 use anyhow::{Context, Result, anyhow};
-use noxious_client::{Client, Proxy};
+use noxious_client::{Client, Proxy, StreamDirection, Toxic, ToxicKind};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::thread::JoinHandle;
@@ -154,6 +154,27 @@ impl Toxiproxy {
         let listen = proxy.config.listen.parse().with_context(|| format!("proxy listen {:?}", proxy.config.listen))?;
         Ok((proxy, listen))
     }
+}
+
+/// A toxic on the data coming back from the server (downstream), on every connection.
+fn downstream(name: &str, kind: ToxicKind) -> Toxic {
+    Toxic { kind, name: name.to_owned(), toxicity: 1.0, direction: StreamDirection::Downstream }
+}
+
+/// Delays the server's answers by `ms` milliseconds.
+pub fn latency(name: &str, ms: u64) -> Toxic {
+    downstream(name, ToxicKind::Latency { latency: ms, jitter: 0 })
+}
+
+/// Limits the server's answers to `kb_per_s` KB a second. Not below 600 with toxiproxy-lite: noxious's
+/// bandwidth toxic panics (and so drops the connection itself) on chunks larger than 100 bytes per KB/s.
+pub fn bandwidth(name: &str, kb_per_s: u64) -> Toxic {
+    downstream(name, ToxicKind::Bandwidth { rate: kb_per_s })
+}
+
+/// The server goes silent: no more data, and the connection is never closed.
+pub fn silence(name: &str) -> Toxic {
+    downstream(name, ToxicKind::Timeout { timeout: 0 })
 }
 
 impl Drop for Toxiproxy {
