@@ -4,6 +4,7 @@
 //! tests can fill or break it without a real one. The guard knows the store only through [`GuardedStore`].
 
 use crate::error::StoreError;
+use musicfs_core::sync_util::lock_or_recover;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -243,7 +244,7 @@ impl DiskGuard {
 
     fn trouble(&self) -> MutexGuard<'_, Option<Trouble>> {
         // Updated in single assignments: a poisoned lock still holds a consistent value (2.9).
-        self.trouble.lock().unwrap_or_else(|p| p.into_inner())
+        lock_or_recover(&self.trouble)
     }
 
     /// Caching stops (or stays stopped) for `why`: logged once per kind of trouble.

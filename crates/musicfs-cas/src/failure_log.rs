@@ -3,6 +3,7 @@
 //! episode is logged at once. Later ones are counted and summarised once a minute while the origin stays
 //! down, and once more when it next answers.
 
+use musicfs_core::sync_util::lock_or_recover;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +35,7 @@ impl FailureLog {
     }
 
     fn failed_at(&self, origin: &str, error: &dyn std::fmt::Display, now: Instant) {
-        let mut episodes = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut episodes = lock_or_recover(&self.episodes);
         match episodes.get_mut(origin) {
             None => {
                 tracing::warn!(origin, %error, every = ?SUMMARY_EVERY, "4.2.3 origin reads failing; further failures are summarised");
@@ -60,7 +61,7 @@ impl FailureLog {
 
     /// A read from `origin` worked: ends its episode, with one line if it had one.
     pub fn answered(&self, origin: &str) {
-        let mut episodes = self.episodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut episodes = lock_or_recover(&self.episodes);
         if episodes.is_empty() {
             return;
         }

@@ -18,6 +18,7 @@ use crate::stats::ReaderStats;
 use crate::store::ChunkBackend;
 use crate::write_queue::WriteQueue;
 use bytes::{Bytes, BytesMut};
+use musicfs_core::sync_util::lock_or_recover;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,7 +78,7 @@ impl Ingests {
 
     fn running(&self) -> MutexGuard<'_, HashMap<i64, watch::Receiver<Progress>>> {
         // Single inserts and removes: a poisoned map is still consistent (2.9).
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
+        lock_or_recover(&self.running)
     }
 
     /// Returns a receiver for the track's ingest, starting one if none runs.

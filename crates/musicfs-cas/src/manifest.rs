@@ -3,6 +3,7 @@
 
 use crate::error::{ManifestError, ReadError};
 use crate::hash::ChunkHash;
+use musicfs_core::sync_util::lock_or_recover;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -101,7 +102,7 @@ pub struct MemoryManifests(pub Mutex<HashMap<i64, Manifest>>);
 impl MemoryManifests {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Manifest>> {
         // Single inserts and removes: a poisoned map is still consistent (2.9).
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        lock_or_recover(&self.0)
     }
 }
 
@@ -136,7 +137,7 @@ impl ManifestCache {
 
     fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Manifest>>> {
         // Single inserts and removes: a poisoned map is still consistent (2.9).
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+        lock_or_recover(&self.recent)
     }
 
     /// The complete manifest of the track's version `fingerprint`, if one was made: `None` means the track

@@ -3,6 +3,7 @@
 
 use crate::hash::ChunkHash;
 use bytes::Bytes;
+use musicfs_core::sync_util::lock_or_recover;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -26,7 +27,7 @@ impl MemoryCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Every update is complete under the lock, so a poisoned lock still holds a consistent map (2.9).
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        lock_or_recover(&self.inner)
     }
 
     pub fn get(&self, hash: &ChunkHash) -> Option<Bytes> {

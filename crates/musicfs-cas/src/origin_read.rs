@@ -10,11 +10,12 @@ use crate::failure_log::FailureLog;
 use crate::manifest::Fingerprint;
 use crate::stats::ReaderStats;
 use bytes::Bytes;
+use musicfs_core::sync_util::lock_or_recover;
 use musicfs_origins::{OriginError, SharedOrigin};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Everything the reader needs to know about one track.
@@ -46,11 +47,6 @@ pub struct OriginReads {
     /// returns and they are re-validated (4.2.6).
     backup_served: Mutex<HashMap<i64, String>>,
     stats: Arc<ReaderStats>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Both maps are updated in single steps under their lock; a poisoned one is still consistent (2.9).
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl OriginReads {
@@ -90,7 +86,7 @@ impl OriginReads {
             tracing::debug!(track = file.track_id, backup = backup.id(), error = %e, "4.2.6 backup origin failed too");
         })?;
         self.stats.backup_reads.fetch_add(1, Ordering::Relaxed);
-        let first = lock(&self.backup_served).insert(file.track_id, file.origin.id().to_owned()).is_none();
+        let first = lock_or_recover(&self.backup_served).insert(file.track_id, file.origin.id().to_owned()).is_none();
         if first {
             tracing::warn!(track = file.track_id, path = %file.rel_path.display(), origin = file.origin.id(),
                 backup = backup.id(), origin_error = %failure,
@@ -147,13 +143,13 @@ impl OriginReads {
     /// origin would otherwise stack their waits (5.1, 3.8). The first read after the window tries again.
     fn open_breaker(&self, origin: &str) {
         let until = Instant::now() + self.timeout;
-        if lock(&self.breakers).insert(origin.to_owned(), until).is_none() {
+        if lock_or_recover(&self.breakers).insert(origin.to_owned(), until).is_none() {
             tracing::warn!(origin, timeout = ?self.timeout, "3.8 origin read timed out; failing its reads fast for one timeout");
         }
     }
 
     fn breaker_open_for(&self, origin: &str) -> Option<Duration> {
-        let mut open = lock(&self.breakers);
+        let mut open = lock_or_recover(&self.breakers);
         let until = *open.get(origin)?;
         let now = Instant::now();
         if now >= until {
@@ -166,7 +162,7 @@ impl OriginReads {
     /// The health monitor saw `origin` answer again after it was down: its reads stop failing fast now, not
     /// at the end of the breaker's window, so a healed origin is read from as soon as it is ready (N2, N4).
     pub fn origin_is_back(&self, origin: &str) {
-        if lock(&self.breakers).remove(origin).is_some() {
+        if lock_or_recover(&self.breakers).remove(origin).is_some() {
             tracing::info!(origin, "3.8 origin answers again; its reads no longer fail fast");
         }
     }
@@ -174,7 +170,7 @@ impl OriginReads {
     /// The tracks of `origin` served from its backup since it went away, handed over (and forgotten here)
     /// for the caller to re-validate now that it is back (4.2.6).
     pub fn take_backup_served(&self, origin: &str) -> Vec<i64> {
-        let mut served = lock(&self.backup_served);
+        let mut served = lock_or_recover(&self.backup_served);
         let ids: Vec<i64> = served.iter().filter(|(_, o)| o.as_str() == origin).map(|(id, _)| *id).collect();
         for id in &ids {
             served.remove(id);
@@ -184,6 +180,6 @@ impl OriginReads {
 
     /// How many tracks are waiting for re-validation after being served from a backup (4.2.6).
     pub fn backup_served_count(&self) -> usize {
-        lock(&self.backup_served).len()
+        lock_or_recover(&self.backup_served).len()
     }
 }

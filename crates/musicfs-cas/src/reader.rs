@@ -20,6 +20,7 @@ use crate::stats::ReaderStats;
 use crate::store::ChunkBackend;
 use crate::write_queue::WriteQueue;
 use bytes::{Bytes, BytesMut};
+use musicfs_core::sync_util::lock_or_recover;
 use musicfs_origins::OriginError;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -197,7 +198,7 @@ impl Reader {
 
     fn loading(&self) -> MutexGuard<'_, HashMap<ChunkHash, Arc<OnceCell<Bytes>>>> {
         // Single inserts and removes: a poisoned map is still consistent (2.9).
-        self.loading.lock().unwrap_or_else(|p| p.into_inner())
+        lock_or_recover(&self.loading)
     }
 
     /// A chunk from the store (hash-verified), else from the origin by range, verified against its hash and

@@ -10,6 +10,7 @@
 //! Either way no loss is silent. It is counted per consumer (`musicfs_events_lost_total`), logged, and
 //! handed to the consumer as [`Delivery::Lost`], so that it resynchronises from the source of truth.
 
+use crate::sync_util::lock_or_recover;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -102,7 +103,12 @@ impl<E: Clone + Send> EventBus<E> {
     pub fn subscribe(&self, consumer: &str, guarantee: Guarantee) -> Subscription<E> {
         let (tx, rx) = mpsc::channel(self.capacity);
         let counters = Arc::new(Counters::default());
-        lock(&self.consumers).push(Consumer { name: consumer.to_owned(), guarantee, tx, counters: counters.clone() });
+        lock_or_recover(&self.consumers).push(Consumer {
+            name: consumer.to_owned(),
+            guarantee,
+            tx,
+            counters: counters.clone(),
+        });
         Subscription { name: consumer.to_owned(), rx, counters }
     }
 
@@ -111,7 +117,7 @@ impl<E: Clone + Send> EventBus<E> {
         self.published.fetch_add(1, Ordering::Relaxed);
         let mut waiting = Vec::new();
         {
-            let mut consumers = lock(&self.consumers);
+            let mut consumers = lock_or_recover(&self.consumers);
             let mut departed = Vec::new();
             for (i, c) in consumers.iter().enumerate() {
                 match c.tx.try_send(event.clone()) {
@@ -127,7 +133,7 @@ impl<E: Clone + Send> EventBus<E> {
             }
             for i in departed.into_iter().rev() {
                 let c = consumers.remove(i);
-                merge(&mut lock(&self.departed), stats_of(&c));
+                merge(&mut lock_or_recover(&self.departed), stats_of(&c));
             }
         }
         for (name, tx, counters, event) in waiting {
@@ -144,8 +150,8 @@ impl<E: Clone + Send> EventBus<E> {
     /// Counters per consumer name (consumers of the same name, such as `musicfs events` clients, are
     /// summed), including consumers that went away.
     pub fn stats(&self) -> Vec<ConsumerStats> {
-        let mut all = lock(&self.departed).clone();
-        for c in lock(&self.consumers).iter() {
+        let mut all = lock_or_recover(&self.departed).clone();
+        for c in lock_or_recover(&self.consumers).iter() {
             merge(&mut all, stats_of(c));
         }
         all
@@ -183,10 +189,6 @@ fn lose(consumer: &str, guarantee: Guarantee, counters: &Counters) {
     if lost.is_power_of_two() {
         tracing::warn!(consumer, ?guarantee, lost, "3.3 event consumer is behind: events lost, it will resync");
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<E> Subscription<E> {

@@ -5,6 +5,7 @@
 //! [`Supervisor::revive_given_up`] gives such tasks a fresh start when what they depend on recovers, e.g.
 //! when an origin returns (4.2.4): a task that failed because an origin was gone should not stay dead.
 
+use crate::sync_util::lock_or_recover;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -50,7 +51,7 @@ impl Supervisor {
     }
 
     fn update(&self, index: usize, change: impl FnOnce(&mut TaskHealth)) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = lock_or_recover(&self.tasks);
         if let Some(task) = tasks.get_mut(index) {
             change(task);
         }
@@ -65,7 +66,7 @@ impl Supervisor {
         E: std::fmt::Display + Send + 'static,
     {
         let index = {
-            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            let mut tasks = lock_or_recover(&self.tasks);
             tasks.push(TaskHealth { name: name.to_owned(), critical, alive: true, restarts: 0, last_failure: None });
             tasks.len() - 1
         };
@@ -140,7 +141,7 @@ impl Supervisor {
     }
 
     pub fn health(&self) -> Vec<TaskHealth> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock_or_recover(&self.tasks).clone()
     }
 
     /// Restarts every given-up task with a fresh restart budget; returns their names.

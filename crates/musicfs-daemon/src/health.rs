@@ -5,6 +5,7 @@
 
 use crate::events::Event;
 use crate::state::{OriginStatus, Shared};
+use musicfs_core::sync_util::{read_or_recover, write_or_recover};
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::invalidate;
 use musicfs_meta::Db;
@@ -24,7 +25,7 @@ pub(crate) async fn round(
 ) -> Vec<CheckResult> {
     let before = shared.library_state();
     let was: Vec<(String, bool)> = {
-        let states = shared.origins.read().unwrap_or_else(|p| p.into_inner());
+        let states = read_or_recover(&shared.origins);
         states.iter().map(|o| (o.id.clone(), o.healthy)).collect()
     };
     let results = health::check_all(origins, timeout).await;
@@ -44,7 +45,7 @@ pub(crate) async fn round(
 
 /// The round's results as each origin's state, for status and the library state.
 fn record(shared: &Shared, results: &[CheckResult]) {
-    let mut states = shared.origins.write().unwrap_or_else(|p| p.into_inner());
+    let mut states = write_or_recover(&shared.origins);
     *states = results
         .iter()
         .map(|r| OriginStatus {

@@ -9,6 +9,7 @@
 
 use crate::events::Event;
 use musicfs_core::events::{Delivery, Subscription};
+use musicfs_core::sync_util::lock_or_recover;
 use musicfs_meta::Db;
 use musicfs_search::{Hit, SearchIndex};
 use serde::{Deserialize, Serialize};
@@ -99,10 +100,6 @@ pub struct Search {
     pub events: tokio::sync::Mutex<Subscription<Event>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Search {
     pub fn new(cache_dir: &Path, db: Arc<Db>, events: Subscription<Event>) -> Search {
         Search {
@@ -122,7 +119,7 @@ impl Search {
     /// while search stays unavailable.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), SearchFailure> {
         let mut events = self.events.lock().await;
-        if *lock(&self.state) != SearchState::Ready {
+        if *lock_or_recover(&self.state) != SearchState::Ready {
             let (dir, db) = (self.dir.clone(), self.db.clone());
             let opened = blocking(move || {
                 let tracks = db.load_tracks()?;
@@ -136,11 +133,11 @@ impl Search {
                     self.documents.store(index.doc_count(), Ordering::Relaxed);
                     drop(index);
                     crate::process::release_freed_memory();
-                    *lock(&self.state) = SearchState::Ready;
+                    *lock_or_recover(&self.state) = SearchState::Ready;
                 }
                 Err(e) => {
                     crate::process::release_freed_memory();
-                    *lock(&self.state) = SearchState::Unavailable(e.to_string());
+                    *lock_or_recover(&self.state) = SearchState::Unavailable(e.to_string());
                     return Err(SearchFailure::Unavailable(Box::new(e)));
                 }
             }
@@ -162,15 +159,15 @@ impl Search {
     /// Holds `index` open and notes its use.
     fn keep(&self, index: Arc<SearchIndex>) {
         self.documents.store(index.doc_count(), Ordering::Relaxed);
-        *lock(&self.index) = Some(index);
-        *lock(&self.last_used) = Instant::now();
+        *lock_or_recover(&self.index) = Some(index);
+        *lock_or_recover(&self.last_used) = Instant::now();
     }
 
     fn close_if_idle(&self) {
-        if lock(&self.last_used).elapsed() < IDLE_CLOSE {
+        if lock_or_recover(&self.last_used).elapsed() < IDLE_CLOSE {
             return;
         }
-        if let Some(index) = lock(&self.index).take() {
+        if let Some(index) = lock_or_recover(&self.index).take() {
             drop(index);
             crate::process::release_freed_memory();
             tracing::debug!("search index closed while idle (5.5)");
@@ -179,11 +176,11 @@ impl Search {
 
     /// The open index, opened again if it was closed while idle.
     async fn open_index(&self) -> Result<Arc<SearchIndex>, SearchFailure> {
-        if let Some(index) = lock(&self.index).clone() {
-            *lock(&self.last_used) = Instant::now();
+        if let Some(index) = lock_or_recover(&self.index).clone() {
+            *lock_or_recover(&self.last_used) = Instant::now();
             return Ok(index);
         }
-        let state = lock(&self.state).clone();
+        let state = lock_or_recover(&self.state).clone();
         if state != SearchState::Ready {
             return Err(SearchFailure::NotReady(state));
         }
@@ -226,8 +223,8 @@ impl Search {
     /// `musicfs search rebuild` on the running daemon (6.5): every document replaced from the database. An
     /// index too damaged for that, or one that could not be opened at all, is thrown away and built anew.
     pub async fn rebuild(&self) -> Result<u64, SearchFailure> {
-        let current = lock(&self.index).take();
-        *lock(&self.state) = SearchState::Rebuilding;
+        let current = lock_or_recover(&self.index).take();
+        *lock_or_recover(&self.state) = SearchState::Rebuilding;
         let (db, dir) = (self.db.clone(), self.dir.clone());
         let rebuilt = blocking(move || {
             let tracks = db.load_tracks()?;
@@ -247,11 +244,11 @@ impl Search {
             Ok(index) => {
                 let documents = index.doc_count();
                 self.keep(index);
-                *lock(&self.state) = SearchState::Ready;
+                *lock_or_recover(&self.state) = SearchState::Ready;
                 Ok(documents)
             }
             Err(e) => {
-                *lock(&self.state) = SearchState::Unavailable(e.to_string());
+                *lock_or_recover(&self.state) = SearchState::Unavailable(e.to_string());
                 Err(e)
             }
         }
@@ -259,13 +256,13 @@ impl Search {
 
     /// For status: the state and the number of documents searchable.
     pub fn status(&self) -> (SearchState, u64) {
-        (lock(&self.state).clone(), self.documents.load(Ordering::Relaxed))
+        (lock_or_recover(&self.state).clone(), self.documents.load(Ordering::Relaxed))
     }
 
     /// At shutdown (2.3), before the database checkpoint: commit what is queued and wait for merges.
     pub fn close(&self) {
-        let Some(index) = lock(&self.index).take() else { return };
-        *lock(&self.state) = SearchState::Closed;
+        let Some(index) = lock_or_recover(&self.index).take() else { return };
+        *lock_or_recover(&self.state) = SearchState::Closed;
         let result = match Arc::try_unwrap(index) {
             Ok(index) => index.shutdown(),
             // A search still running holds it: commit, and let the last holder drop it.

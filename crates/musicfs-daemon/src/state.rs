@@ -4,6 +4,7 @@
 use crate::control::protocol::SyncReport;
 pub use crate::status::{DaemonState, EventsStatus, OriginStatus, Status};
 use musicfs_cas::{ChunkStore, Reader};
+use musicfs_core::sync_util::read_or_recover;
 use musicfs_fuse::MusicFs;
 use musicfs_fuse::stats::Op;
 use musicfs_meta::sync::SyncError;
@@ -43,7 +44,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn library_state(&self) -> LibraryState {
-        let origins = self.origins.read().unwrap_or_else(|p| p.into_inner());
+        let origins = read_or_recover(&self.origins);
         let healthy = origins.iter().filter(|o| o.healthy).count();
         let dns = origins.iter().filter(|o| o.dns_failure).count();
         musicfs_origins::health::state_from(healthy, dns, origins.len())
@@ -91,7 +92,7 @@ impl Shared {
             chunks_written: self.store.stats.written.load(Ordering::Relaxed),
             cache_hit_ratio: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
             reads_in_flight: self.fs.gate.in_flight() as u64,
-            origins: self.origins.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            origins: read_or_recover(&self.origins).clone(),
             served_from_backup: self.reader.backup_served_count() as u64,
             backup_reads: self.reader.stats.backup_reads.load(Ordering::Relaxed),
             fuse_ops: Op::ALL

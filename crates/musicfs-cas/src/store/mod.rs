@@ -14,6 +14,7 @@ use crate::disk::{CacheDisk, DiskGuard, DiskPressure, GuardedStore, RealDisk, Tr
 pub use crate::error::StoreError;
 use crate::hash::ChunkHash;
 use bytes::Bytes;
+use musicfs_core::sync_util::lock_or_recover;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -330,7 +331,7 @@ impl ChunkStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         // A panic while holding this lock leaves the index consistent (every method updates it atomically
         // under the lock), so a poisoned lock is safe to keep using (2.9).
-        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock_or_recover(&self.index)
     }
 
     pub fn chunk_path(&self, hash: &ChunkHash) -> PathBuf {

@@ -9,6 +9,7 @@ use super::{
 };
 use crate::{OriginEntry, OriginError};
 use bytes::{Bytes, BytesMut};
+use musicfs_core::sync_util::lock_or_recover;
 use ssh2::{ErrorCode, FileStat, Session, Sftp};
 use std::cell::Cell;
 use std::io::{Read, Seek, SeekFrom};
@@ -90,7 +91,7 @@ pub(super) struct DirListing {
 
 impl Pool {
     pub(super) fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock_or_recover(&self.state)
     }
 
     fn timeout(&self) -> Duration {
