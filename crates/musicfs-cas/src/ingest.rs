@@ -111,6 +111,14 @@ impl Ingests {
         rx
     }
 
+    /// Waits for the track's running ingest, if one runs, to finish.
+    pub async fn finish(&self, track_id: i64) {
+        let running = self.running().get(&track_id).cloned();
+        if let Some(mut rx) = running {
+            let _ = rx.wait_for(|p| p.finished).await;
+        }
+    }
+
     /// Waits until no ingest runs, or until `wait` has passed; says how many still run then.
     pub async fn wait_all(&self, wait: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + wait;

@@ -178,6 +178,12 @@ impl OriginReads {
         ids
     }
 
+    /// Whether tracks of `origin` were served from its backup and wait for re-validation, and its reads no
+    /// longer fail fast: then they can be re-validated now, whether or not a health round saw it away (4.2.6).
+    pub fn awaits_revalidation(&self, origin: &str) -> bool {
+        self.breaker_open_for(origin).is_none() && lock_or_recover(&self.backup_served).values().any(|o| o == origin)
+    }
+
     /// How many tracks are waiting for re-validation after being served from a backup (4.2.6).
     pub fn backup_served_count(&self) -> usize {
         lock_or_recover(&self.backup_served).len()

@@ -233,6 +233,11 @@ impl Reader {
         self.origin.take_backup_served(origin)
     }
 
+    /// Whether tracks of `origin` served from its backup can be re-validated now (4.2.6).
+    pub fn awaits_revalidation(&self, origin: &str) -> bool {
+        self.origin.awaits_revalidation(origin)
+    }
+
     /// How many tracks are waiting for re-validation after being served from a backup (4.2.6).
     pub fn backup_served_count(&self) -> usize {
         self.origin.backup_served_count()
@@ -242,6 +247,9 @@ impl Reader {
     /// from the backup's copy is dropped and the track ingested again from the origin. Returns whether the
     /// origin's copy has the same chunks as the one served (None: nothing was cached from the backup).
     pub async fn revalidate(&self, file: &FileRef) -> Result<Option<bool>, ReadError> {
+        // An ingest still running may be the one the backup feeds: joining it would "re-validate" the
+        // backup's copy against itself. Let it finish and save its manifest first.
+        self.ingests.finish(file.track_id).await;
         let served = self.manifests.load(file.track_id).await?;
         self.manifests.forget(file.track_id).await;
         let own = FileRef { backup: None, ..file.clone() };

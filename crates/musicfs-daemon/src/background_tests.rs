@@ -206,63 +206,94 @@ async fn an_origin_that_cannot_notify_is_polled_and_changes_show_within_the_inte
     println!("removed track disappeared after {gone:?}");
 }
 
+/// A library of 200 kB tracks whose origin (`memory`) has a backup (`mirror`) holding a current copy of
+/// t000 and a stale one of t001 (same size, other bytes), in the harness (4.2.6).
+struct BackupCase {
+    h: Harness,
+    fs: Arc<MusicFs>,
+}
+
+const BACKUP_CASE_LEN: usize = 200_000;
+
+impl BackupCase {
+    async fn new() -> BackupCase {
+        const LEN: usize = BACKUP_CASE_LEN;
+        let lib = InProcessFs::new(2, LEN, Duration::from_secs(5)).await.unwrap();
+        let backup = Arc::new(musicfs_origins::memory::MemoryOrigin::named("mirror"));
+        backup.insert("t000.wav", track_bytes(0, LEN), 7);
+        backup.insert("t001.wav", track_bytes(99, LEN), 7);
+        let manifests: Arc<dyn musicfs_cas::ManifestStore> = lib.db.clone();
+        let reader = musicfs_cas::Reader::new(
+            lib.backend.clone(),
+            manifests,
+            musicfs_test_utils::fixtures::SMALL_CHUNKS,
+            1 << 20,
+            Duration::from_secs(4),
+        );
+        let tree = musicfs_meta::sync::load_tree(&lib.db).unwrap();
+        let origins: Vec<SharedOrigin> = vec![lib.origin.clone()];
+        let backups = std::collections::HashMap::from([("memory".to_owned(), backup.clone() as SharedOrigin)]);
+        let fs = Arc::new(MusicFs::new(tree, reader, &origins, Duration::from_secs(5)).with_backups(backups));
+        let h = harness_over(
+            lib,
+            fs.clone(),
+            vec![backup.clone()],
+            Duration::from_secs(3600),
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            3,
+        )
+        .await;
+        BackupCase { h, fs }
+    }
+
+    fn ino(&self, name: &str) -> u64 {
+        let tree = self.fs.tree();
+        let dir = tree.lookup(1, b"Unknown Artist").and_then(|a| tree.lookup(a.ino, b"Unknown Album")).unwrap().ino;
+        tree.lookup(dir, name.as_bytes()).unwrap().ino
+    }
+
+    async fn read_all(&self, name: &str) -> Vec<u8> {
+        let file = self.fs.file(self.ino(name)).unwrap();
+        let mut out = Vec::new();
+        while out.len() < BACKUP_CASE_LEN {
+            let got = self.fs.reader().read(&file, out.len() as u64, 65536).await.expect("read served");
+            assert!(!got.is_empty());
+            out.extend_from_slice(&got);
+        }
+        out
+    }
+
+    /// Waits until the stale t001 was re-validated: the kernel told to drop it, nothing left flagged.
+    async fn revalidated(&self) -> (Option<Duration>, Vec<musicfs_fuse::invalidate::Invalidation>) {
+        let stale = musicfs_fuse::invalidate::Invalidation::Inode(self.ino("t001.wav"));
+        let told = std::sync::Mutex::new(Vec::new());
+        let took = eventually(Duration::from_secs(10), || {
+            let mut told = told.lock().unwrap();
+            told.extend(self.h.kernel.take());
+            told.contains(&stale)
+                && self.h.lib.db.backup_served("memory").unwrap().is_empty()
+                && self.h.shared.status().served_from_backup == 0
+        })
+        .await;
+        (took, told.into_inner().unwrap())
+    }
+}
+
 /// Proves L1: 4.2.6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracks_read_while_their_origin_is_away_come_from_its_backup_and_are_revalidated_on_its_return() {
-    const LEN: usize = 200_000;
-    let lib = InProcessFs::new(2, LEN, Duration::from_secs(5)).await.unwrap();
-    // The backup holds a current copy of t000 and a stale one of t001 (same size, other bytes).
-    let backup = Arc::new(musicfs_origins::memory::MemoryOrigin::named("mirror"));
-    backup.insert("t000.wav", track_bytes(0, LEN), 7);
-    backup.insert("t001.wav", track_bytes(99, LEN), 7);
-    let manifests: Arc<dyn musicfs_cas::ManifestStore> = lib.db.clone();
-    let reader = musicfs_cas::Reader::new(
-        lib.backend.clone(),
-        manifests,
-        musicfs_test_utils::fixtures::SMALL_CHUNKS,
-        1 << 20,
-        Duration::from_secs(4),
-    );
-    let tree = musicfs_meta::sync::load_tree(&lib.db).unwrap();
-    let origins: Vec<SharedOrigin> = vec![lib.origin.clone()];
-    let backups = std::collections::HashMap::from([("memory".to_owned(), backup.clone() as SharedOrigin)]);
-    let fs = Arc::new(MusicFs::new(tree, reader, &origins, Duration::from_secs(5)).with_backups(backups));
-    let h = harness_over(
-        lib,
-        fs.clone(),
-        vec![backup.clone()],
-        Duration::from_secs(3600),
-        Duration::from_secs(5),
-        Duration::from_millis(50),
-        3,
-    )
-    .await;
-    let ino = |name: &str| {
-        let tree = fs.tree();
-        let dir = tree.lookup(1, b"Unknown Artist").and_then(|a| tree.lookup(a.ino, b"Unknown Album")).unwrap().ino;
-        tree.lookup(dir, name.as_bytes()).unwrap().ino
-    };
-    let read_all = |name: &'static str| {
-        let fs = fs.clone();
-        async move {
-            let file = fs.file(ino(name)).unwrap();
-            let mut out = Vec::new();
-            while out.len() < LEN {
-                let got = fs.reader().read(&file, out.len() as u64, 65536).await.expect("read served");
-                assert!(!got.is_empty());
-                out.extend_from_slice(&got);
-            }
-            out
-        }
-    };
+    const LEN: usize = BACKUP_CASE_LEN;
+    let case = BackupCase::new().await;
+    let h = &case.h;
 
     // The origin is away: both tracks play, from the backup, and are flagged.
     h.lib.origin.set_mode(FailMode::ReturnError(std::io::ErrorKind::ConnectionRefused));
     h.health_round().await;
-    assert_eq!(read_all("t000.wav").await, track_bytes(0, LEN), "4.2.6: not served from the backup");
-    assert_eq!(read_all("t001.wav").await, track_bytes(99, LEN), "served as the backup has it");
+    assert_eq!(case.read_all("t000.wav").await, track_bytes(0, LEN), "4.2.6: not served from the backup");
+    assert_eq!(case.read_all("t001.wav").await, track_bytes(99, LEN), "served as the backup has it");
     assert_eq!(h.shared.status().served_from_backup, 2, "both tracks flagged");
-    fs.reader().flush(Duration::from_secs(5)).await.unwrap();
+    case.fs.reader().flush(Duration::from_secs(5)).await.unwrap();
     let mut stored = h.lib.db.backup_served("memory").unwrap();
     stored.sort_unstable();
     assert_eq!(stored.len(), 2, "their cached copies are marked as the backup's: {stored:?}");
@@ -272,19 +303,31 @@ async fn tracks_read_while_their_origin_is_away_come_from_its_backup_and_are_rev
     // kernel told to drop its pages, the current one is left as it was.
     h.lib.origin.set_mode(FailMode::Healthy);
     h.health_round().await;
-    let stale = musicfs_fuse::invalidate::Invalidation::Inode(ino("t001.wav"));
-    let told = std::sync::Mutex::new(Vec::new());
-    let revalidated = eventually(Duration::from_secs(10), || {
-        let mut told = told.lock().unwrap();
-        told.extend(h.kernel.take());
-        told.contains(&stale)
-            && h.lib.db.backup_served("memory").unwrap().is_empty()
-            && h.shared.status().served_from_backup == 0
-    })
-    .await;
-    let told = told.into_inner().unwrap();
+    let (revalidated, told) = case.revalidated().await;
     assert!(revalidated.is_some(), "4.2.6: the origin's return did not re-validate the backup's copies: {told:?}");
-    assert!(!told.contains(&musicfs_fuse::invalidate::Invalidation::Inode(ino("t000.wav"))), "{told:?}");
-    assert_eq!(read_all("t001.wav").await, track_bytes(1, LEN), "the origin's bytes now, not the stale copy's");
-    assert_eq!(read_all("t000.wav").await, track_bytes(0, LEN));
+    let current = musicfs_fuse::invalidate::Invalidation::Inode(case.ino("t000.wav"));
+    assert!(!told.contains(&current), "{told:?}");
+    assert_eq!(case.read_all("t001.wav").await, track_bytes(1, LEN), "the origin's bytes now, not the stale copy's");
+    assert_eq!(case.read_all("t000.wav").await, track_bytes(0, LEN));
+}
+
+/// Proves L1: 4.2.6
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_served_track_is_revalidated_even_if_no_health_round_saw_its_origin_away() {
+    const LEN: usize = BACKUP_CASE_LEN;
+    let case = BackupCase::new().await;
+    let h = &case.h;
+
+    // The origin fails a read between two rounds (a connection cut mid-stream): the backup serves it.
+    h.lib.origin.set_mode(FailMode::ReturnError(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(case.read_all("t001.wav").await, track_bytes(99, LEN), "served from the backup");
+    assert_eq!(h.shared.status().served_from_backup, 1);
+    h.kernel.take();
+
+    // The next round finds the origin up, as the last one did: no transition, and still a re-validation.
+    h.lib.origin.set_mode(FailMode::Healthy);
+    h.health_round().await;
+    let (revalidated, told) = case.revalidated().await;
+    assert!(revalidated.is_some(), "4.2.6: a track served from the backup was never re-validated: {told:?}");
+    assert_eq!(case.read_all("t001.wav").await, track_bytes(1, LEN), "the origin's bytes now, not the stale copy's");
 }

@@ -34,6 +34,14 @@ pub(crate) async fn round(
     if !returned.is_empty() {
         welcome_back(shared, db, &returned);
     }
+    // A read can fail over to the backup while the origin is away for less than a round: no round saw it
+    // down, so none sees it return. Its backup-served tracks are re-validated once it answers (4.2.6).
+    for r in results.iter().filter(|r| r.outcome.is_ok() && !returned.contains(&r.origin)) {
+        if shared.reader.awaits_revalidation(&r.origin) {
+            let (fs, kernel) = (shared.fs.clone(), shared.invalidator.kernel.clone());
+            tokio::spawn(revalidate_backup_served(fs, db.clone(), kernel, r.origin.clone()));
+        }
+    }
     let after = shared.library_state();
     if after != before {
         let down: Vec<String> = results.iter().filter(|r| r.outcome.is_err()).map(|r| r.origin.clone()).collect();
