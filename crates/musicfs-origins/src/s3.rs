@@ -159,7 +159,7 @@ impl S3Origin {
             .with_client_options(options)
             .with_retry(retry)
             .build()
-            .map_err(|e| OriginError::Unavailable(format!("S3 origin `{id}`: bad settings: {e}")))?;
+            .map_err(|e| OriginError::Unavailable(format!("S3 origin `{id}`: {}", build_failure(&e))))?;
         let prefix = settings.prefix.map(|p| p.trim_matches('/').to_owned()).filter(|p| !p.is_empty());
         if let Some(p) = &prefix
             && KeyPath::parse(p).is_err()
@@ -405,6 +405,25 @@ impl Origin for S3Origin {
             Ok(_) => Ok(()),
         }
     }
+}
+
+/// Why the S3 client could not be built, with every cause: the HTTP client's own message is only "builder
+/// error". The TLS library loads the system's CA certificates even for an `http://` endpoint, and fails
+/// without any (a minimal container), so that case also says what to install.
+fn build_failure(error: &object_store::Error) -> String {
+    let mut text = format!("cannot build the S3 client: {error}");
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    if text.contains("No CA certificates") {
+        text.push_str(
+            " (the TLS library found no CA certificates: install the system's CA bundle, e.g. Debian's \
+             ca-certificates, or point SSL_CERT_FILE at one)",
+        );
+    }
+    text
 }
 
 #[cfg(test)]
