@@ -14,9 +14,14 @@ pub struct Machine {
     pub config: String,
     pub mount_point: PathBuf,
     pub cache_dir: PathBuf,
+    /// The first origin's directory (a local origin).
     pub origin: PathBuf,
     /// The origin's id in the config (what `musicfs status` and STATUS= call it).
     pub origin_id: String,
+    /// Every library origin (backups are not listed) with the local directory holding its files, which
+    /// every read through the mount is checked against: a local or SFTP origin's `path` (the SSH server
+    /// runs on this machine), an S3 origin's local `backup_for` copy (the S3 server's bucket directory).
+    pub library: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -54,7 +59,24 @@ impl Machine {
         let get = |v: Option<&toml::Value>, what: &str| -> Result<PathBuf> {
             v.and_then(|v| v.as_str()).map(PathBuf::from).with_context(|| format!("{config} has no {what}"))
         };
+        let origins = value.get("origins").and_then(|o| o.as_array()).cloned().unwrap_or_default();
+        let field = |o: &toml::Value, key: &str| o.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let mut library = Vec::new();
+        for o in origins.iter().filter(|o| field(o, "backup_for").is_none()) {
+            let id = field(o, "id").with_context(|| format!("{config}: an origin without id"))?;
+            let dir = match field(o, "type").as_deref() {
+                Some("s3") => origins
+                    .iter()
+                    .find(|b| field(b, "backup_for").as_deref() == Some(id.as_str()))
+                    .and_then(|b| field(b, "path")),
+                _ => field(o, "path"),
+            };
+            let dir =
+                dir.with_context(|| format!("{config}: origin `{id}` has no local directory to check against"))?;
+            library.push((id, PathBuf::from(dir)));
+        }
         Ok(Machine {
+            library,
             unit: unit.to_owned(),
             config: config.to_owned(),
             mount_point: get(value.get("mount_point"), "mount_point")?,
@@ -133,17 +155,21 @@ impl Machine {
         Ok(files.len())
     }
 
-    /// Files of the origin, listed without reading them.
+    /// Files of every library origin, listed without reading them.
     pub fn origin_file_count(&self) -> Result<usize> {
         let mut files = Vec::new();
-        walk(&self.origin, &mut files)?;
+        for (_, dir) in &self.library {
+            walk(dir, &mut files)?;
+        }
         Ok(files.len())
     }
 
-    /// Content hash → origin path, for every file of the origin.
+    /// Content hash → origin path, for every file of every library origin.
     pub fn origin_hashes(&self) -> Result<BTreeMap<[u8; 32], PathBuf>> {
         let mut files = Vec::new();
-        walk(&self.origin, &mut files)?;
+        for (_, dir) in &self.library {
+            walk(dir, &mut files)?;
+        }
         files.into_iter().map(|p| Ok((hash_file(&p)?, p))).collect()
     }
 
@@ -242,6 +268,7 @@ impl Machine {
 
     /// Back to a serving unit after a scenario, whatever state it left.
     pub fn recover(&self) -> Result<()> {
+        let _ = crate::faults::restore();
         let _ = self.remove_dropin("probe");
         let _ = self.run("systemctl", &["kill", "-s", "SIGCONT", &self.unit]);
         let _ = self.run("systemctl", &["reset-failed", &self.unit]);

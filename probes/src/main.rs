@@ -6,8 +6,10 @@
 // A test driver: a panic fails the scenario, which reports it; unwrap and expect are fine.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod faults;
 mod machine;
 mod scenarios;
+mod toxiproxy;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -43,6 +45,19 @@ enum Scenario {
     /// The unit's resource bounds (LimitNOFILE, MemoryHigh/MemoryMax, TasksMax, OOMScoreAdjust) are what
     /// systemd runs it with and what the running daemon has.
     Limits,
+    /// Every origin cut while a cached track plays: no read errors on it, EIO within the read timeout for an
+    /// uncached one, status and STATUS= offline, then ready and byte-identical after the heal (4.2.3).
+    OriginOutage,
+    /// Latency below the read timeout on the S3 origin: reads complete, no failover, the origin stays up (N1).
+    S3Latency,
+    /// The S3 origin cut mid-stream: the stream completes from its backup, which is re-validated after (N2).
+    S3CutFailover,
+    /// SFTP connections reset mid-read: the read completes on a fresh session, or fails within its bound (N3).
+    SftpDrop,
+    /// A partition of both remote origins and its heal: no restart, routing back, new tracks listed (N4).
+    PartitionHeal,
+    /// The S3 endpoint's name stops resolving: degraded for DNS, re-checked soon, ready again (4.2.5).
+    Dns,
     /// Every scenario in turn.
     All,
 }
@@ -67,6 +82,12 @@ fn main() -> ExitCode {
         Scenario::DiskFull => vec![("disk-full", scenarios::disk_full)],
         Scenario::Readiness => vec![("readiness", scenarios::readiness)],
         Scenario::Limits => vec![("limits", scenarios::limits)],
+        Scenario::OriginOutage => vec![("origin-outage", scenarios::origin_outage)],
+        Scenario::S3Latency => vec![("s3-latency", scenarios::s3_latency)],
+        Scenario::S3CutFailover => vec![("s3-cut-failover", scenarios::s3_cut_failover)],
+        Scenario::SftpDrop => vec![("sftp-drop", scenarios::sftp_drop)],
+        Scenario::PartitionHeal => vec![("partition-heal", scenarios::partition_heal)],
+        Scenario::Dns => vec![("dns", scenarios::dns)],
         Scenario::All => vec![
             ("sigterm", scenarios::sigterm),
             ("kill9", scenarios::kill9),
@@ -75,6 +96,12 @@ fn main() -> ExitCode {
             ("disk-full", scenarios::disk_full),
             ("readiness", scenarios::readiness),
             ("limits", scenarios::limits),
+            ("origin-outage", scenarios::origin_outage),
+            ("s3-latency", scenarios::s3_latency),
+            ("s3-cut-failover", scenarios::s3_cut_failover),
+            ("sftp-drop", scenarios::sftp_drop),
+            ("partition-heal", scenarios::partition_heal),
+            ("dns", scenarios::dns),
         ],
     };
     let mut all_passed = true;

@@ -83,7 +83,10 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 
 /// The HTTP API over a fresh, empty proxy store. Proxies live as long as the router (and its clones).
 pub fn router() -> Router {
-    let store = Arc::new(Store::new());
+    router_over(Arc::new(Store::new()))
+}
+
+fn router_over(store: Arc<Store>) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/reset", post(reset))
@@ -101,8 +104,22 @@ pub fn router() -> Router {
 /// Serves the API on `listener` until the listener fails. Dropping the future (or the runtime) stops the
 /// API; proxies and their connections end when the runtime that runs them shuts down.
 pub async fn serve(listener: tokio::net::TcpListener) -> Result<()> {
+    serve_populated(listener, None).await
+}
+
+/// [`serve`], with the proxies of a Toxiproxy config file created first (what `toxiproxy-server -config FILE`
+/// does): a JSON array of `{"name", "listen", "upstream", "enabled"}` objects, as `POST /populate` takes.
+pub async fn serve_populated(listener: tokio::net::TcpListener, config: Option<&std::path::Path>) -> Result<()> {
     let addr = listener.local_addr().context("listener address")?;
-    axum::serve(listener, router()).await.with_context(|| format!("serving the Toxiproxy API on {addr}"))
+    let store = Arc::new(Store::new());
+    if let Some(file) = config {
+        let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let proxies = serde_json::from_slice(&text).with_context(|| format!("parsing {}", file.display()))?;
+        let created =
+            store.populate(proxies).await.map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message))?;
+        eprintln!("toxiproxy-lite: {} proxies from {}", created.len(), file.display());
+    }
+    axum::serve(listener, router_over(store)).await.with_context(|| format!("serving the Toxiproxy API on {addr}"))
 }
 
 async fn version() -> ApiResult {

@@ -1,4 +1,4 @@
-//! `toxiproxy-lite --host H --port P`: serves the Toxiproxy HTTP API (see the library docs) until killed.
+//! `toxiproxy-lite --host H --port P [--config FILE]`: serves the Toxiproxy HTTP API (see the library docs) until killed.
 
 // Test tooling for the network layer: a panic fails the test that uses it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,6 +16,9 @@ struct Args {
     /// Port the API listens on (Toxiproxy's default is 8474; 0 picks a free one).
     #[arg(long, default_value_t = 8474)]
     port: u16,
+    /// Proxies to create at start: a JSON array as `POST /populate` takes (Toxiproxy's `-config`).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -26,5 +29,5 @@ async fn main() -> Result<()> {
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
     let addr = listener.local_addr().context("listener address")?;
     eprintln!("toxiproxy-lite: API listening on http://{addr}");
-    toxiproxy_lite::serve(listener).await
+    toxiproxy_lite::serve_populated(listener, args.config.as_deref()).await
 }

@@ -2,7 +2,10 @@
 //! with debootstrap, installs the freshly built `musicfs` and `musicfs-probe`, the unit from `dist/`, a config
 //! and a sample library, boots it with systemd as PID 1 under `systemd-nspawn`, runs every probe scenario
 //! inside, collects their JSON into `target/system-test/results.json` (the L4 rows of the resilience
-//! report) and powers the container off. `--shell` leaves it running with a shell inside instead.
+//! report) and powers the container off. `--shell` leaves it running with a shell inside instead. The
+//! machine's network origins (S3, SFTP, Toxiproxy in front of both) are set up by [`servers`].
+
+mod servers;
 
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
@@ -23,7 +26,8 @@ pub struct Args {
 }
 
 /// Packages of the machine under test; changing this list builds a new rootfs.
-const PACKAGES: &str = "systemd,systemd-sysv,dbus,fuse3,util-linux,coreutils";
+// ca-certificates: the S3 client loads the system's CA roots even for an http:// endpoint, and cannot start without.
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,fuse3,util-linux,coreutils,openssh-server,ca-certificates";
 const SUITE: &str = "bookworm";
 /// The cache filesystem is this small so that disk-full is real; the library is larger.
 const CACHE_FS_MIB: u64 = 64;
@@ -70,7 +74,7 @@ fn write(path: &Path, text: &str) -> Result<()> {
 /// plain `cargo build`) may replace them there with a build without failpoints, which the scenarios need.
 fn keep_binaries(built: &Path, dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    for bin in ["musicfs", "musicfs-probe"] {
+    for bin in ["musicfs", "musicfs-probe", "toxiproxy-lite"] {
         std::fs::copy(built.join(bin), dir.join(bin)).with_context(|| format!("copying {bin}"))?;
     }
     // With the `failpoints` feature the failpoint names are strings in the binary; without it they are not.
@@ -94,8 +98,10 @@ fn install(root: &Path, workspace: &Path, target: &Path) -> Result<usize> {
     std::fs::copy(workspace.join("dist/musicfs.service"), root.join("etc/systemd/system/musicfs.service"))?;
     write(
         &root.join("etc/systemd/system/musicfs.service.d/10-system-test.conf"),
-        "# Short timings so the scenarios finish in seconds.\n[Service]\nWatchdogSec=3s\nRestartSec=1s\nTimeoutStopSec=6s\n\
-         Environment=RUST_LOG=info\n[Unit]\nRequiresMountsFor=/var/cache/musicfs\n",
+        "# Short timings so the scenarios finish in seconds; the origin servers start first; secrets from a\n\
+         # root-only environment file.\n[Service]\nWatchdogSec=3s\nRestartSec=1s\nTimeoutStopSec=6s\n\
+         Environment=RUST_LOG=info\nEnvironmentFile=/etc/musicfs/secrets.env\n[Unit]\nRequiresMountsFor=/var/cache/musicfs\n\
+         Wants=musicfs-s3.service ssh.service toxiproxy.service\nAfter=musicfs-s3.service ssh.service toxiproxy.service\n",
     )?;
     write(
         &root.join("etc/systemd/system/var-cache-musicfs.mount"),
@@ -105,8 +111,10 @@ fn install(root: &Path, workspace: &Path, target: &Path) -> Result<usize> {
     )?;
     write(
         &root.join("etc/musicfs/musicfs.toml"),
-        "mount_point = \"/mnt/music\"\ncache_dir = \"/var/cache/musicfs\"\n\n[[origins]]\nid = \"disk\"\ntype = \"local\"\npath = \"/srv/music\"\n\n[fuse]\nread_timeout = \"10s\"\nallow_other = true\n\n\
-         [health]\ninterval = \"5s\"\n",
+        &("mount_point = \"/mnt/music\"\ncache_dir = \"/var/cache/musicfs\"\n\n[[origins]]\nid = \"disk\"\ntype = \"local\"\npath = \"/srv/music\"\n\n[fuse]\nread_timeout = \"10s\"\nallow_other = true\n\n\
+         [health]\ninterval = \"2s\"\n\n[library]\nsync_interval = \"10s\"\n"
+            .to_owned()
+            + &servers::origins_toml()),
     )?;
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     std::fs::create_dir_all(&wants)?;
@@ -122,6 +130,7 @@ fn install(root: &Path, workspace: &Path, target: &Path) -> Result<usize> {
         let data = musicfs_test_utils::files::pseudo_random_bytes(16 << 20, 100 + i);
         std::fs::write(library.join(format!("big{i}.wav")), data)?;
     }
+    servers::install(root, target)?;
     Ok(tracks.len() + 6)
 }
 
@@ -139,6 +148,9 @@ impl Container {
                 "--register=no",
                 "--keep-unit",
                 "--bind=/dev/fuse",
+                // Its own network namespace: the origin servers' fixed ports are the container's alone, and
+                // no fault the probe injects can touch the host.
+                "--private-network",
                 // nspawn drops CAP_SYS_RESOURCE, and without it the container's systemd quietly runs the unit
                 // with the host's open-file limit and without its negative OOMScoreAdjust (5.8: the limits
                 // scenario). Given back here where the host has it (a sandbox without it keeps the clamp).
@@ -205,7 +217,17 @@ pub fn run_system_test(args: &Args) -> Result<()> {
     println!("== building musicfs and musicfs-probe (with failpoints)");
     run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["build", "--quiet", "--all-features", "-p", "musicfs", "-p", "musicfs-probe"])
+            .args([
+                "build",
+                "--quiet",
+                "--all-features",
+                "-p",
+                "musicfs",
+                "-p",
+                "musicfs-probe",
+                "-p",
+                "toxiproxy-lite",
+            ])
             .current_dir(&workspace),
         "cargo build",
     )?;
