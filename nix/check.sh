@@ -4,7 +4,8 @@
 # 2. the NixOS module, evaluated against a stub lib (nix/unit-parity.nix), renders the same unit settings
 #    as dist/musicfs.service, and its options change the unit as documented;
 # 3. the flake's outputs, evaluated against a stub nixpkgs (nix/flake-wiring.nix), are wired as intended;
-# 4. if pyflakes is installed: the VM test's Python script has no undefined names or unused imports;
+# 4. the VM test's Python script has no undefined names or unused imports (pyflakes) and type-checks (mypy)
+#    against a typed stub of the driver (nix/test-driver/), as the NixOS driver checks it before running;
 # 5. if ffmpeg is installed: the sample library's build script runs, tags its files, is deterministic,
 #    has no two files alike and is larger than the VM's 32 MiB cache filesystem.
 # 6. if systemd-analyze is installed: the unit, rendered as NixOS would, passes `systemd-analyze verify`.
@@ -146,17 +147,27 @@ PY
 
 stub_eval() { nix-instantiate --eval --strict --json -E "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin))'; }
 
-echo "== VM test script (pyflakes)"
+echo "== VM test script (pyflakes, mypy)"
 stub_eval 'let pkgs = { testers.runNixOSTest = t: t; callPackage = _: _: "/nix/store/sample-library"; };
   in (import ./nixos-tests/resilience.nix { inherit pkgs; musicfs = "musicfs"; musicfs-probe = "probe"; }).testScript' \
   >/tmp/musicfs-testscript.py
-if python3 -c 'import pyflakes' 2>/dev/null; then
-  # The NixOS test driver lints with the same builtins.
-  PYFLAKES_BUILTINS=machine,subtest,start_all python3 -m pyflakes /tmp/musicfs-testscript.py
-  echo "ok  /tmp/musicfs-testscript.py"
-else
-  echo "skipped: pyflakes not installed (pip install pyflakes)"
-fi
+python3 -c 'import pyflakes, mypy' 2>/dev/null || {
+  echo "pyflakes and mypy are needed here, as the NixOS driver runs both: python3 -m pip install pyflakes mypy" >&2
+  exit 1
+}
+# The NixOS test driver lints with the same builtins.
+PYFLAKES_BUILTINS=machine,subtest,start_all python3 -m pyflakes /tmp/musicfs-testscript.py
+echo "ok  /tmp/musicfs-testscript.py (pyflakes)"
+# ... and type-checks the script with mypy, its machines declared as the driver declares them; here against a
+# typed stub of the driver's API (nix/test-driver/).
+{
+  echo "from nixos_test_driver_stub import Machine, start_all, subtest"
+  echo "machine: Machine"
+  cat /tmp/musicfs-testscript.py
+} >/tmp/musicfs-testscript-typed.py
+MYPYPATH=nix/test-driver python3 -m mypy --no-implicit-optional --pretty --no-color-output \
+  --cache-dir /tmp/musicfs-mypy-cache /tmp/musicfs-testscript-typed.py
+echo "ok  /tmp/musicfs-testscript.py (mypy)"
 
 echo "== sample library script (ffmpeg)"
 if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then
