@@ -11,13 +11,13 @@ mod machine;
 mod scenarios;
 mod toxiproxy;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, ValueEnum};
 use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "musicfs-probe", about = "Break the real musicfs unit on purpose and check it recovers")]
 struct Cli {
-    #[command(subcommand)]
+    /// The scenario to run.
     scenario: Scenario,
     /// The unit under test.
     #[arg(long, global = true, default_value = "musicfs.service")]
@@ -27,7 +27,7 @@ struct Cli {
     config: String,
 }
 
-#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+#[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     /// SIGTERM while a reader streams a track: clean exit, mount gone, cache consistent; start again.
     Sigterm,
@@ -65,6 +65,23 @@ enum Scenario {
 /// A scenario: runs against the machine, returns its figures or what failed.
 type Run = fn(&machine::Machine) -> anyhow::Result<serde_json::Value>;
 
+/// Every scenario by its [`Scenario`] name, in the order `all` runs them.
+const SCENARIOS: [(&str, Run); 13] = [
+    ("sigterm", scenarios::sigterm),
+    ("kill9", scenarios::kill9),
+    ("watchdog", scenarios::watchdog),
+    ("execstop", scenarios::execstop),
+    ("disk-full", scenarios::disk_full),
+    ("readiness", scenarios::readiness),
+    ("limits", scenarios::limits),
+    ("origin-outage", scenarios::origin_outage),
+    ("s3-latency", scenarios::s3_latency),
+    ("s3-cut-failover", scenarios::s3_cut_failover),
+    ("sftp-drop", scenarios::sftp_drop),
+    ("partition-heal", scenarios::partition_heal),
+    ("dns", scenarios::dns),
+];
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let machine = match machine::Machine::new(&cli.unit, &cli.config) {
@@ -74,36 +91,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let list: Vec<(&str, Run)> = match cli.scenario {
-        Scenario::Sigterm => vec![("sigterm", scenarios::sigterm)],
-        Scenario::Kill9 => vec![("kill9", scenarios::kill9)],
-        Scenario::Watchdog => vec![("watchdog", scenarios::watchdog)],
-        Scenario::Execstop => vec![("execstop", scenarios::execstop)],
-        Scenario::DiskFull => vec![("disk-full", scenarios::disk_full)],
-        Scenario::Readiness => vec![("readiness", scenarios::readiness)],
-        Scenario::Limits => vec![("limits", scenarios::limits)],
-        Scenario::OriginOutage => vec![("origin-outage", scenarios::origin_outage)],
-        Scenario::S3Latency => vec![("s3-latency", scenarios::s3_latency)],
-        Scenario::S3CutFailover => vec![("s3-cut-failover", scenarios::s3_cut_failover)],
-        Scenario::SftpDrop => vec![("sftp-drop", scenarios::sftp_drop)],
-        Scenario::PartitionHeal => vec![("partition-heal", scenarios::partition_heal)],
-        Scenario::Dns => vec![("dns", scenarios::dns)],
-        Scenario::All => vec![
-            ("sigterm", scenarios::sigterm),
-            ("kill9", scenarios::kill9),
-            ("watchdog", scenarios::watchdog),
-            ("execstop", scenarios::execstop),
-            ("disk-full", scenarios::disk_full),
-            ("readiness", scenarios::readiness),
-            ("limits", scenarios::limits),
-            ("origin-outage", scenarios::origin_outage),
-            ("s3-latency", scenarios::s3_latency),
-            ("s3-cut-failover", scenarios::s3_cut_failover),
-            ("sftp-drop", scenarios::sftp_drop),
-            ("partition-heal", scenarios::partition_heal),
-            ("dns", scenarios::dns),
-        ],
-    };
+    let name = cli.scenario.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+    let list: Vec<(&str, Run)> =
+        SCENARIOS.iter().copied().filter(|(scenario, _)| cli.scenario == Scenario::All || *scenario == name).collect();
     let mut all_passed = true;
     for (name, run) in list {
         let started = std::time::Instant::now();
@@ -125,4 +115,18 @@ fn main() -> ExitCode {
         let _ = machine.recover();
     }
     if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_on_the_command_line_runs_exactly_one_entry_of_the_table() {
+        for scenario in Scenario::value_variants().iter().filter(|s| **s != Scenario::All) {
+            let name = scenario.to_possible_value().unwrap().get_name().to_owned();
+            assert_eq!(SCENARIOS.iter().filter(|(n, _)| *n == name).count(), 1, "{name}");
+        }
+        assert_eq!(SCENARIOS.len(), Scenario::value_variants().len() - 1, "a table entry no scenario names");
+    }
 }
