@@ -175,3 +175,22 @@ async fn all_origins_down_keeps_cached_music_playing_with_one_log_line_not_one_p
     assert_eq!(fx.read_all(uncached, 65536).await.unwrap(), track_bytes(1, 200_000));
     assert_eq!(lines(), 2, "and one more when the origin answers again");
 }
+
+/// A slow origin that works is read from, not timed out: an ingest asks it only for what it can send within
+/// its bound, so its reads never time out, its breaker stays closed, the reads behind the ingest are served,
+/// and the track ends up cached. Before, every ingest asked for 8 MiB at once, which a 0.5 MB/s origin cannot
+/// send within 1.8 s: the request timed out, the breaker opened and the reads failed.
+/// Proves L1: N1
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_origin_is_read_in_blocks_it_can_send_within_its_bound() {
+    const LEN: usize = 2_000_000;
+    let fx = InProcessFs::new(1, LEN, Duration::from_secs(2)).await.unwrap();
+    let ino = fx.ino(0).unwrap();
+    fx.origin.set_mode(FailMode::Throttle { bytes_per_sec: 500_000 });
+    let got = fx.read_all(ino, 65536).await.expect("every read of the slow origin served");
+    assert_eq!(got, track_bytes(0, LEN));
+    assert_eq!(fx.fs.reader().failures().lines.load(std::sync::atomic::Ordering::Relaxed), 0, "no origin read failed");
+    fx.fs.reader().flush(Duration::from_secs(10)).await.unwrap();
+    let file = fx.fs.file(ino).unwrap();
+    assert!(fx.fs.reader().is_cached(&file).await.unwrap(), "the track was cached as it was read");
+}

@@ -1,4 +1,5 @@
-//! Ingest: the first read of a track streams it from the origin in large sequential blocks, cuts it into
+//! Ingest: the first read of a track streams it from the origin in sequential blocks that grow while the
+//! origin keeps up ([`next_block`]), cuts it into
 //! chunks, hands each chunk to readers at once (memory) and to the store (through the [`WriteQueue`]), and
 //! finally saves the manifest. One ingest per track at a time ([`Ingests`]); readers follow its progress
 //! through a watch channel.
@@ -25,8 +26,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Origin read size while ingesting.
-const BLOCK: usize = 8 << 20;
+/// The first origin read of an ingest. Later reads grow while the origin keeps up, up to [`MAX_BLOCK`]: a
+/// reader waits only for a small first block, and a slow origin is never asked for more than it can send
+/// within its bound (an 8 MiB request to a 1 MB/s origin with a 4.5 s bound would time out every time, open
+/// the origin's breaker and fail the reads behind it).
+const FIRST_BLOCK: usize = 256 << 10;
+/// The largest origin read of an ingest.
+const MAX_BLOCK: usize = 8 << 20;
+
+/// The next block's size: at most double the last one, and what the origin delivered at its last rate in a
+/// quarter of the bound.
+fn next_block(last: usize, got: usize, took: Duration, bound: Duration) -> usize {
+    let rate = got as f64 / took.as_secs_f64().max(0.001);
+    let fits = (rate * bound.as_secs_f64() / 4.0) as usize;
+    fits.min(last.saturating_mul(2)).clamp(FIRST_BLOCK, MAX_BLOCK)
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Progress {
@@ -141,11 +155,17 @@ impl Ingests {
         let mut chunks: Vec<ChunkRef> = Vec::new();
         let mut covered = 0u64;
         let mut from_backup = false;
+        let mut want = FIRST_BLOCK;
         loop {
-            let (block, source) = self.origin.read(file, read_pos, BLOCK).await?;
+            let asked = tokio::time::Instant::now();
+            let (block, source) = self.origin.read(file, read_pos, want).await?;
             from_backup |= source == Source::Backup;
             read_pos += block.len() as u64;
-            let eof = block.len() < BLOCK || read_pos >= size;
+            let eof = block.len() < want || read_pos >= size;
+            // The backup's speed says nothing of the origin's; half the timeout is the bound with a backup.
+            if source == Source::Origin {
+                want = next_block(want, block.len(), asked.elapsed(), self.origin.timeout() / 2);
+            }
             pending.extend_from_slice(&block);
             drop(block);
             let buf = pending.split().freeze();
@@ -211,5 +231,28 @@ impl Ingests {
             }
         }
         ahead
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_grow_while_the_origin_keeps_up_and_stay_small_when_it_is_slow() {
+        let bound = Duration::from_millis(4500);
+        // Local disk: 256 KiB in 1 ms. Doubling up to 8 MiB.
+        let mut block = FIRST_BLOCK;
+        let mut sizes = Vec::new();
+        for _ in 0..7 {
+            block = next_block(block, block, Duration::from_millis(1), bound);
+            sizes.push(block >> 10);
+        }
+        assert_eq!(sizes, [512, 1024, 2048, 4096, 8192, 8192, 8192]);
+        // 1 MB/s: a quarter of 4.5 s holds about 1.1 MB, never 8 MiB.
+        let slow = next_block(4 << 20, 4 << 20, Duration::from_secs(4), bound);
+        assert!((FIRST_BLOCK..=(1200 << 10)).contains(&slow), "{slow}");
+        // Slower still: never under the first block.
+        assert_eq!(next_block(FIRST_BLOCK, FIRST_BLOCK, Duration::from_secs(10), bound), FIRST_BLOCK);
     }
 }

@@ -23,6 +23,8 @@ pub enum FailMode {
     TimeoutMs(u64),
     /// Reads return at most this many bytes (other calls pass).
     PartialRead { max_bytes: usize },
+    /// Reads take as long as their bytes take at this rate: a slow link that works (other calls pass).
+    Throttle { bytes_per_sec: u64 },
     /// Fail every call with this error kind.
     ReturnError(io::ErrorKind),
     /// Fail every call as a host name that does not resolve (4.2.5).
@@ -44,6 +46,7 @@ enum Decision {
     Fail(OriginError),
     Hang(Duration),
     Truncate(usize),
+    Throttle(u64),
 }
 
 impl FaultyOrigin {
@@ -97,6 +100,8 @@ impl FaultyOrigin {
             FailMode::TimeoutMs(ms) => Decision::Hang(Duration::from_millis(ms)),
             FailMode::PartialRead { max_bytes } if is_read => Decision::Truncate(max_bytes),
             FailMode::PartialRead { .. } => Decision::Pass,
+            FailMode::Throttle { bytes_per_sec } if is_read => Decision::Throttle(bytes_per_sec),
+            FailMode::Throttle { .. } => Decision::Pass,
             FailMode::Dns => Decision::Fail(OriginError::Dns {
                 host: "origin.invalid".into(),
                 detail: "cannot resolve origin.invalid".into(),
@@ -109,23 +114,33 @@ impl FaultyOrigin {
                 Decision::Fail(OriginError::Io(io::Error::new(kind, "injected by FaultyOrigin")))
             }
         };
-        if !matches!(decision, Decision::Pass) {
+        if !matches!(decision, Decision::Pass | Decision::Throttle(_)) {
             self.faults.fetch_add(1, Ordering::SeqCst);
         }
         decision
     }
 
-    async fn gate(&self, is_read: bool) -> Result<Option<usize>, OriginError> {
+    /// Whether a call goes through (and how a read is served), or the fault it gets instead.
+    async fn gate(&self, is_read: bool) -> Result<Gate, OriginError> {
         match self.decide(is_read) {
-            Decision::Pass => Ok(None),
+            Decision::Pass => Ok(Gate::Whole),
+            Decision::Throttle(rate) => Ok(Gate::Throttled(rate)),
             Decision::Fail(e) => Err(e),
             Decision::Hang(d) => {
                 tokio::time::sleep(d).await;
                 Err(OriginError::Timeout(d))
             }
-            Decision::Truncate(max) => Ok(Some(max)),
+            Decision::Truncate(max) => Ok(Gate::Capped(max)),
         }
     }
+}
+
+/// How a read that the mode lets through is served.
+enum Gate {
+    Whole,
+    Capped(usize),
+    /// Delayed by its length at this many bytes a second.
+    Throttled(u64),
 }
 
 fn injected(what: &str) -> OriginError {
@@ -149,17 +164,21 @@ impl Origin for FaultyOrigin {
     }
 
     async fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError> {
-        let cap = self.gate(true).await?;
+        let gate = self.gate(true).await?;
         let data = self.inner.read_range(rel, offset, len).await?;
-        Ok(match cap {
-            Some(max) if data.len() > max => data.slice(..max),
+        Ok(match gate {
+            Gate::Capped(max) if data.len() > max => data.slice(..max),
+            Gate::Throttled(rate) => {
+                tokio::time::sleep(Duration::from_secs_f64(data.len() as f64 / rate.max(1) as f64)).await;
+                data
+            }
             _ => data,
         })
     }
 
     fn open_blocking(&self, rel: &Path) -> Result<Box<dyn ReadSeek>, OriginError> {
         match self.decide(false) {
-            Decision::Pass | Decision::Truncate(_) => self.inner.open_blocking(rel),
+            Decision::Pass | Decision::Truncate(_) | Decision::Throttle(_) => self.inner.open_blocking(rel),
             Decision::Fail(e) => Err(e),
             Decision::Hang(d) => {
                 std::thread::sleep(d);
