@@ -51,9 +51,24 @@ fn names(line: &str, name: &str) -> bool {
     line.split_whitespace().skip(1).take_while(|w| !w.starts_with('#')).any(|w| w == name)
 }
 
-/// The hosts file without any line naming `name`.
+/// The hosts file with `name` taken out of every line; a line left with no name goes. Other names on the
+/// same line stay (in the VM test the S3 name may share the proxy node's line, and `proxy` must resolve).
 fn without_name(hosts: &str, name: &str) -> String {
-    hosts.lines().filter(|l| !names(l, name)).map(|l| format!("{l}\n")).collect()
+    let mut out = String::new();
+    for line in hosts.lines() {
+        if !names(line, name) {
+            out += &format!("{line}\n");
+            continue;
+        }
+        let (entry, comment) = line.split_once('#').map_or((line, None), |(e, c)| (e, Some(c)));
+        let mut words = entry.split_whitespace();
+        let address = words.next().unwrap_or_default();
+        let rest: Vec<&str> = words.filter(|w| *w != name).collect();
+        if !rest.is_empty() {
+            out += &format!("{address} {}{}\n", rest.join(" "), comment.map_or(String::new(), |c| format!(" #{c}")));
+        }
+    }
+    out
 }
 
 /// Makes [`S3_HOST`] stop resolving: its lines leave /etc/hosts, which is saved first for [`restore`].
@@ -127,7 +142,7 @@ mod tests {
 
         break_name_in(&hosts, &saved, S3_HOST).unwrap();
         assert!(!std::fs::symlink_metadata(&hosts).unwrap().file_type().is_symlink());
-        assert_eq!(std::fs::read_to_string(&hosts).unwrap(), "127.0.0.1 localhost\n");
+        assert_eq!(std::fs::read_to_string(&hosts).unwrap(), "127.0.0.1 localhost\n192.168.1.3 proxy\n");
         assert_eq!(std::fs::read_to_string(&store).unwrap(), HOSTS_TEXT, "the store file is untouched");
         // A second break keeps the first copy: the original.
         break_name_in(&hosts, &saved, S3_HOST).unwrap();
@@ -154,5 +169,10 @@ mod tests {
     fn only_lines_naming_the_host_go_and_similar_names_stay() {
         let text = "127.0.0.1 localhost\n10.0.0.1 s3.musicfs.test\n10.0.0.2 xs3.musicfs.test # s3.musicfs.test\n";
         assert_eq!(without_name(text, S3_HOST), "127.0.0.1 localhost\n10.0.0.2 xs3.musicfs.test # s3.musicfs.test\n");
+        assert_eq!(
+            without_name("192.168.1.3 proxy s3.musicfs.test proxy.local # nodes\n", S3_HOST),
+            "192.168.1.3 proxy proxy.local # nodes\n",
+            "the proxy node's own names keep resolving"
+        );
     }
 }
