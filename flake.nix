@@ -25,7 +25,7 @@
         import nixpkgs {
           inherit system;
           overlays = [ self.overlays.default ];
-          # MinIO is marked insecure in nixpkgs. Only the (not yet used) S3 node of nixos-tests/lib.nix
+          # MinIO is marked insecure in nixpkgs. Only the S3 node of nixos-tests/lib.nix (network-vm)
           # needs it, and VM test nodes cannot change nixpkgs.config themselves, so it is allowed here.
           config.allowInsecurePredicate = pkg: lib.getName pkg == "minio";
         }
@@ -57,6 +57,14 @@
         resilience-vm = import ./nixos-tests/resilience.nix {
           inherit pkgs;
           # The failpoints build, so scenarios may inject faults through FAILPOINTS.
+          musicfs = pkgs.musicfs-failpoints;
+          inherit (pkgs) musicfs-probe;
+        };
+        # L4 with the network: the unit on S3 (MinIO) and SFTP origins on their own nodes, behind a
+        # Toxiproxy node; four VMs (about 8 GiB of guest memory), so a check of its own.
+        #   nix build .#checks.x86_64-linux.network-vm
+        network-vm = import ./nixos-tests/network.nix {
+          inherit pkgs;
           musicfs = pkgs.musicfs-failpoints;
           inherit (pkgs) musicfs-probe;
         };

@@ -4,8 +4,9 @@
 # 2. the NixOS module, evaluated against a stub lib (nix/unit-parity.nix), renders the same unit settings
 #    as dist/musicfs.service, and its options change the unit as documented;
 # 3. the flake's outputs, evaluated against a stub nixpkgs (nix/flake-wiring.nix), are wired as intended;
-# 4. the VM test's Python script has no undefined names or unused imports (pyflakes) and type-checks (mypy)
-#    against a typed stub of the driver (nix/test-driver/), as the NixOS driver checks it before running;
+# 4. the VM tests' Python scripts (resilience.nix, network.nix) have no undefined names or unused imports
+#    (pyflakes) and type-check (mypy) against a typed stub of the driver (nix/test-driver/), as the NixOS
+#    driver checks them before running;
 # 5. if ffmpeg is installed: the sample library's build script runs, tags its files, is deterministic,
 #    has no two files alike and is larger than the VM's 32 MiB cache filesystem.
 # 6. if systemd-analyze is installed: the unit, rendered as NixOS would, passes `systemd-analyze verify`.
@@ -131,7 +132,27 @@ for system in w["systems"]:
     s = w[system]
     assert s["packages"] == {"default": {}, "musicfs": {}, "musicfs-failpoints": {"withFailpoints": True},
                              "musicfs-probe": {"cargoPackage": "musicfs-probe"}}, s["packages"]
-    assert set(s["checks"]) == {"resilience-vm", "cargo-tests"}, s["checks"]
+    assert set(s["checks"]) == {"resilience-vm", "network-vm", "cargo-tests"}, s["checks"]
+    net = s["networkVm"]
+    assert net["name"] == "vm-test-run-musicfs-network" and net["driverInteractive"], net
+    assert net["nodes"] == ["machine", "minio", "proxy", "sftp"], net
+    nm = net["machine"]
+    assert nm["musicfs"] == {"withFailpoints": True} and {"cargoPackage": "musicfs-probe"} in nm["packages"], nm
+    assert nm["wantedBy"] == {"_force": []}, "the script starts musicfs once the servers are ready"
+    assert nm["environmentFile"] == "/etc/musicfs/s3.env" and nm["etc"]["musicfs/s3.env"] == "0600", nm
+    assert nm["etc"]["musicfs/id_ed25519"] == "0600", nm
+    assert nm["extraHosts"] == "192.168.1.3 s3.musicfs.test", nm["extraHosts"]
+    origins = {o["id"]: o for o in nm["settings"]["origins"]}
+    assert list(origins) == ["disk", "bucket", "bucket-copy", "nas"], list(origins)
+    assert origins["bucket"]["endpoint"] == "http://s3.musicfs.test:20000", origins["bucket"]
+    assert origins["bucket"]["secret_key_env"] == "MUSICFS_S3_SECRET", origins["bucket"]
+    assert not any("secret" in k and k != "secret_key_env" for o in origins.values() for k in o), "a secret inline"
+    assert "musicfs-test-secret" not in json.dumps(nm["settings"]), "the S3 secret in the world-readable config"
+    assert origins["bucket-copy"]["backup_for"] == "bucket" and origins["bucket-copy"]["path"] == "/srv/s3/music"
+    assert (origins["nas"]["host"], origins["nas"]["port"]) == ("proxy", 20001), origins["nas"]
+    # The probe's constants (probes/src/scenarios/network.rs) match the config.
+    assert nm["settings"]["fuse"]["read_timeout"] == "10s" and nm["settings"]["library"]["sync_interval"] == "10s"
+    assert nm["settings"]["health"]["interval"] == "2s"
     assert s["cardPath"] == s["checks"]["resilience-vm"], "legacyPackages.<system>.checks.resilience-vm"
     vm = s["resilienceVm"]
     assert vm["driverInteractive"] and vm["nodes"] == ["machine"], vm
@@ -142,32 +163,38 @@ for system in w["systems"]:
                  "ffmpeg", "openssh", "bindfs", "pkg-config"]:
         assert tool in s["devShell"], tool
     assert s["formatter"] == "nixfmt"
-print("ok  packages, overlay, module, checks, legacyPackages alias, VM node, dev shell, formatter")
+print("ok  packages, overlay, module, checks, legacyPackages alias, VM nodes, dev shell, formatter")
 PY
 
 stub_eval() { nix-instantiate --eval --strict --json -E "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin))'; }
 
-echo "== VM test script (pyflakes, mypy)"
-stub_eval 'let pkgs = { testers.runNixOSTest = t: t; callPackage = _: _: "/nix/store/sample-library"; };
-  in (import ./nixos-tests/resilience.nix { inherit pkgs; musicfs = "musicfs"; musicfs-probe = "probe"; }).testScript' \
-  >/tmp/musicfs-testscript.py
+echo "== VM test scripts (pyflakes, mypy)"
 python3 -c 'import pyflakes, mypy' 2>/dev/null || {
   echo "pyflakes and mypy are needed here, as the NixOS driver runs both: python3 -m pip install pyflakes mypy" >&2
   exit 1
 }
-# The NixOS test driver lints with the same builtins.
-PYFLAKES_BUILTINS=machine,subtest,start_all python3 -m pyflakes /tmp/musicfs-testscript.py
-echo "ok  /tmp/musicfs-testscript.py (pyflakes)"
-# ... and type-checks the script with mypy, its machines declared as the driver declares them; here against a
-# typed stub of the driver's API (nix/test-driver/).
-{
-  echo "from nixos_test_driver_stub import Machine, start_all, subtest"
-  echo "machine: Machine"
-  cat /tmp/musicfs-testscript.py
-} >/tmp/musicfs-testscript-typed.py
-MYPYPATH=nix/test-driver python3 -m mypy --no-implicit-optional --pretty --no-color-output \
-  --cache-dir /tmp/musicfs-mypy-cache /tmp/musicfs-testscript-typed.py
-echo "ok  /tmp/musicfs-testscript.py (mypy)"
+# check_script TEST NODES: extracts nixos-tests/TEST.nix's testScript (against a stub pkgs: the script must
+# not force anything of nixpkgs), then lints it as the NixOS driver does, with the driver's builtins and one
+# global per node, and type-checks it with mypy, each node declared a Machine as the driver declares them,
+# against a typed stub of the driver's API (nix/test-driver/).
+check_script() {
+  local test=$1 nodes=$2 script=/tmp/musicfs-testscript-$1.py
+  stub_eval "let pkgs = { testers.runNixOSTest = t: t; callPackage = _: _: \"/nix/store/sample-library\"; };
+    in (import ./nixos-tests/$test.nix { inherit pkgs; musicfs = \"musicfs\"; musicfs-probe = \"probe\"; }).testScript" \
+    >"$script"
+  PYFLAKES_BUILTINS="subtest,start_all,$nodes" python3 -m pyflakes "$script"
+  echo "ok  $script (pyflakes)"
+  {
+    echo "from nixos_test_driver_stub import Machine, start_all, subtest"
+    for node in ${nodes//,/ }; do echo "$node: Machine"; done
+    cat "$script"
+  } >"${script%.py}-typed.py"
+  MYPYPATH=nix/test-driver python3 -m mypy --no-implicit-optional --pretty --no-color-output \
+    --cache-dir /tmp/musicfs-mypy-cache "${script%.py}-typed.py"
+  echo "ok  $script (mypy)"
+}
+check_script resilience machine
+check_script network machine,minio,proxy,sftp
 
 echo "== sample library script (ffmpeg)"
 if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then

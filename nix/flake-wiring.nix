@@ -32,6 +32,27 @@ let
           imports = map (m: baseNameOf (toString m)) node.imports;
         };
     };
+    networkVm = {
+      inherit (self.checks.${system}.network-vm) name driverInteractive;
+      nodes = builtins.attrNames self.checks.${system}.network-vm.nodes;
+      # The musicfs machine's settings (what does not need the real nixpkgs: not the snakeoil key).
+      machine =
+        let
+          node = self.checks.${system}.network-vm.nodes.machine {
+            pkgs = import ./stub-nixpkgs { inherit system; config.allowInsecurePredicate = pkg: pkg.pname == "minio"; };
+            lib.mkForce = v: { _force = v; };
+            nodes.proxy.networking.primaryIPAddress = "192.168.1.3";
+          };
+        in
+        {
+          inherit (node.services.musicfs) environmentFile settings;
+          musicfs = node.services.musicfs.package.args;
+          wantedBy = node.systemd.services.musicfs.wantedBy;
+          extraHosts = node.networking.extraHosts;
+          etc = builtins.mapAttrs (_: e: e.mode) node.environment.etc;
+          packages = map (p: p.args or p) node.environment.systemPackages;
+        };
+    };
     # `nix build .#checks.resilience-vm` resolves here (legacyPackages.<system>.checks.resilience-vm).
     cardPath = self.legacyPackages.${system}.checks.resilience-vm.name;
     devShell = self.devShells.${system}.default.packages;

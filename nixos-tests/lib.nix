@@ -1,7 +1,5 @@
-# Building blocks for MusicFS NixOS VM tests. Three of them no test uses yet: an S3 server, an SFTP
-# server and a fault-injecting proxy. MusicFS has S3 and SFTP origins already
-# (crates/musicfs-origins/src/s3.rs, crates/musicfs-origins/src/sftp/), and the L3 tests run them against
-# servers on loopback (tests/integration/); issue 9 will use these nodes to run network scenarios in VMs.
+# Building blocks for MusicFS NixOS VM tests: an S3 server, an SFTP server and a fault-injecting proxy,
+# used by ./network.nix (the network scenarios, issue 9), and the sample library of ./resilience.nix.
 # Each `*Node` is a NixOS module; add it to a test's `nodes`:
 #
 #   nodes = {
@@ -40,43 +38,62 @@ rec {
   };
 
   # A systemd service around toxiproxy-server: there is no Toxiproxy NixOS module.
+  # `proxies`: created at start (toxiproxy-server -config, in toxiproxy >= 2.1), each
+  # { name; listen = "0.0.0.0:20000"; upstream = "minio:9000"; enabled = true; }; none by default (then
+  # a test creates them through the API).
   mkToxiproxyService =
     {
       host ? "0.0.0.0",
       port ? 8474,
+      proxies ? [ ],
     }:
+    let
+      config = pkgs.writeText "toxiproxy.json" (builtins.toJSON proxies);
+    in
     {
       description = "Toxiproxy: a TCP proxy that injects network faults";
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
       serviceConfig = {
-        ExecStart = "${pkgs.toxiproxy}/bin/toxiproxy-server -host ${host} -port ${toString port}";
+        ExecStart =
+          "${pkgs.toxiproxy}/bin/toxiproxy-server -host ${host} -port ${toString port}"
+          + lib.optionalString (proxies != [ ]) " -config ${config}";
         DynamicUser = true;
         Restart = "on-failure";
       };
     };
 
-  toxiproxyNode = {
-    systemd.services.toxiproxy = mkToxiproxyService { };
-    environment.systemPackages = [ pkgs.toxiproxy ]; # toxiproxy-cli for interactive runs
-    networking.firewall.allowedTCPPorts = [ 8474 ];
-    networking.firewall.allowedTCPPortRanges = [
-      {
-        from = 20000;
-        to = 20099;
-      }
-    ];
-  };
+  mkToxiproxyNode =
+    {
+      proxies ? [ ],
+    }:
+    {
+      systemd.services.toxiproxy = mkToxiproxyService { inherit proxies; };
+      environment.systemPackages = [ pkgs.toxiproxy ]; # toxiproxy-cli for interactive runs
+      networking.firewall.allowedTCPPorts = [ 8474 ];
+      networking.firewall.allowedTCPPortRanges = [
+        {
+          from = 20000;
+          to = 20099;
+        }
+      ];
+    };
+
+  toxiproxyNode = mkToxiproxyNode { };
 
   minioNode = {
     services.minio = {
       enable = true;
       listenAddress = ":${toString s3.port}";
-      rootCredentialsFile = pkgs.writeText "minio-root-credentials" ''
+      # Was rootCredentialsFile (renamed in nixpkgs).
+      environmentFile = pkgs.writeText "minio-root-credentials" ''
         MINIO_ROOT_USER=${s3.accessKey}
         MINIO_ROOT_PASSWORD=${s3.secretKey}
       '';
     };
+    # As nixpkgs' own MinIO test: MinIO wants at least 1 GiB free on its data disk.
+    virtualisation.diskSize = 4096;
+    virtualisation.memorySize = 4096;
     environment.systemPackages = [ pkgs.minio-client ]; # `mc` to create the bucket and upload music
     networking.firewall.allowedTCPPorts = [ s3.port ];
   };

@@ -90,10 +90,8 @@ pkgs.testers.runNixOSTest {
         ];
       };
 
-    # Not used yet (issue 9): S3 and SFTP servers for the network origins and a fault proxy, from ./lib.nix:
-    #   minio = testLib.minioNode;
-    #   sftp = testLib.sftpNode;
-    #   proxy = testLib.toxiproxyNode;
+    # The network scenarios (S3, SFTP, Toxiproxy on nodes of their own) are ./network.nix, a check of
+    # their own (network-vm), so this one stays a single small VM.
   };
 
   testScript = ''

@@ -53,6 +53,8 @@ let
     "openssh"
     "bindfs"
     "toxiproxy"
+    "curl"
+    "minio-client"
     "openssl"
     "nixfmt"
   ];

@@ -22,6 +22,39 @@ pub struct Machine {
     /// every read through the mount is checked against: a local or SFTP origin's `path` (the SSH server
     /// runs on this machine), an S3 origin's local `backup_for` copy (the S3 server's bucket directory).
     pub library: Vec<(String, PathBuf)>,
+    /// Per origin, a command run after the probe writes a new track into its local directory, so the
+    /// track reaches a remote server too ([`Overrides::uploads`]).
+    pub uploads: Vec<(String, String)>,
+}
+
+/// What the config alone cannot tell when the servers are other machines (the VM test): for an origin,
+/// the local directory mirroring its files and the command that uploads a new one. The nspawn runner
+/// needs neither (its servers serve local directories).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `ID=PATH`: the local directory checked against origin ID and written to for new tracks.
+    pub origin_dirs: Vec<(String, PathBuf)>,
+    /// `ID=COMMAND`: run with `sh -c` after a new track is written locally; `{file}` is replaced by its
+    /// local path, `{name}` by its file name (both shell-quoted).
+    pub uploads: Vec<(String, String)>,
+}
+
+/// Splits `ID=VALUE` (a command-line override).
+pub fn parse_override(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((id, value)) if !id.is_empty() && !value.is_empty() => Ok((id.to_owned(), value.to_owned())),
+        _ => Err(format!("expected ID=VALUE, got `{arg}`")),
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The upload command for `file`: the template with `{file}` and `{name}` replaced, shell-quoted.
+pub fn upload_command(template: &str, file: &Path) -> String {
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    template.replace("{file}", &shell_quote(&file.to_string_lossy())).replace("{name}", &shell_quote(&name))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -53,9 +86,13 @@ fn walk(root: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 impl Machine {
-    pub fn new(unit: &str, config: &str) -> Result<Machine> {
+    pub fn new(unit: &str, config: &str, overrides: &Overrides) -> Result<Machine> {
         let text = std::fs::read_to_string(config).with_context(|| format!("reading {config}"))?;
-        let value: toml::Value = toml::from_str(&text).with_context(|| format!("parsing {config}"))?;
+        Machine::from_config(unit, config, &text, overrides)
+    }
+
+    fn from_config(unit: &str, config: &str, text: &str, overrides: &Overrides) -> Result<Machine> {
+        let value: toml::Value = toml::from_str(text).with_context(|| format!("parsing {config}"))?;
         let get = |v: Option<&toml::Value>, what: &str| -> Result<PathBuf> {
             v.and_then(|v| v.as_str()).map(PathBuf::from).with_context(|| format!("{config} has no {what}"))
         };
@@ -64,19 +101,24 @@ impl Machine {
         let mut library = Vec::new();
         for o in origins.iter().filter(|o| field(o, "backup_for").is_none()) {
             let id = field(o, "id").with_context(|| format!("{config}: an origin without id"))?;
-            let dir = match field(o, "type").as_deref() {
+            let over = overrides.origin_dirs.iter().find(|(o, _)| *o == id).map(|(_, d)| d.to_string_lossy().into());
+            let dir = over.or(match field(o, "type").as_deref() {
                 Some("s3") => origins
                     .iter()
                     .find(|b| field(b, "backup_for").as_deref() == Some(id.as_str()))
                     .and_then(|b| field(b, "path")),
                 _ => field(o, "path"),
-            };
+            });
             let dir =
                 dir.with_context(|| format!("{config}: origin `{id}` has no local directory to check against"))?;
             library.push((id, PathBuf::from(dir)));
         }
+        for id in overrides.origin_dirs.iter().map(|(id, _)| id).chain(overrides.uploads.iter().map(|(id, _)| id)) {
+            ensure!(library.iter().any(|(o, _)| o == id), "{config}: no library origin `{id}` to override");
+        }
         Ok(Machine {
             library,
+            uploads: overrides.uploads.clone(),
             unit: unit.to_owned(),
             config: config.to_owned(),
             mount_point: get(value.get("mount_point"), "mount_point")?,
@@ -86,6 +128,17 @@ impl Machine {
                 .to_string_lossy()
                 .into_owned(),
         })
+    }
+
+    /// Runs the origin's upload command for a file just written into its local directory, if it has one.
+    pub fn upload(&self, origin: &str, file: &Path) -> Result<()> {
+        let Some((_, template)) = self.uploads.iter().find(|(o, _)| o == origin) else {
+            return Ok(());
+        };
+        let command = upload_command(template, file);
+        let (ok, text) = self.run("sh", &["-c", &command])?;
+        ensure!(ok, "uploading {} to origin `{origin}` failed ({command}): {text}", file.display());
+        Ok(())
     }
 
     pub fn run(&self, program: &str, args: &[&str]) -> Result<(bool, String)> {
@@ -333,5 +386,77 @@ impl Streamer {
         self.stop.store(true, Ordering::SeqCst);
         let errors = self.handle.join().map_err(|_| anyhow::anyhow!("the streaming thread panicked"))??;
         Ok((self.bytes.load(Ordering::SeqCst), errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+mount_point = "/mnt/music"
+cache_dir = "/var/cache/musicfs"
+[[origins]]
+id = "disk"
+type = "local"
+path = "/srv/music"
+[[origins]]
+id = "bucket"
+type = "s3"
+bucket = "music"
+[[origins]]
+id = "bucket-copy"
+type = "local"
+path = "/srv/s3/music"
+backup_for = "bucket"
+[[origins]]
+id = "nas"
+type = "sftp"
+path = "/srv/music"
+"#;
+
+    fn dirs(m: &Machine) -> Vec<(&str, &str)> {
+        m.library.iter().map(|(id, d)| (id.as_str(), d.to_str().unwrap())).collect()
+    }
+
+    #[test]
+    fn without_overrides_the_library_is_read_from_the_config_as_in_nspawn() {
+        let m = Machine::from_config("musicfs.service", "c.toml", CONFIG, &Overrides::default()).unwrap();
+        assert_eq!(dirs(&m), [("disk", "/srv/music"), ("bucket", "/srv/s3/music"), ("nas", "/srv/music")]);
+        assert_eq!(m.origin, PathBuf::from("/srv/music"));
+        assert!(m.uploads.is_empty());
+        m.upload("bucket", Path::new("/nonexistent/x.wav")).unwrap();
+    }
+
+    #[test]
+    fn an_origin_dir_override_replaces_the_config_path_and_unknown_origins_are_refused() {
+        let overrides = Overrides {
+            origin_dirs: vec![("nas".into(), "/srv/sftp/music".into())],
+            uploads: vec![("nas".into(), "true {file}".into())],
+        };
+        let m = Machine::from_config("u", "c.toml", CONFIG, &overrides).unwrap();
+        assert_eq!(dirs(&m), [("disk", "/srv/music"), ("bucket", "/srv/s3/music"), ("nas", "/srv/sftp/music")]);
+        let typo = Overrides { origin_dirs: vec![("nsa".into(), "/x".into())], ..Overrides::default() };
+        assert!(Machine::from_config("u", "c.toml", CONFIG, &typo).is_err());
+        let backup = Overrides { uploads: vec![("bucket-copy".into(), "true".into())], ..Overrides::default() };
+        assert!(Machine::from_config("u", "c.toml", CONFIG, &backup).is_err(), "backups are not library origins");
+    }
+
+    #[test]
+    fn the_upload_template_gets_the_file_and_its_name_quoted() {
+        let cmd = upload_command("curl -T {file} http://minio:9000/music/{name}", Path::new("/srv/s3/music/a b.wav"));
+        assert_eq!(cmd, "curl -T '/srv/s3/music/a b.wav' http://minio:9000/music/'a b.wav'");
+        assert_eq!(upload_command("scp {file} x:", Path::new("/m/it's.wav")), "scp '/m/it'\\''s.wav' x:");
+        assert_eq!(parse_override("nas=/srv/sftp/music"), Ok(("nas".into(), "/srv/sftp/music".into())));
+        assert_eq!(parse_override("bucket=curl a=b").unwrap().1, "curl a=b");
+        assert!(parse_override("nas").is_err() && parse_override("=x").is_err() && parse_override("x=").is_err());
+    }
+
+    #[test]
+    fn a_failing_upload_command_fails_the_upload() {
+        let overrides = Overrides { uploads: vec![("nas".into(), "test -e {file}".into())], ..Overrides::default() };
+        let m = Machine::from_config("u", "c.toml", CONFIG, &overrides).unwrap();
+        assert!(m.upload("nas", Path::new("/nonexistent/x.wav")).is_err());
+        m.upload("nas", Path::new("/")).unwrap();
     }
 }

@@ -25,6 +25,14 @@ struct Cli {
     /// The daemon's config (mount point, cache dir, origin).
     #[arg(long, global = true, default_value = "/etc/musicfs/musicfs.toml")]
     config: String,
+    /// `ID=PATH`: the local directory the probe checks origin ID's bytes against and writes new tracks into
+    /// (default: the config's path; an S3 origin's local backup_for copy). For servers on other machines.
+    #[arg(long = "origin-dir", global = true, value_name = "ID=PATH", value_parser = machine::parse_override)]
+    origin_dirs: Vec<(String, String)>,
+    /// `ID=COMMAND`: run (sh -c) after a new track of origin ID is written locally, so it reaches the real
+    /// server; `{file}` and `{name}` are replaced by the local path and the file name.
+    #[arg(long = "upload", global = true, value_name = "ID=COMMAND", value_parser = machine::parse_override)]
+    uploads: Vec<(String, String)>,
 }
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +92,11 @@ const SCENARIOS: [(&str, Run); 13] = [
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let machine = match machine::Machine::new(&cli.unit, &cli.config) {
+    let overrides = machine::Overrides {
+        origin_dirs: cli.origin_dirs.iter().map(|(id, dir)| (id.clone(), dir.into())).collect(),
+        uploads: cli.uploads.clone(),
+    };
+    let machine = match machine::Machine::new(&cli.unit, &cli.config, &overrides) {
         Ok(m) => m,
         Err(e) => {
             println!("{}", serde_json::json!({ "scenario": "setup", "pass": false, "error": format!("{e:#}") }));
@@ -128,5 +140,25 @@ mod tests {
             assert_eq!(SCENARIOS.iter().filter(|(n, _)| *n == name).count(), 1, "{name}");
         }
         assert_eq!(SCENARIOS.len(), Scenario::value_variants().len() - 1, "a table entry no scenario names");
+    }
+
+    #[test]
+    fn overrides_repeat_and_split_at_the_first_equals_sign() {
+        let cli = Cli::try_parse_from([
+            "musicfs-probe",
+            "dns",
+            "--origin-dir",
+            "nas=/srv/sftp/music",
+            "--upload",
+            "bucket=curl -T {file} http://minio:9000/music/{name}?a=b",
+            "--upload=nas=scp {file} music@sftp:/srv/music/{name}",
+        ])
+        .unwrap();
+        assert_eq!(cli.origin_dirs, [("nas".to_owned(), "/srv/sftp/music".to_owned())]);
+        assert_eq!(cli.uploads[0].1, "curl -T {file} http://minio:9000/music/{name}?a=b");
+        assert_eq!(cli.uploads[1].0, "nas");
+        assert!(Cli::try_parse_from(["musicfs-probe", "dns", "--upload", "no-equals"]).is_err());
+        let plain = Cli::try_parse_from(["musicfs-probe", "all"]).unwrap();
+        assert!(plain.origin_dirs.is_empty() && plain.uploads.is_empty());
     }
 }

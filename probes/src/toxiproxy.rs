@@ -6,15 +6,28 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// The API's address in the machine under test.
-pub const API: &str = "127.0.0.1:8474";
+/// The API's address when `TOXIPROXY_API` is not set: the proxy on the machine under test (nspawn).
+pub const DEFAULT_API: &str = "127.0.0.1:8474";
+
+/// The API's address: `TOXIPROXY_API` (`host:port`, e.g. `proxy:8474` when the proxy is a node of its own
+/// in the VM test), else [`DEFAULT_API`].
+pub fn api() -> String {
+    api_from(std::env::var("TOXIPROXY_API").ok())
+}
+
+fn api_from(var: Option<String>) -> String {
+    let var = var.map(|v| v.trim().trim_start_matches("http://").trim_end_matches('/').to_owned());
+    var.filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_API.to_owned())
+}
 
 fn call(method: &str, path: &str, body: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(API).with_context(|| format!("connecting to the Toxiproxy API at {API}"))?;
+    let api = api();
+    let mut stream =
+        TcpStream::connect(api.as_str()).with_context(|| format!("connecting to the Toxiproxy API at {api}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {API}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut answer = String::new();
@@ -53,4 +66,17 @@ pub fn add_bandwidth(proxy: &str, name: &str, rate_kb: u64) -> Result<()> {
 /// The proxy as the API describes it (enabled, toxics), for error messages.
 pub fn describe(proxy: &str) -> String {
     call("GET", &format!("/proxies/{proxy}"), "").unwrap_or_else(|e| format!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_address_comes_from_the_environment_or_defaults_to_loopback() {
+        assert_eq!(api_from(None), DEFAULT_API);
+        assert_eq!(api_from(Some(String::new())), DEFAULT_API);
+        assert_eq!(api_from(Some("proxy:8474".into())), "proxy:8474");
+        assert_eq!(api_from(Some("http://proxy:8474/".into())), "proxy:8474");
+    }
 }

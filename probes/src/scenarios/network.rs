@@ -3,7 +3,7 @@
 //! breaks name resolution. Each checks every byte it reads, measures the longest stall a reader saw, and
 //! leaves every fault undone (also when it fails: `Faults` undoes them on drop).
 
-use crate::faults::{Faults, HOSTS, S3_HOST, restore};
+use crate::faults::{self, Faults, restore};
 use crate::machine::{Machine, now_epoch};
 use crate::toxiproxy;
 use anyhow::{Context, Result, bail, ensure};
@@ -39,9 +39,11 @@ struct NewTrack {
     bytes: Vec<u8>,
 }
 
-/// Writes a new untagged file of `len` pseudo-random bytes into `dir` (whole, by rename: a server never
-/// serves half of it); returns where the mount will show it.
-fn put_file(m: &Machine, dir: &Path, name: &str, len: usize) -> Result<NewTrack> {
+/// Writes a new untagged file of `len` pseudo-random bytes into the origin's local directory (whole, by
+/// rename: a server never serves half of it), then runs the origin's upload command if it has one (a
+/// remote server in the VM test); returns where the mount will show it.
+fn put_file(m: &Machine, origin: &str, name: &str, len: usize) -> Result<NewTrack> {
+    let dir = origin_dir(m, origin)?;
     let seed = now_epoch() ^ (len as u64);
     let mut state = seed | 1;
     let bytes: Vec<u8> = (0..len)
@@ -54,7 +56,9 @@ fn put_file(m: &Machine, dir: &Path, name: &str, len: usize) -> Result<NewTrack>
         .collect();
     let tmp = dir.parent().context("origin dir has a parent")?.join(format!(".{name}.partial"));
     std::fs::write(&tmp, &bytes)?;
-    std::fs::rename(&tmp, dir.join(name))?;
+    let file = dir.join(name);
+    std::fs::rename(&tmp, &file)?;
+    m.upload(origin, &file)?;
     let stem = Path::new(name).file_stem().context("file name")?.to_string_lossy().into_owned();
     let mount_path = m.mount_point.join("Unknown Artist/Unknown Album").join(format!("{stem}.wav"));
     Ok(NewTrack { mount_path, bytes })
@@ -68,7 +72,7 @@ fn sync(m: &Machine) -> Result<String> {
 
 /// A new track on an origin, synced into the library.
 fn new_track(m: &Machine, origin: &str, name: &str, len: usize) -> Result<NewTrack> {
-    let track = put_file(m, origin_dir(m, origin)?, name, len)?;
+    let track = put_file(m, origin, name, len)?;
     sync(m)?;
     ensure!(track.mount_path.exists(), "{} did not appear after musicfs sync", track.mount_path.display());
     Ok(track)
@@ -206,7 +210,7 @@ pub fn origin_outage(m: &Machine) -> Result<Value> {
     toxiproxy::set_enabled("s3", false)?;
     toxiproxy::set_enabled("sftp", false)?;
     for (_, dir) in &m.library {
-        if dir.starts_with("/srv/music") || dir.starts_with("/srv/s3") {
+        if (dir.starts_with("/srv/music") || dir.starts_with("/srv/s3")) && faults::movable(dir) {
             std::fs::rename(dir, dir.with_extension("away"))?;
         }
     }
@@ -334,7 +338,7 @@ pub fn partition_heal(m: &Machine) -> Result<Value> {
         ensure!(origin_status(&status, id)["healthy"] == false, "origin {id} not down in the partition: {status}");
     }
     // Uploaded while the daemon cannot see the server.
-    let track = put_file(m, origin_dir(m, S3_ORIGIN)?, &format!("partition-{}.wav", now_epoch()), 1 << 20)?;
+    let track = put_file(m, S3_ORIGIN, &format!("partition-{}.wav", now_epoch()), 1 << 20)?;
     std::thread::sleep(HEALTH_INTERVAL * 2);
 
     let healed = Instant::now();
@@ -359,9 +363,7 @@ pub fn partition_heal(m: &Machine) -> Result<Value> {
 pub fn dns(m: &Machine) -> Result<Value> {
     m.wait_serving(Duration::from_secs(30))?;
     let _undo = Faults;
-    let hosts = std::fs::read_to_string(HOSTS)?;
-    let without: String = hosts.lines().filter(|l| !l.contains(S3_HOST)).map(|l| format!("{l}\n")).collect();
-    std::fs::write(HOSTS, without)?;
+    faults::break_name()?;
     // Live connections were resolved before; the next one must resolve the name again.
     toxiproxy::set_enabled("s3", false)?;
     toxiproxy::set_enabled("s3", true)?;
