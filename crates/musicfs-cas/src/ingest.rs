@@ -162,9 +162,9 @@ impl Ingests {
             from_backup |= source == Source::Backup;
             read_pos += block.len() as u64;
             let eof = block.len() < want || read_pos >= size;
-            // The backup's speed says nothing of the origin's; half the timeout is the bound with a backup.
+            // The backup's speed says nothing of the origin's.
             if source == Source::Origin {
-                want = next_block(want, block.len(), asked.elapsed(), self.origin.timeout() / 2);
+                want = next_block(want, block.len(), asked.elapsed(), self.origin.bound(file));
             }
             pending.extend_from_slice(&block);
             drop(block);

@@ -64,12 +64,18 @@ impl OriginReads {
         self.timeout
     }
 
+    /// How long one read of the track's own origin may take: the timeout, or half of it when a backup must
+    /// still have time to answer (4.2.6).
+    pub fn bound(&self, file: &FileRef) -> Duration {
+        if file.backup.is_some() { self.timeout / 2 } else { self.timeout }
+    }
+
     /// `len` bytes of the track at `offset` from its origin or, when that fails for any reason but a missing
     /// file, from its backup (4.2.6); says which answered. With a backup, the origin gets half the time, so
     /// the backup still has the rest: a hung origin then costs each read half a timeout until its breaker
     /// opens, after which reads go to the backup at once.
     pub async fn read(&self, file: &FileRef, offset: u64, len: usize) -> Result<(Bytes, Source), ReadError> {
-        let bound = if file.backup.is_some() { self.timeout / 2 } else { self.timeout };
+        let bound = self.bound(file);
         let result = self.bounded_read(&file.origin, &file.rel_path, offset, len, bound).await;
         let failure = match result {
             Ok(data) => {
