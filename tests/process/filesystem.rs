@@ -94,8 +94,9 @@ fn random_ranges_read_byte_identical_across_chunk_boundaries() {
             assert!(buf[..got] == data[start..end], "pass {pass}: bytes differ at offset {offset} len {len}");
         }
     }
-    assert!(chunk_files(&scratch.cache()).unwrap().len() > 50, "the file was cut into many small chunks");
+    // Chunk writes land behind the reads; a clean stop waits for them.
     daemon.stop_cleanly();
+    assert!(chunk_files(&scratch.cache()).unwrap().len() > 50, "the file was cut into many small chunks");
 }
 
 #[test]

@@ -64,3 +64,25 @@ async fn bit_rot_under_the_reader_is_detected_and_never_served() {
     assert!(faulty.faults_injected() > 0);
     assert_eq!(fx.store.stats.corrupt_detected.load(Ordering::Relaxed), faulty.faults_injected() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_never_waits_for_the_cache_disk() {
+    // 72 MiB: more than the write queue holds.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ChunkStore::open(dir.path(), 1 << 30).unwrap());
+    let faulty = FaultyCasStore::new(store.clone());
+    let len = 72 << 20;
+    let fx = InProcessFs::with_backend(dir, store, faulty.clone(), 1, len, Duration::from_secs(5)).await.unwrap();
+    faulty.stall_writes(true);
+    let ino = fx.ino(0).unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(20), fx.read_all(ino, 131072)).await;
+    let still_stalled = faulty.stalled_puts.load(Ordering::SeqCst);
+    faulty.stall_writes(false);
+    let bytes = read.expect("the cold read waited for a cache disk that hangs").unwrap();
+    assert_eq!(bytes, track_bytes(0, len));
+    assert!(still_stalled > 0, "the writes really hung while the track was read");
+    // The chunks the ingest held while the disk hung are cached once it answers again.
+    fx.fs.reader().flush(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(fx.store.total_bytes(), len as u64, "every chunk was cached in the end");
+    assert!(fx.fs.reader().stats.writes_deferred.load(Ordering::Relaxed) > 0, "reads found the queue full and went on");
+}

@@ -20,8 +20,8 @@ use crate::store::ChunkBackend;
 use crate::write_queue::WriteQueue;
 use bytes::{Bytes, BytesMut};
 use musicfs_core::sync_util::lock_or_recover;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -33,6 +33,10 @@ use tokio::sync::watch;
 const FIRST_BLOCK: usize = 256 << 10;
 /// The largest origin read of an ingest.
 const MAX_BLOCK: usize = 8 << 20;
+/// Chunks an ingest holds for the store while the write queue is full (a cache disk slower than the origin),
+/// in bytes; they are queued once the track has been read. Past this, chunks are left uncached (fetched by
+/// range if ever read again).
+const DEFERRED_LIMIT: usize = 64 << 20;
 
 /// The next block's size: at most double the last one, and what the origin delivered at its last rate in a
 /// quarter of the bound.
@@ -48,6 +52,13 @@ pub struct Progress {
     pub chunks: Arc<Vec<ChunkRef>>,
     /// Bytes covered by `chunks`.
     pub covered: u64,
+    /// Bytes read from the origin but not yet cut into chunks, from `covered` on. Readers are served from them
+    /// at once, while they are cut and hashed: a reader waits for the origin, never for the chunker.
+    pub uncut: Bytes,
+    /// How far readers have been served from `uncut` bytes, shared by every copy of the progress: when the
+    /// disk is too full to cache ahead (2.8), the chunks cut from those bytes are still cached, as readers used
+    /// them.
+    pub served: Arc<AtomicU64>,
     /// No more progress will come (done or failed).
     pub finished: bool,
 }
@@ -156,52 +167,55 @@ impl Ingests {
         let mut covered = 0u64;
         let mut from_backup = false;
         let mut want = FIRST_BLOCK;
+        let mut deferred = Deferred::default();
+        let mut next = self.timed_read(file, read_pos, want).await;
         loop {
-            let asked = tokio::time::Instant::now();
-            let (block, source) = self.origin.read(file, read_pos, want).await?;
+            let (block, source, took) = next?;
             from_backup |= source == Source::Backup;
             read_pos += block.len() as u64;
             let eof = block.len() < want || read_pos >= size;
             // The backup's speed says nothing of the origin's.
             if source == Source::Origin {
-                want = next_block(want, block.len(), asked.elapsed(), self.origin.bound(file));
+                want = next_block(want, block.len(), took, self.origin.bound(file));
             }
             pending.extend_from_slice(&block);
             drop(block);
-            let buf = pending.split().freeze();
-            let (params, store) = (self.params, self.store.clone());
-            let (buf, cut, pressure) = tokio::task::spawn_blocking(move || {
-                let lengths = params.cut(&buf, eof);
-                let mut at = 0;
-                let cut: Vec<(usize, ChunkHash)> = lengths
-                    .into_iter()
-                    .map(|len| {
-                        let hash = ChunkHash::of(&buf[at..at + len]);
-                        at += len;
-                        (len, hash)
-                    })
-                    .collect();
-                (buf, cut, store.disk_pressure())
-            })
-            .await?;
-            let cache_ahead = self.may_cache_ahead(pressure);
+            let uncut = pending.split().freeze();
+            tx.send_modify(|p| {
+                p.chunks = Arc::new(chunks.clone());
+                p.covered = covered;
+                p.uncut = uncut.clone();
+            });
+            // This block is cut and hashed while the next one is read: the origin and the CPU work at once.
+            let reading = async {
+                match eof {
+                    true => None,
+                    false => Some(self.timed_read(file, read_pos, want).await),
+                }
+            };
+            let (cut, following) = tokio::join!(self.cut(uncut, eof), reading);
+            let Cut { buf, chunks: cut, pressure } = cut?;
+            // Readers get the chunks first; only then does the ingest wait for room in the write queue.
             let mut at = 0;
+            let first_new = chunks.len();
             for (len, hash) in cut {
                 let data: Bytes = buf.slice(at..at + len);
                 at += len;
-                self.memory.insert(hash, data.clone());
-                if cache_ahead {
-                    self.writes.write(hash, data).await;
-                } else {
-                    self.stats.ahead_not_cached.fetch_add(1, Ordering::Relaxed);
-                }
+                self.memory.insert(hash, data);
                 chunks.push(ChunkRef { offset: covered, len: len as u32, hash });
                 covered += len as u64;
             }
             pending.extend_from_slice(&buf[at..]);
-            tx.send_replace(Progress { chunks: Arc::new(chunks.clone()), covered, finished: false });
-            if eof {
-                break;
+            tx.send_modify(|p| {
+                p.chunks = Arc::new(chunks.clone());
+                p.covered = covered;
+                p.uncut = buf.slice(at..);
+            });
+            let served = tx.borrow().served.load(Ordering::Relaxed);
+            self.cache_ahead(&buf, &chunks[first_new..], pressure, served, &mut deferred);
+            match following {
+                Some(read) => next = read,
+                None => break,
             }
         }
         if covered != size {
@@ -212,8 +226,66 @@ impl Ingests {
         if !from_backup && !self.origin.fingerprint(file).await?.matches(&file.fingerprint) {
             return Err(ReadError::Changed);
         }
+        // No reader waits for these any more: now the ingest may wait for the disk.
+        for (hash, data) in deferred.chunks {
+            self.writes.write(hash, data).await;
+        }
         self.writes.barrier().await;
         Ok(Manifest { fingerprint: file.fingerprint, chunks, from_backup })
+    }
+
+    /// One origin read of an ingest, and how long it took.
+    async fn timed_read(
+        &self,
+        file: &FileRef,
+        offset: u64,
+        len: usize,
+    ) -> Result<(Bytes, Source, Duration), ReadError> {
+        let asked = tokio::time::Instant::now();
+        let (block, source) = self.origin.read(file, offset, len).await?;
+        Ok((block, source, asked.elapsed()))
+    }
+
+    /// Cuts `buf` into chunks and hashes them, on a blocking thread; reads how full the cache disk is too.
+    async fn cut(&self, buf: Bytes, eof: bool) -> Result<Cut, ReadError> {
+        let (params, store) = (self.params, self.store.clone());
+        Ok(tokio::task::spawn_blocking(move || {
+            let lengths = params.cut(&buf, eof);
+            let mut at = 0;
+            let chunks = lengths
+                .into_iter()
+                .map(|len| {
+                    let hash = ChunkHash::of(&buf[at..at + len]);
+                    at += len;
+                    (len, hash)
+                })
+                .collect();
+            Cut { pressure: store.disk_pressure(), buf, chunks }
+        })
+        .await?)
+    }
+
+    /// Queues the chunks just cut from `buf` for the store; when the disk is too full to cache ahead of
+    /// readers (2.8), only those readers were served (below `served`). Never waits: a chunk the queue has no
+    /// room for now is held in `deferred`, within its limit, so the next block is read at the origin's pace,
+    /// not the cache disk's.
+    fn cache_ahead(&self, buf: &Bytes, cut: &[ChunkRef], pressure: DiskPressure, served: u64, deferred: &mut Deferred) {
+        let Some(base) = cut.first().map(|c| c.offset) else { return };
+        let cut = if self.may_cache_ahead(pressure) {
+            cut
+        } else {
+            let used = cut.iter().take_while(|c| c.offset < served).count();
+            self.stats.ahead_not_cached.fetch_add((cut.len() - used) as u64, Ordering::Relaxed);
+            &cut[..used]
+        };
+        deferred.offer_held(&self.writes);
+        for c in cut {
+            let from = (c.offset - base) as usize;
+            let data = buf.slice(from..from + c.len as usize);
+            if !self.writes.offer(c.hash, data.clone()) && !deferred.hold(c.hash, data) {
+                self.stats.ahead_not_cached.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Whether an ingest may cache chunks ahead of its readers at this disk level: not at or above the 95 %
@@ -232,6 +304,45 @@ impl Ingests {
         }
         ahead
     }
+}
+
+/// Chunks an ingest holds for the store while the write queue is full, until the queue has room or the track
+/// has been read.
+#[derive(Default)]
+struct Deferred {
+    chunks: VecDeque<(ChunkHash, Bytes)>,
+    bytes: usize,
+}
+
+impl Deferred {
+    /// Holds a chunk; false when that would pass [`DEFERRED_LIMIT`].
+    fn hold(&mut self, hash: ChunkHash, data: Bytes) -> bool {
+        if self.bytes + data.len() > DEFERRED_LIMIT {
+            return false;
+        }
+        self.bytes += data.len();
+        self.chunks.push_back((hash, data));
+        true
+    }
+
+    /// Queues held chunks, oldest first, while the queue has room.
+    fn offer_held(&mut self, writes: &WriteQueue) {
+        while let Some((hash, data)) = self.chunks.front() {
+            if !writes.offer(*hash, data.clone()) {
+                return;
+            }
+            self.bytes -= data.len();
+            self.chunks.pop_front();
+        }
+    }
+}
+
+/// A block cut into chunks: the bytes, each chunk's length and hash from the start of `buf`, and how full the
+/// cache disk was.
+struct Cut {
+    buf: Bytes,
+    chunks: Vec<(usize, ChunkHash)>,
+    pressure: DiskPressure,
 }
 
 #[cfg(test)]

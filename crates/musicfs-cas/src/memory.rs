@@ -30,6 +30,16 @@ impl MemoryCache {
         lock_or_recover(&self.inner)
     }
 
+    /// The most bytes kept.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Whether the chunk is here, without counting it as a use.
+    pub fn contains(&self, hash: &ChunkHash) -> bool {
+        self.lock().map.contains_key(hash)
+    }
+
     pub fn get(&self, hash: &ChunkHash) -> Option<Bytes> {
         let mut inner = self.lock();
         inner.tick += 1;

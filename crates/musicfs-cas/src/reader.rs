@@ -12,7 +12,7 @@ use crate::chunker::ChunkParams;
 use crate::error::{ReadError, StoreError};
 use crate::failure_log::FailureLog;
 use crate::hash::ChunkHash;
-use crate::ingest::Ingests;
+use crate::ingest::{Ingests, Progress};
 use crate::manifest::{ChunkRef, Manifest, ManifestCache, ManifestStore};
 use crate::memory::MemoryCache;
 use crate::origin_read::{FileRef, OriginReads};
@@ -30,6 +30,12 @@ use tokio::sync::OnceCell;
 
 /// Reads far beyond the ingest front go straight to the origin instead of waiting.
 const AHEAD_WINDOW: u64 = 32 << 20;
+/// How far ahead of a sequential reader of a cached track its chunks are loaded (read and verified) into
+/// memory, so the next request finds them there: the disk read and the hash check of the next chunk overlap
+/// the reader's use of this one. At most a quarter of the memory cache, so loaded chunks stay until used.
+const READ_AHEAD: u64 = 2 << 20;
+/// Tracks whose last read end is remembered to tell sequential readers from random ones.
+const READ_ENDS_KEPT: usize = 1024;
 
 pub struct Reader {
     store: Arc<dyn ChunkBackend>,
@@ -40,6 +46,8 @@ pub struct Reader {
     ingests: Arc<Ingests>,
     /// Chunks being loaded now, so concurrent readers of one chunk load it once.
     loading: Mutex<HashMap<ChunkHash, Arc<OnceCell<Bytes>>>>,
+    /// Where the last read of each track ended: a read starting there is sequential ([`READ_AHEAD`]).
+    read_ends: Mutex<HashMap<i64, u64>>,
     pub stats: Arc<ReaderStats>,
 }
 
@@ -75,6 +83,7 @@ impl Reader {
             writes,
             ingests,
             loading: Mutex::new(HashMap::new()),
+            read_ends: Mutex::new(HashMap::new()),
             stats,
         })
     }
@@ -89,7 +98,7 @@ impl Reader {
     }
 
     /// Up to `len` bytes of the track at `offset` (short only at end of file).
-    pub async fn read(&self, file: &FileRef, offset: u64, len: u32) -> Result<Bytes, ReadError> {
+    pub async fn read(self: &Arc<Self>, file: &FileRef, offset: u64, len: u32) -> Result<Bytes, ReadError> {
         let size = file.fingerprint.size;
         if offset >= size || len == 0 {
             return Ok(Bytes::new());
@@ -104,6 +113,9 @@ impl Reader {
             }
         };
         if let Some(manifest) = manifest {
+            if self.is_sequential(file.track_id, offset, end) {
+                self.load_ahead(file, &manifest, end);
+            }
             match self.read_chunks(file, &manifest.chunks, offset, end).await {
                 Err(ReadError::Changed) => {
                     tracing::warn!(track = file.track_id, path = %file.rel_path.display(), "origin copy changed; re-ingesting");
@@ -113,6 +125,33 @@ impl Reader {
             }
         }
         self.read_while_ingesting(file, offset, end).await
+    }
+
+    /// Whether this read starts where the track's last one ended; remembers where it ends.
+    fn is_sequential(&self, track: i64, offset: u64, end: u64) -> bool {
+        // Single inserts: a poisoned map is still consistent (2.9).
+        let mut ends = lock_or_recover(&self.read_ends);
+        if ends.len() >= READ_ENDS_KEPT && !ends.contains_key(&track) {
+            ends.clear();
+        }
+        ends.insert(track, end) == Some(offset)
+    }
+
+    /// Loads the chunks in [`READ_AHEAD`] after `end` into memory in the background, those not there yet.
+    fn load_ahead(self: &Arc<Self>, file: &FileRef, manifest: &Manifest, end: u64) {
+        let Some(first) = Manifest::chunk_at(&manifest.chunks, end) else { return };
+        let ahead = READ_AHEAD.min(self.memory.budget() / 4);
+        for c in manifest.chunks[first..].iter().take_while(|c| c.offset < end + ahead) {
+            if self.memory.contains(&c.hash) || self.loading().contains_key(&c.hash) {
+                continue;
+            }
+            let (reader, file, c) = (self.clone(), file.clone(), *c);
+            tokio::spawn(async move {
+                if let Err(e) = reader.chunk_bytes(&file, &c).await {
+                    tracing::debug!(track = file.track_id, chunk = %c.hash, error = %e, "read-ahead failed");
+                }
+            });
+        }
     }
 
     /// Whether every chunk of the track is in the store (a fully cached, offline-playable track).
@@ -130,10 +169,29 @@ impl Reader {
             if now.covered >= end {
                 return self.read_chunks(file, &now.chunks, offset, end).await;
             }
-            if now.finished || offset >= now.covered + AHEAD_WINDOW || progress.changed().await.is_err() {
+            let fetched = now.covered + now.uncut.len() as u64;
+            if fetched >= end {
+                return self.read_uncut(file, &now, offset, end).await;
+            }
+            if now.finished || offset >= fetched + AHEAD_WINDOW || progress.changed().await.is_err() {
                 return self.passthrough(file, offset, end).await;
             }
         }
+    }
+
+    /// A range the ingest has read from the origin but not cut yet, in part or whole: its start may still lie
+    /// in the chunks already cut.
+    async fn read_uncut(&self, file: &FileRef, now: &Progress, offset: u64, end: u64) -> Result<Bytes, ReadError> {
+        now.served.fetch_max(end, Ordering::Relaxed);
+        let tail = now.uncut.slice((offset.max(now.covered) - now.covered) as usize..(end - now.covered) as usize);
+        if offset >= now.covered {
+            return Ok(tail);
+        }
+        let head = self.read_chunks(file, &now.chunks, offset, now.covered).await?;
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&tail);
+        Ok(out.freeze())
     }
 
     /// Reads the range straight from the origin, without chunks.
@@ -179,21 +237,23 @@ impl Reader {
             // A chunk the store lost (evicted, or never written while the disk was full) is written back
             // when it is used again, so caching resumes for music that is still being played (2.8).
             if !self.store.contains(&c.hash) {
-                self.writes.write(c.hash, data.clone()).await;
+                self.offer_to_store(c.hash, &data);
             }
             return Ok(data);
         }
         let cell = self.loading().entry(c.hash).or_default().clone();
         let result = cell.get_or_try_init(|| self.load_chunk(file, c)).await.cloned();
+        // In memory before it leaves the loading map, so no reader in between loads it a second time.
+        if let Ok(data) = &result {
+            self.memory.insert(c.hash, data.clone());
+        }
         {
             let mut loading = self.loading();
             if loading.get(&c.hash).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
                 loading.remove(&c.hash);
             }
         }
-        let data = result?;
-        self.memory.insert(c.hash, data.clone());
-        Ok(data)
+        result
     }
 
     fn loading(&self) -> MutexGuard<'_, HashMap<ChunkHash, Arc<OnceCell<Bytes>>>> {
@@ -219,8 +279,16 @@ impl Reader {
         if data.len() != c.len as usize || ChunkHash::of(&data) != c.hash {
             return Err(ReadError::Changed);
         }
-        self.writes.write(c.hash, data.clone()).await;
+        self.offer_to_store(c.hash, &data);
         Ok(data)
+    }
+
+    /// Queues a chunk a read used for the store, without waiting: a full queue costs caching (the chunk is
+    /// offered again when next used), never the reader's time.
+    fn offer_to_store(&self, hash: ChunkHash, data: &Bytes) {
+        if !self.writes.offer(hash, data.clone()) {
+            self.stats.writes_deferred.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The health monitor saw `origin` answer again: its reads stop failing fast now (N2, N4).

@@ -18,4 +18,7 @@ pub struct ReaderStats {
     /// Chunks an ingest cut but did not cache because the cache disk was above 95 % (2.8): no prefetch then,
     /// only chunks a reader uses are cached.
     pub ahead_not_cached: AtomicU64,
+    /// Chunks a read used but did not queue for the store because the write queue was full: the reader does
+    /// not wait for the disk; the chunk is offered again when next used.
+    pub writes_deferred: AtomicU64,
 }

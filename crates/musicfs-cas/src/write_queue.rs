@@ -1,56 +1,123 @@
 //! [`WriteQueue`]: chunk writes off the read path. Readers and ingests hand verified chunks to a queue; one
 //! task writes them to the store in batches (one index transaction per batch), so a read never waits on a
-//! chunk write or its fsync. While idle, the task has the store check a full or failed disk again every
-//! [`DISK_RECHECK`], so caching (and the status) recovers when the disk does, even if nothing is read
-//! meanwhile (2.8, 6.6).
+//! chunk write or its fsync.
+//!
+//! The queue holds at most [`QUEUE_BYTES`]. Nothing that serves a reader waits for room in it: the read path
+//! and ingests [`offer`](WriteQueue::offer) chunks, which never waits (a chunk that finds the queue full is
+//! offered again later), and a chunk already queued is not queued twice however many reads use it. Only an
+//! ingest that has read its whole track [`waits`](WriteQueue::write) for room, for the chunks it held.
+//!
+//! While idle, the task has the store check a full or failed disk again every [`DISK_RECHECK`], so caching
+//! (and the status) recovers when the disk does, even if nothing is read meanwhile (2.8, 6.6).
 
 use crate::disk::DISK_RECHECK;
 use crate::hash::ChunkHash;
 use crate::store::ChunkBackend;
 use bytes::Bytes;
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use musicfs_core::sync_util::lock_or_recover;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Most chunks written in one batch.
 const BATCH: usize = 16;
+/// Most bytes of chunks waiting in the queue (about 64 chunks of the default average size).
+const QUEUE_BYTES: usize = 64 << 20;
+/// Room in the queue is counted in units of this many bytes.
+const UNIT: usize = 1024;
 
 enum Write {
-    Chunk(ChunkHash, Bytes),
+    /// A chunk, and its room in the queue, given back once the writer has handled it.
+    Chunk(ChunkHash, Bytes, OwnedSemaphorePermit),
     /// Answered once every chunk queued before it has been handled.
     Barrier(oneshot::Sender<()>),
 }
 
 pub struct WriteQueue {
-    tx: mpsc::Sender<Write>,
+    tx: mpsc::UnboundedSender<Write>,
+    /// Room in the queue, in [`UNIT`]s.
+    room: Arc<Semaphore>,
+    /// Chunks queued and not yet handled by the writer.
+    queued: Arc<Mutex<HashSet<ChunkHash>>>,
 }
 
 impl WriteQueue {
     /// Starts the writer task; must be called inside a tokio runtime. The task ends when the queue is dropped.
     pub fn start(store: Arc<dyn ChunkBackend>) -> WriteQueue {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(write_loop(store, rx));
-        WriteQueue { tx }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(Mutex::new(HashSet::new()));
+        tokio::spawn(write_loop(store, rx, queued.clone()));
+        WriteQueue { tx, room: Arc::new(Semaphore::new(QUEUE_BYTES / UNIT)), queued }
     }
 
-    /// Queues a verified chunk for the store. Never fails the caller: a full or broken cache only costs
-    /// caching.
+    /// Queues a verified chunk for the store, waiting for room in the queue. Never fails the caller: a full
+    /// or broken cache only costs caching.
     pub async fn write(&self, hash: ChunkHash, data: Bytes) {
-        if self.tx.send(Write::Chunk(hash, data)).await.is_err() {
+        if !self.claim(hash) {
+            return;
+        }
+        match self.room.clone().acquire_many_owned(units(&data)).await {
+            Ok(permit) => self.send(hash, data, permit),
+            Err(_closed) => self.release(&hash),
+        }
+    }
+
+    /// Queues a verified chunk for the store if the queue has room now; never waits. False when the queue was
+    /// full.
+    pub fn offer(&self, hash: ChunkHash, data: Bytes) -> bool {
+        if !self.claim(hash) {
+            return true;
+        }
+        match self.room.clone().try_acquire_many_owned(units(&data)) {
+            Ok(permit) => {
+                self.send(hash, data, permit);
+                true
+            }
+            Err(_full) => {
+                self.release(&hash);
+                false
+            }
+        }
+    }
+
+    fn send(&self, hash: ChunkHash, data: Bytes, permit: OwnedSemaphorePermit) {
+        if self.tx.send(Write::Chunk(hash, data, permit)).is_err() {
+            self.release(&hash);
             tracing::warn!("chunk writer has stopped; chunk not cached");
         }
+    }
+
+    /// Marks the chunk queued; false when it already was.
+    fn claim(&self, hash: ChunkHash) -> bool {
+        // Single inserts and removes: a poisoned set is still consistent (2.9).
+        lock_or_recover(&self.queued).insert(hash)
+    }
+
+    fn release(&self, hash: &ChunkHash) {
+        lock_or_recover(&self.queued).remove(hash);
     }
 
     /// Waits until every chunk queued so far has been handled by the writer.
     pub async fn barrier(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Write::Barrier(tx)).await.is_ok() {
+        if self.tx.send(Write::Barrier(tx)).is_ok() {
             let _ = rx.await;
         }
     }
 }
 
-async fn write_loop(store: Arc<dyn ChunkBackend>, mut rx: mpsc::Receiver<Write>) {
+/// The chunk's room in the queue, in [`UNIT`]s (at least one).
+fn units(data: &Bytes) -> u32 {
+    u32::try_from(data.len().div_ceil(UNIT).clamp(1, QUEUE_BYTES / UNIT)).unwrap_or(u32::MAX)
+}
+
+async fn write_loop(
+    store: Arc<dyn ChunkBackend>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+    queued: Arc<Mutex<HashSet<ChunkHash>>>,
+) {
     let mut batch = Vec::new();
+    let mut permits = Vec::new();
     let mut barriers = Vec::new();
     loop {
         let first = match tokio::time::timeout(DISK_RECHECK, rx.recv()).await {
@@ -65,7 +132,10 @@ async fn write_loop(store: Arc<dyn ChunkBackend>, mut rx: mpsc::Receiver<Write>)
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Write::Chunk(hash, data) => batch.push((hash, data)),
+                Write::Chunk(hash, data, permit) => {
+                    batch.push((hash, data));
+                    permits.push(permit);
+                }
                 Write::Barrier(tx) => barriers.push(tx),
             }
             if batch.len() < BATCH {
@@ -74,9 +144,18 @@ async fn write_loop(store: Arc<dyn ChunkBackend>, mut rx: mpsc::Receiver<Write>)
         }
         if !batch.is_empty() {
             let chunks = std::mem::take(&mut batch);
+            let hashes: Vec<ChunkHash> = chunks.iter().map(|(hash, _)| *hash).collect();
             let store = store.clone();
             let count = chunks.len();
-            match tokio::task::spawn_blocking(move || store.put_batch(&chunks)).await {
+            let result = tokio::task::spawn_blocking(move || store.put_batch(&chunks)).await;
+            // Written, skipped or failed: either way no longer queued, so a later use may offer it again.
+            let mut queued_now = lock_or_recover(&queued);
+            hashes.iter().for_each(|hash| {
+                queued_now.remove(hash);
+            });
+            drop(queued_now);
+            permits.clear();
+            match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, count, "could not cache chunks; reads continue from the origin")

@@ -133,3 +133,38 @@ async fn a_read_far_ahead_of_the_ingest_goes_straight_to_the_origin() {
     reader.flush(Duration::from_secs(30)).await.unwrap();
     assert_eq!(read_all(&reader, &fx.file(), 1 << 20).await, fx.data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_reader_of_a_cached_track_finds_the_next_chunks_loaded_and_a_random_one_does_not() {
+    let fx = Fixture::new(1 << 20);
+    let reader = fx.reader();
+    read_all(&reader, &fx.file(), 65536).await;
+    reader.flush(Duration::from_secs(5)).await.unwrap();
+    let chunks = fx.manifests.load(1).unwrap().unwrap().chunks;
+    let hits = |reader: &Arc<Reader>| reader.stats.chunk_hits.load(Ordering::Relaxed);
+
+    // Random: reads that never start where the last one ended load only the chunks they touch.
+    let reader = fx.reader();
+    for c in [chunks[5], chunks[1], chunks[9]] {
+        let got = reader.read(&fx.file(), c.offset, 100).await.unwrap();
+        assert_eq!(&got[..], &fx.data[c.offset as usize..c.offset as usize + 100]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hits(&reader), 3, "no chunk loaded ahead of random reads");
+
+    // Sequential: the second read starts where the first ended, so the chunks after it are loaded meanwhile.
+    let reader = fx.reader();
+    let first = chunks[0].len;
+    reader.read(&fx.file(), 0, first).await.unwrap();
+    reader.read(&fx.file(), first as u64, 100).await.unwrap();
+    let loaded = hits(&reader);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while hits(&reader) <= loaded + 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(hits(&reader) > loaded + 2, "chunks after the read were loaded without being read: {}", hits(&reader));
+    // What was loaded ahead is served from memory, and nothing comes from the origin.
+    let origin_reads = fx.origin.reads();
+    assert_eq!(read_all(&reader, &fx.file(), 65536).await, fx.data);
+    assert_eq!(fx.origin.reads(), origin_reads);
+}

@@ -2,8 +2,9 @@
 
 use crate::{Origin, OriginEntry, OriginError, ReadSeek, is_safe_relative};
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use bytes::Bytes;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub struct LocalOrigin {
@@ -99,19 +100,12 @@ impl Origin for LocalOrigin {
         blocking(move || {
             // An origin that stops answering mid-read (a dead NAS): `sleep(MS)` holds this read that long.
             fail::fail_point!("origins::read::stall");
-            let file = std::fs::File::open(&full).map_err(|e| OriginError::from_io(e, &rel))?;
-            let mut buf = BytesMut::zeroed(len);
-            let mut filled = 0;
-            while filled < len {
-                match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(OriginError::from_io(e, &rel)),
-                }
-            }
-            buf.truncate(filled);
-            Ok(buf.freeze())
+            let mut file = std::fs::File::open(&full).map_err(|e| OriginError::from_io(e, &rel))?;
+            file.seek(SeekFrom::Start(offset)).map_err(|e| OriginError::from_io(e, &rel))?;
+            // Read into spare capacity: no zeroing of a buffer the read overwrites anyway.
+            let mut buf = Vec::with_capacity(len);
+            file.take(len as u64).read_to_end(&mut buf).map_err(|e| OriginError::from_io(e, &rel))?;
+            Ok(Bytes::from(buf))
         })
         .await
     }

@@ -1,5 +1,6 @@
-//! `FaultyCasStore`: the real chunk store with injectable disk faults — ENOSPC on put, EIO on read, and bit
-//! rot (a byte of the chunk file flipped on disk just before the real read, so detection runs for real).
+//! `FaultyCasStore`: the real chunk store with injectable disk faults — ENOSPC on put, EIO on read, bit rot
+//! (a byte of the chunk file flipped on disk just before the real read, so detection runs for real), and
+//! writes that hang (a cache disk far slower than the origin) until released.
 //!
 //! `FaultyDisk`: the disk *under* a real chunk store (`ChunkStore::open_on`), so the store's own 2.8 and 6.6
 //! decisions run: a filesystem of a given size, part of it held by "other files", whose writes and reads fail
@@ -7,9 +8,10 @@
 
 use bytes::Bytes;
 use musicfs_cas::{CacheDisk, ChunkBackend, ChunkHash, ChunkStore, DiskPressure, RealDisk, StoreError};
+use musicfs_core::sync_util::lock_or_recover;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 pub struct FaultyCasStore {
     pub inner: Arc<ChunkStore>,
@@ -17,6 +19,11 @@ pub struct FaultyCasStore {
     pub inject_eio_on_read: AtomicBool,
     pub inject_corruption: AtomicBool,
     faults: AtomicUsize,
+    /// While true, `put_batch` hangs until it is set false again ([`FaultyCasStore::stall_writes`]).
+    writes_stalled: Mutex<bool>,
+    writes_resumed: Condvar,
+    /// `put_batch` calls that found writes stalled.
+    pub stalled_puts: AtomicUsize,
 }
 
 impl FaultyCasStore {
@@ -27,7 +34,16 @@ impl FaultyCasStore {
             inject_eio_on_read: AtomicBool::new(false),
             inject_corruption: AtomicBool::new(false),
             faults: AtomicUsize::new(0),
+            writes_stalled: Mutex::new(false),
+            writes_resumed: Condvar::new(),
+            stalled_puts: AtomicUsize::new(0),
         })
+    }
+
+    /// Makes chunk writes hang (true) or go on (false): a cache disk that cannot keep up with the origin.
+    pub fn stall_writes(&self, stalled: bool) {
+        *lock_or_recover(&self.writes_stalled) = stalled;
+        self.writes_resumed.notify_all();
     }
 
     pub fn faults_injected(&self) -> usize {
@@ -60,6 +76,14 @@ impl ChunkBackend for FaultyCasStore {
     }
 
     fn put_batch(&self, chunks: &[(ChunkHash, Bytes)]) -> Result<(), StoreError> {
+        let mut stalled = lock_or_recover(&self.writes_stalled);
+        if *stalled {
+            self.stalled_puts.fetch_add(1, Ordering::SeqCst);
+        }
+        while *stalled {
+            stalled = self.writes_resumed.wait(stalled).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(stalled);
         if self.inject_enospc.load(Ordering::SeqCst) {
             return Err(self.io_fault(libc::ENOSPC));
         }
