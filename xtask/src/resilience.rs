@@ -1,7 +1,8 @@
 //! `cargo xtask resilience`: runs every layer of the resilience suite this machine can run, then writes the
 //! coverage report — one row per failure mode of docs/failure-modes.toml, with the layers it requires, the
 //! tests that prove it and their results — as Markdown and a self-contained HTML page under
-//! `target/resilience/`. Modes without tests show as missing, never hidden. Exits non-zero when a test fails.
+//! `target/resilience/`, linking the side-by-side benchmark's `target/bench/report.html` when it exists. Modes
+//! without tests show as missing, never hidden. Exits non-zero when a test fails.
 
 use anyhow::{Context, Result, bail};
 use musicfs_test_utils::coverage::{self, LAYERS, Mode, Proof};
@@ -209,9 +210,18 @@ pub fn run(args: &Args) -> Result<()> {
 
     let out = root.join(&args.out);
     std::fs::create_dir_all(&out)?;
-    let md = markdown(&rows, &runs, proven, modes.len(), &failures);
+    let (mut md, mut page) =
+        (markdown(&rows, &runs, proven, modes.len(), &failures), html(&rows, &runs, proven, modes.len(), &failures));
+    if let Some(link) = bench_report_link(&root, &out) {
+        md += &format!("\nPerformance side by side with sshfs, rclone, s3fs and bindfs: [{link}]({link})\n");
+        let paragraph = format!(
+            "<p>Performance side by side with sshfs, rclone, s3fs and bindfs: <a href=\"{0}\">{0}</a></p>",
+            esc(&link)
+        );
+        page = page.replace("</body>", &format!("{paragraph}</body>"));
+    }
     std::fs::write(out.join("report.md"), &md)?;
-    std::fs::write(out.join("report.html"), html(&rows, &runs, proven, modes.len(), &failures))?;
+    std::fs::write(out.join("report.html"), page)?;
 
     println!("\n== layer times (wall, after the build)");
     for run in runs.values() {
@@ -233,6 +243,21 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("{} test(s) failed: {}", failures.len(), failures.join(", "));
     }
     Ok(())
+}
+
+/// A link from the report in `out` to the one `cargo xtask bench --peers` wrote, if it has: relative when both
+/// are in the workspace's target directory, else absolute.
+fn bench_report_link(root: &Path, out: &Path) -> Option<String> {
+    let bench = root.join("target/bench/report.html");
+    if !bench.is_file() {
+        return None;
+    }
+    let target = root.join("target");
+    Some(if out.parent() == Some(target.as_path()) {
+        "../bench/report.html".into()
+    } else {
+        bench.display().to_string()
+    })
 }
 
 type Row<'a> = (&'a Mode, Vec<(String, Cell)>, bool);

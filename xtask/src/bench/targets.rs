@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: measures MusicFS against its performance targets and prints the figures.
+//! `cargo xtask bench` without `--peers`: measures MusicFS against its performance targets and prints the figures.
 //!
 //! Part 1 reads one file of random bytes sequentially (1 MiB `read()` calls) directly, through
 //! `bindfs -o ro`, and through MusicFS cold (ingesting), re-read (kernel page cache) and warm (chunk
@@ -8,53 +8,23 @@
 //! only on errors and wrong results. Generated data stays in the workdir for the next run; mounts are
 //! removed on every exit path (on Ctrl-C the daemons unmount themselves, and the next run clears leftovers).
 
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use musicfs_test_utils::daemon::{Daemon, DaemonArgs, force_unmount, is_fuse_mounted};
-use musicfs_test_utils::sample::{self, SampleOptions, SampleTrack};
+use anyhow::{Context, Result, ensure};
+use musicfs_test_utils::daemon::{Daemon, DaemonArgs};
+use musicfs_test_utils::sample::SampleTrack;
 use serde_json::{Value, json};
 
-const MIB: usize = 1 << 20;
-/// Size of every `read()` call.
-const READ_SIZE: usize = MIB;
-/// Length of each generated track: short, so 100 000 tracks stay small and quick to write.
-const SAMPLE_SECONDS: f32 = 0.2;
-/// Where MusicFS shows a file without readable tags.
-const UNTAGGED_DIR: &str = "Unknown Artist/Unknown Album";
+use super::Args;
+use super::tools::{
+    BindfsMount, MIB, ReadResult, UNTAGGED_DIR, count_files, ensure_library, ensure_random_file, log_number, memory_mb,
+    readahead_kib, stop, timed_read,
+};
+
 /// How long the daemon idles before its memory is read.
 const IDLE_BEFORE_RSS: Duration = Duration::from_secs(2);
-
-/// Options of `cargo xtask bench`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Size of the file read in part 1, in MiB.
-    #[arg(long, default_value_t = 512)]
-    pub size_mib: usize,
-    /// Number of tracks of the library mounted in part 2.
-    #[arg(long, default_value_t = 100_000)]
-    pub tracks: usize,
-    /// Skip part 2 (library scale).
-    #[arg(long)]
-    pub skip_scale: bool,
-    /// Skip part 1 (sequential read).
-    #[arg(long)]
-    pub skip_read: bool,
-    /// Working directory, kept between runs for the generated data [default: <workspace>/target/bench].
-    #[arg(long, value_name = "DIR")]
-    pub workdir: Option<PathBuf>,
-    /// Use this musicfs binary instead of running `cargo build --release -p musicfs`.
-    #[arg(long, value_name = "PATH")]
-    pub binary: Option<PathBuf>,
-    /// Also write the figures as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-}
 
 /// One figure compared with its target.
 struct Check {
@@ -86,38 +56,18 @@ struct Report {
     checks: Vec<Check>,
 }
 
-/// One timed sequential read of a whole file.
-struct ReadResult {
-    secs: f64,
-    gbps: f64,
-    hash: blake3::Hash,
-}
-
-/// Runs the benchmark parts that were not skipped and prints their figures.
-pub fn run(args: &Args) -> Result<()> {
+/// Runs the parts that were not skipped with `sizes` (MiB of the read file, tracks of the library) and prints
+/// their figures.
+pub fn run(args: &Args, (size_mib, tracks): (usize, usize), workdir: &Path, binary: &Path) -> Result<()> {
     let started = Instant::now();
-    let root = &crate::workspace_root();
-    let workdir = args.workdir.clone().unwrap_or_else(|| root.join("target/bench"));
-    std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
-    let workdir = workdir.canonicalize().with_context(|| format!("resolving {}", workdir.display()))?;
-    for mount_point in ["read/mnt-bindfs", "read/mnt-musicfs", "scale/mnt"].map(|p| workdir.join(p)) {
-        if is_fuse_mounted(&mount_point) {
-            println!("clearing a mount left by an earlier run: {}", mount_point.display());
-            force_unmount(&mount_point);
-        }
-    }
-    let binary = match &args.binary {
-        Some(binary) => binary.clone(),
-        None => crate::demo::build_musicfs(root, true)?,
-    };
     println!("MusicFS bench: {} (GB = 10^9 bytes, MB = 10^6 bytes, 1 MiB read() calls)", binary.display());
 
     let mut report = Report::default();
     if !args.skip_read {
-        read_bench(args.size_mib * MIB, &workdir.join("read"), &binary, &mut report)?;
+        read_bench(size_mib * MIB, &workdir.join("read"), binary, &mut report)?;
     }
     if !args.skip_scale {
-        scale_bench(args.tracks, &workdir, &binary, &mut report)?;
+        scale_bench(tracks, workdir, binary, &mut report)?;
     }
 
     let met = report.checks.iter().filter(|c| c.met()).count();
@@ -307,159 +257,4 @@ fn sync_one_new_track(binary: &Path, args: &DaemonArgs, files: &[SampleTrack]) -
     ensure!(report["added"] == 1, "musicfs sync did not see the new track: {report}");
     let status: Value = serde_json::from_slice(&musicfs(&["status", "--json"])?.stdout).unwrap_or_default();
     Ok((sync_ms, status["events"]["kernel_invalidations"].as_u64().unwrap_or(0)))
-}
-
-/// Writes `bytes` random bytes to `path` unless a file of that size is already there.
-fn ensure_random_file(path: &Path, bytes: usize) -> Result<()> {
-    if std::fs::metadata(path).is_ok_and(|m| m.len() == bytes as u64) {
-        return Ok(());
-    }
-    let dir = path.parent().context("the origin file has no directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let partial = path.with_extension("partial");
-    let mut random = File::open("/dev/urandom").context("opening /dev/urandom")?.take(bytes as u64);
-    let mut out = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    std::io::copy(&mut random, &mut out).with_context(|| format!("writing {}", partial.display()))?;
-    std::fs::rename(&partial, path).with_context(|| format!("renaming {} into place", partial.display()))
-}
-
-/// Generates the library unless an earlier run completed it, and returns its files.
-fn ensure_library(dir: &Path, tracks: usize) -> Result<Vec<SampleTrack>> {
-    let marker = dir.with_extension("done");
-    if marker.exists() {
-        println!("  reusing the library in {}", dir.display());
-        return Ok((0..tracks).map(sample::ordinary_track).collect());
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("removing the incomplete {}", dir.display()))?;
-    }
-    let clock = Instant::now();
-    let options = SampleOptions { tracks, hostile: false, seconds: SAMPLE_SECONDS };
-    let files = sample::generate(dir, &options).with_context(|| format!("generating {}", dir.display()))?;
-    std::fs::write(&marker, format!("{tracks} tracks of {SAMPLE_SECONDS} s\n"))
-        .with_context(|| format!("writing {}", marker.display()))?;
-    println!("  generated {} files in {} in {:.1} s", files.len(), dir.display(), clock.elapsed().as_secs_f64());
-    Ok(files)
-}
-
-/// Reads the whole file into `buf` with 1 MiB `read()` calls; only the reads are timed.
-fn timed_read(path: &Path, buf: &mut [u8]) -> Result<ReadResult> {
-    let clock = Instant::now();
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut filled = 0;
-    while filled < buf.len() {
-        let end = (filled + READ_SIZE).min(buf.len());
-        let n = file.read(&mut buf[filled..end]).with_context(|| format!("reading {} at {filled}", path.display()))?;
-        ensure!(n > 0, "{} ended after {filled} of {} bytes", path.display(), buf.len());
-        filled += n;
-    }
-    let mut past_end = [0u8; 1];
-    ensure!(file.read(&mut past_end)? == 0, "{} is longer than {} bytes", path.display(), buf.len());
-    let secs = clock.elapsed().as_secs_f64();
-    Ok(ReadResult { secs, gbps: buf.len() as f64 / 1e9 / secs, hash: blake3::hash(buf) })
-}
-
-/// Stops the daemon with SIGTERM; it must exit 0 and leave no mount behind.
-fn stop(daemon: Daemon, mount_point: &Path) -> Result<()> {
-    let log = daemon.log();
-    let status = daemon.stop().context("stopping musicfs")?;
-    ensure!(status.success(), "musicfs exited with {status} after SIGTERM; log so far:\n{log}");
-    ensure!(!is_fuse_mounted(mount_point), "musicfs exited but {} is still mounted", mount_point.display());
-    Ok(())
-}
-
-/// The number after ` key=` on the last daemon log line containing `marker`.
-fn log_number(log: &str, marker: &str, key: &str) -> Result<u64> {
-    let pattern = format!(" {key}=");
-    let value = log.lines().rev().find(|line| line.contains(marker)).and_then(|line| {
-        let start = line.find(&pattern)? + pattern.len();
-        line[start..].split_whitespace().next()
-    });
-    let value = value.with_context(|| format!("no `{key}=` on a `{marker}` line; log:\n{log}"))?;
-    value.parse().with_context(|| format!("`{key}={value}` on a `{marker}` line is not a number"))
-}
-
-/// VmRSS and VmHWM of a process, in MB.
-fn memory_mb(pid: u32) -> Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
-    let field = |name: &str| -> Result<f64> {
-        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} for {pid}"))?;
-        let kib: f64 =
-            line[name.len()..].trim().trim_end_matches("kB").trim().parse().context("parsing /proc status")?;
-        Ok(kib * 1024.0 / 1e6)
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// Number of regular files under `dir`, listed recursively without following links.
-fn count_files(dir: &Path) -> Result<usize> {
-    let mut count = 0;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-            let kind = entry.and_then(|e| Ok((e.file_type()?, e.path())));
-            let (kind, path) = kind.with_context(|| format!("listing {}", dir.display()))?;
-            if kind.is_dir() {
-                pending.push(path);
-            } else if kind.is_file() {
-                count += 1;
-            }
-        }
-    }
-    Ok(count)
-}
-
-/// The kernel's readahead for the filesystem mounted at `mount_point`, from its backing device info.
-fn readahead_kib(mount_point: &Path) -> Option<u64> {
-    let dev = std::fs::metadata(mount_point).ok()?.dev();
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    let text = std::fs::read_to_string(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb")).ok()?;
-    text.trim().parse().ok()
-}
-
-/// `bindfs -f -o ro ORIGIN MNT` as a child process, unmounted with `fusermount3 -u` on drop.
-/// Running it in the foreground keeps it in our process group, so Ctrl-C makes it unmount too.
-struct BindfsMount {
-    child: Child,
-    mount_point: PathBuf,
-}
-
-impl BindfsMount {
-    fn start(origin: &Path, mount_point: &Path) -> Result<BindfsMount> {
-        std::fs::create_dir_all(mount_point).with_context(|| format!("creating {}", mount_point.display()))?;
-        let child = Command::new("bindfs")
-            .args(["-f", "-o", "ro"])
-            .arg(origin)
-            .arg(mount_point)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("spawning bindfs (is it installed?)")?;
-        let mut mount = BindfsMount { child, mount_point: mount_point.to_path_buf() };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !is_fuse_mounted(mount_point) {
-            if let Some(status) = mount.child.try_wait().context("waiting for bindfs")? {
-                bail!("bindfs exited with {status} before mounting {}", mount_point.display());
-            }
-            ensure!(Instant::now() < deadline, "bindfs did not mount {} within 10 s", mount_point.display());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(mount)
-    }
-}
-
-impl Drop for BindfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.mount_point).status();
-        if is_fuse_mounted(&self.mount_point) {
-            force_unmount(&self.mount_point);
-        }
-        // bindfs exits by itself once unmounted; it is killed only if it has not after 5 s.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
