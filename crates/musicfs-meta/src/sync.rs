@@ -288,7 +288,7 @@ async fn read_all_tags(
     let origins: Vec<SharedOrigin> = origins.to_vec();
     let total = work.len();
     let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let threads = origins.iter().map(|o| o.scan_parallelism()).max().unwrap_or(1).max(1);
     let slots: Vec<std::sync::Mutex<Option<TrackTags>>> = (0..total).map(|_| std::sync::Mutex::new(None)).collect();
     // Tag parsing is blocking file I/O and CPU: it runs on scoped threads, off the async runtime's workers.
     tokio::task::block_in_place(|| {
@@ -301,7 +301,7 @@ async fn read_all_tags(
                             break;
                         }
                         let (idx, entry, _) = &work[i];
-                        let tags = match origins[*idx].open_blocking(&entry.rel_path) {
+                        let tags = match origins[*idx].open_sized(&entry.rel_path, entry.size) {
                             Ok(reader) => tags::read_tags(reader),
                             Err(e) => {
                                 tracing::debug!(path = %entry.rel_path.display(), error = %e, "cannot open for tags");
@@ -330,6 +330,7 @@ async fn read_all_tags(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use musicfs_origins::Origin;
     use musicfs_origins::memory::MemoryOrigin;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,5 +360,78 @@ mod tests {
 
         let (again, _) = sync(&db, &origins, SyncOptions::default()).await.unwrap();
         assert_eq!((again.added, again.changed, again.removed), (0, 0, 0));
+    }
+
+    /// An origin whose tag reads each take a round trip, and that counts how many run at once.
+    struct RemoteLike {
+        inner: MemoryOrigin,
+        in_flight: AtomicUsize,
+        most_at_once: AtomicUsize,
+        asked_for_size: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Origin for RemoteLike {
+        fn id(&self) -> &str {
+            self.inner.id()
+        }
+        async fn list(&self) -> Result<Vec<OriginEntry>, musicfs_origins::OriginError> {
+            self.inner.list().await
+        }
+        async fn stat(&self, rel: &std::path::Path) -> Result<OriginEntry, musicfs_origins::OriginError> {
+            self.inner.stat(rel).await
+        }
+        async fn read_range(
+            &self,
+            rel: &std::path::Path,
+            offset: u64,
+            len: usize,
+        ) -> Result<bytes::Bytes, musicfs_origins::OriginError> {
+            self.inner.read_range(rel, offset, len).await
+        }
+        fn open_blocking(
+            &self,
+            rel: &std::path::Path,
+        ) -> Result<Box<dyn musicfs_origins::ReadSeek>, musicfs_origins::OriginError> {
+            self.asked_for_size.fetch_add(1, Ordering::SeqCst);
+            self.inner.open_blocking(rel)
+        }
+        fn open_sized(
+            &self,
+            rel: &std::path::Path,
+            _size: u64,
+        ) -> Result<Box<dyn musicfs_origins::ReadSeek>, musicfs_origins::OriginError> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_at_once.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(30));
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.inner.open_blocking(rel)
+        }
+        fn scan_parallelism(&self) -> usize {
+            8
+        }
+        async fn health_check(&self) -> Result<(), musicfs_origins::OriginError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_reads_tags_as_many_at_once_as_the_origin_asks_without_asking_sizes_it_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("meta.db")).unwrap());
+        let remote = Arc::new(RemoteLike {
+            inner: MemoryOrigin::new(),
+            in_flight: AtomicUsize::new(0),
+            most_at_once: AtomicUsize::new(0),
+            asked_for_size: AtomicUsize::new(0),
+        });
+        for i in 0..32 {
+            remote.inner.insert(format!("t{i:02}.flac"), vec![i as u8; 100], 1);
+        }
+        let origins: Vec<SharedOrigin> = vec![remote.clone()];
+        let (report, _) = sync(&db, &origins, SyncOptions::default()).await.unwrap();
+        assert_eq!(report.added, 32);
+        assert_eq!(remote.most_at_once.load(Ordering::SeqCst), 8, "tag reads in flight at once");
+        assert_eq!(remote.asked_for_size.load(Ordering::SeqCst), 0, "sizes come from the listing");
     }
 }

@@ -105,6 +105,19 @@ pub trait Origin: Send + Sync + 'static {
     /// A blocking seekable reader, for tag parsing on a blocking thread.
     fn open_blocking(&self, rel: &Path) -> Result<Box<dyn ReadSeek>, OriginError>;
 
+    /// Like [`Origin::open_blocking`] for a file whose size the caller knows from a listing: a remote origin
+    /// skips the request that would ask for it. A file that changed since reads short, as one that changes
+    /// while open does.
+    fn open_sized(&self, rel: &Path, _size: u64) -> Result<Box<dyn ReadSeek>, OriginError> {
+        self.open_blocking(rel)
+    }
+
+    /// How many files a scan reads tags from at once. A remote origin answers each request after a round
+    /// trip, so several in flight hide it; a local disk gains little beyond the CPU count.
+    fn scan_parallelism(&self) -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8)
+    }
+
     /// A cheap check that the origin answers.
     async fn health_check(&self) -> Result<(), OriginError>;
 }

@@ -40,6 +40,8 @@ pub const POOL_IDLE: Duration = Duration::from_secs(5);
 /// Retries of one request after a transient failure (connection dropped, 5xx); all within the request timeout.
 pub const MAX_RETRIES: usize = 2;
 pub use crate::read_ahead::READ_AHEAD;
+/// Files a scan reads tags from at once: each costs a round trip or two, which many in flight hide.
+pub const SCAN_REQUESTS: usize = 16;
 
 /// Where the bucket is and how to reach it.
 #[derive(Clone)]
@@ -190,6 +192,18 @@ impl S3Origin {
         let result = rx.recv_timeout(self.timeout + Duration::from_secs(1));
         task.abort();
         result.unwrap_or(Err(OriginError::Timeout(self.timeout)))
+    }
+
+    /// A handle sharing this origin's client, for readers that outlive the borrow.
+    fn shared(&self) -> Arc<S3Origin> {
+        Arc::new(S3Origin {
+            id: self.id.clone(),
+            store: self.store.clone(),
+            prefix: self.prefix.clone(),
+            endpoint: self.endpoint.clone(),
+            timeout: self.timeout,
+            runtime: self.runtime.clone(),
+        })
     }
 
     /// The object key for a relative path (None for a path that is unsafe or not UTF-8).
@@ -377,22 +391,22 @@ impl Origin for S3Origin {
     }
 
     fn open_blocking(&self, rel: &Path) -> Result<Box<dyn ReadSeek>, OriginError> {
-        let origin = Arc::new(S3Origin {
-            id: self.id.clone(),
-            store: self.store.clone(),
-            prefix: self.prefix.clone(),
-            endpoint: self.endpoint.clone(),
-            timeout: self.timeout,
-            runtime: self.runtime.clone(),
-        });
-        let rel = rel.to_owned();
-        let o = origin.clone();
-        let r = rel.clone();
-        let size = origin.wait(async move { o.head(&r).await })?.size;
+        let origin = self.shared();
+        let r = rel.to_owned();
+        let size = self.wait(async move { origin.head(&r).await })?.size;
+        self.open_sized(rel, size)
+    }
+
+    fn open_sized(&self, rel: &Path, size: u64) -> Result<Box<dyn ReadSeek>, OriginError> {
+        let (origin, rel) = (self.shared(), rel.to_owned());
         Ok(Box::new(ReadAhead::new(size, move |pos, want| {
             let (o, r) = (origin.clone(), rel.clone());
             origin.wait(async move { o.get_range(&r, pos, want).await })
         })))
+    }
+
+    fn scan_parallelism(&self) -> usize {
+        SCAN_REQUESTS
     }
 
     async fn health_check(&self) -> Result<(), OriginError> {

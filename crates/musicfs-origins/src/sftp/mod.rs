@@ -202,10 +202,19 @@ impl Origin for SftpOrigin {
 
     fn open_blocking(&self, rel: &Path) -> Result<Box<dyn ReadSeek>, OriginError> {
         let size = self.pool.stat_file(rel, Instant::now() + self.timeout)?.size;
+        self.open_sized(rel, size)
+    }
+
+    fn open_sized(&self, rel: &Path, size: u64) -> Result<Box<dyn ReadSeek>, OriginError> {
         let (pool, rel, timeout) = (self.pool.clone(), rel.to_owned(), self.timeout);
         Ok(Box::new(ReadAhead::new(size, move |pos, want| {
             pool.read_range(&rel, pos, want, std::time::Instant::now() + timeout)
         })))
+    }
+
+    /// One tag read per pooled session: more would only wait for a session.
+    fn scan_parallelism(&self) -> usize {
+        self.pool.max_sessions()
     }
 
     async fn health_check(&self) -> Result<(), OriginError> {

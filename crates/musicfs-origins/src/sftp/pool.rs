@@ -98,6 +98,11 @@ impl Pool {
         self.settings.timeout
     }
 
+    /// The most sessions open at once.
+    pub(super) fn max_sessions(&self) -> usize {
+        self.settings.pool.max_sessions
+    }
+
     /// Runs `op` on a pooled session; a dropped session is replaced and `op` retried once, within `deadline`.
     fn run<T>(
         &self,
