@@ -34,7 +34,9 @@ fn backup_of(library: &Library, stale: usize) -> tempfile::TempDir {
 fn an_s3_origin_cut_mid_read_is_served_from_its_backup_and_revalidated_when_it_returns() {
     // Track 5 is a WAV (the largest format here), read mid-cut; track 2's backup copy is stale.
     let (mid_read, plain, stale) = (5, 0, 2);
-    let library = Library::generate_long(6, 30.0);
+    // Long enough that the read is still running at the cut with every read the ingest keeps in flight (each
+    // on its own connection, each slowed to 600 KB/s).
+    let library = Library::generate_long(6, 120.0);
     let backup = backup_of(&library, stale);
     let server = library.bucket(&[("a", 0..6)]);
     let net = Network::start();

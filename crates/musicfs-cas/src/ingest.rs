@@ -1,5 +1,5 @@
-//! Ingest: the first read of a track streams it from the origin in sequential blocks that grow while the
-//! origin keeps up ([`next_block`]), cuts it into
+//! Ingest: the first read of a track streams it from the origin in blocks that grow while the origin keeps up
+//! ([`next_block`]), as many in flight as the origin asks for ([`InFlight`]), cuts it into
 //! chunks, hands each chunk to readers at once (memory) and to the store (through the [`WriteQueue`]), and
 //! finally saves the manifest. One ingest per track at a time ([`Ingests`]); readers follow its progress
 //! through a watch channel.
@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// The first origin read of an ingest. Later reads grow while the origin keeps up, up to [`MAX_BLOCK`]: a
 /// reader waits only for a small first block, and a slow origin is never asked for more than it can send
@@ -33,6 +34,8 @@ use tokio::sync::watch;
 const FIRST_BLOCK: usize = 256 << 10;
 /// The largest origin read of an ingest.
 const MAX_BLOCK: usize = 8 << 20;
+/// The most origin reads one ingest keeps in flight, whatever its origin asks.
+const MAX_READS_IN_FLIGHT: usize = 8;
 /// Chunks an ingest holds for the store while the write queue is full (a cache disk slower than the origin),
 /// in bytes; they are queued once the track has been read. Past this, chunks are left uncached (fetched by
 /// range if ever read again).
@@ -168,15 +171,24 @@ impl Ingests {
         let mut from_backup = false;
         let mut want = FIRST_BLOCK;
         let mut deferred = Deferred::default();
-        let mut next = self.timed_read(file, read_pos, want).await;
+        let mut reads = InFlight::new(file.origin.reads_in_flight().clamp(1, MAX_READS_IN_FLIGHT));
+        reads.fill(self, file, size, want);
         loop {
-            let (block, source, took) = next?;
+            // An empty file asks for nothing.
+            let Some((asked, read)) = reads.next() else { break };
+            let (block, source, took) = read.await??;
             from_backup |= source == Source::Backup;
             read_pos += block.len() as u64;
-            let eof = block.len() < want || read_pos >= size;
+            let eof = block.len() < asked || read_pos >= size;
             // The backup's speed says nothing of the origin's.
             if source == Source::Origin {
                 want = next_block(want, block.len(), took, self.origin.bound(file));
+            }
+            // The next reads go out before this block is cut: the origin and the CPU work at once. After a
+            // short block (the end, or a file that shrank) the reads behind it are moot.
+            match eof {
+                true => reads.abort(),
+                false => reads.fill(self, file, size, want),
             }
             pending.extend_from_slice(&block);
             drop(block);
@@ -186,15 +198,7 @@ impl Ingests {
                 p.covered = covered;
                 p.uncut = uncut.clone();
             });
-            // This block is cut and hashed while the next one is read: the origin and the CPU work at once.
-            let reading = async {
-                match eof {
-                    true => None,
-                    false => Some(self.timed_read(file, read_pos, want).await),
-                }
-            };
-            let (cut, following) = tokio::join!(self.cut(uncut, eof), reading);
-            let Cut { buf, chunks: cut, pressure } = cut?;
+            let Cut { buf, chunks: cut, pressure } = self.cut(uncut, eof).await?;
             // Readers get the chunks first; only then does the ingest wait for room in the write queue.
             let mut at = 0;
             let first_new = chunks.len();
@@ -213,9 +217,8 @@ impl Ingests {
             });
             let served = tx.borrow().served.load(Ordering::Relaxed);
             self.cache_ahead(&buf, &chunks[first_new..], pressure, served, &mut deferred);
-            match following {
-                Some(read) => next = read,
-                None => break,
+            if eof {
+                break;
             }
         }
         if covered != size {
@@ -232,18 +235,6 @@ impl Ingests {
         }
         self.writes.barrier().await;
         Ok(Manifest { fingerprint: file.fingerprint, chunks, from_backup })
-    }
-
-    /// One origin read of an ingest, and how long it took.
-    async fn timed_read(
-        &self,
-        file: &FileRef,
-        offset: u64,
-        len: usize,
-    ) -> Result<(Bytes, Source, Duration), ReadError> {
-        let asked = tokio::time::Instant::now();
-        let (block, source) = self.origin.read(file, offset, len).await?;
-        Ok((block, source, asked.elapsed()))
     }
 
     /// Cuts `buf` into chunks and hashes them, on a blocking thread; reads how full the cache disk is too.
@@ -303,6 +294,60 @@ impl Ingests {
             }
         }
         ahead
+    }
+}
+
+/// One origin read of an ingest: the block, which origin answered, and how long it took.
+type BlockRead = JoinHandle<Result<(Bytes, Source, Duration), ReadError>>;
+
+/// The origin reads of an ingest in flight, oldest first, each a task of its own so that it proceeds while the
+/// ingest cuts: up to the origin's [`reads_in_flight`](musicfs_origins::Origin::reads_in_flight), in order
+/// from where the last one ended. Reads still running when the ingest ends (a failure, a short block) are
+/// aborted.
+struct InFlight {
+    depth: usize,
+    /// Where the next read starts.
+    asked_to: u64,
+    reads: VecDeque<(usize, BlockRead)>,
+}
+
+impl InFlight {
+    fn new(depth: usize) -> InFlight {
+        InFlight { depth, asked_to: 0, reads: VecDeque::new() }
+    }
+
+    /// Starts reads of `want` bytes (less at the end of the file) until `depth` are in flight.
+    fn fill(&mut self, ingests: &Ingests, file: &FileRef, size: u64, want: usize) {
+        while self.reads.len() < self.depth && self.asked_to < size {
+            let len = (want as u64).min(size - self.asked_to) as usize;
+            let (origin, file, offset) = (ingests.origin.clone(), file.clone(), self.asked_to);
+            self.reads.push_back((
+                len,
+                tokio::spawn(async move {
+                    let asked = tokio::time::Instant::now();
+                    let (block, source) = origin.read(&file, offset, len).await?;
+                    Ok((block, source, asked.elapsed()))
+                }),
+            ));
+            self.asked_to += len as u64;
+        }
+    }
+
+    /// The oldest read and how many bytes it asked for.
+    fn next(&mut self) -> Option<(usize, BlockRead)> {
+        self.reads.pop_front()
+    }
+
+    fn abort(&mut self) {
+        for (_, read) in self.reads.drain(..) {
+            read.abort();
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.abort();
     }
 }
 

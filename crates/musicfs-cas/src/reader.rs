@@ -3,7 +3,7 @@
 //! A track with a manifest ([`ManifestCache`]) is served chunk by chunk: memory → chunk store
 //! (hash-verified) → origin range ([`OriginReads`]; verified against the manifest hash, then queued for the
 //! store on the [`WriteQueue`]). A track without one is ingested on first read ([`Ingests`]); reads near the
-//! ingest front wait for it, reads far ahead go straight to the origin.
+//! ingest front wait for it, reads further ahead go straight to the origin ([`NEAR_FRONT`]).
 //!
 //! Imports run one way: the reader uses ingests, origin reads, the write queue and the manifests; none of
 //! them knows the reader.
@@ -28,8 +28,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-/// Reads far beyond the ingest front go straight to the origin instead of waiting.
-const AHEAD_WINDOW: u64 = 32 << 20;
+/// Reads that start within this distance of what the ingest has fetched wait for it: they are a sequential
+/// reader (and the kernel's read-ahead) at its front. Reads further on, a seek or a random read, fetch their
+/// own range from the origin at once rather than queue behind the stream; the ingest still caches those
+/// bytes when it reaches them.
+const NEAR_FRONT: u64 = 2 << 20;
 /// How far ahead of a sequential reader of a cached track its chunks are loaded (read and verified) into
 /// memory, so the next request finds them there: the disk read and the hash check of the next chunk overlap
 /// the reader's use of this one. At most a quarter of the memory cache, so loaded chunks stay until used.
@@ -173,7 +176,7 @@ impl Reader {
             if fetched >= end {
                 return self.read_uncut(file, &now, offset, end).await;
             }
-            if now.finished || offset >= fetched + AHEAD_WINDOW || progress.changed().await.is_err() {
+            if now.finished || offset >= fetched + NEAR_FRONT || progress.changed().await.is_err() {
                 return self.passthrough(file, offset, end).await;
             }
         }

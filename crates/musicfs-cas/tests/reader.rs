@@ -135,6 +135,43 @@ async fn a_read_far_ahead_of_the_ingest_goes_straight_to_the_origin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_keeps_as_many_reads_in_flight_as_its_origin_asks_and_the_bytes_stay_in_order() {
+    let fx = Fixture::with_params(12 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    fx.origin.set_latency(Duration::from_millis(20));
+    fx.origin.set_reads_in_flight(4);
+    let reader = fx.reader();
+    assert_eq!(read_all(&reader, &fx.file(), 1 << 20).await, fx.data);
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(fx.origin.max_in_flight(), 4, "reads in flight at most");
+    // The manifest made from blocks that arrived four at a time covers the track in order.
+    let chunks = fx.manifests.load(1).unwrap().unwrap().chunks;
+    let cached = fx.reader();
+    let reads = fx.origin.reads();
+    assert_eq!(read_all(&cached, &fx.file(), 1 << 20).await, fx.data);
+    assert_eq!(fx.origin.reads(), reads, "served from the {} chunks cached", chunks.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_a_few_mib_ahead_of_the_ingest_fetches_its_own_range_at_once() {
+    // A remote-like origin: the ingest has fetched little when the second read comes.
+    let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    fx.origin.set_latency(Duration::from_millis(200));
+    let reader = fx.reader();
+    let first = tokio::spawn({
+        let (reader, file) = (reader.clone(), fx.file());
+        async move { reader.read(&file, 0, 4096).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let offset = 6 << 20;
+    let got = reader.read(&fx.file(), offset, 4096).await.unwrap();
+    assert_eq!(&got[..], &fx.data[offset as usize..offset as usize + 4096]);
+    assert_eq!(reader.stats.passthrough_reads.load(Ordering::Relaxed), 1, "fetched at once, not after the ingest");
+    assert_eq!(&first.await.unwrap().unwrap()[..], &fx.data[..4096]);
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(read_all(&reader, &fx.file(), 1 << 20).await, fx.data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequential_reader_of_a_cached_track_finds_the_next_chunks_loaded_and_a_random_one_does_not() {
     let fx = Fixture::new(1 << 20);
     let reader = fx.reader();

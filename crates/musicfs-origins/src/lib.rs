@@ -118,6 +118,13 @@ pub trait Origin: Send + Sync + 'static {
         std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8)
     }
 
+    /// How many ranged reads of one file an ingest keeps in flight. A remote origin pays a round trip (and a
+    /// server's own per-request cost) for each; several in flight hide it, as s3fs and rclone do. A local disk
+    /// answers from the page cache at memory speed: one at a time, overlapped with the chunker, is enough.
+    fn reads_in_flight(&self) -> usize {
+        1
+    }
+
     /// A cheap check that the origin answers.
     async fn health_check(&self) -> Result<(), OriginError>;
 }

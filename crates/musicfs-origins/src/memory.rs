@@ -1,5 +1,7 @@
 //! `MemoryOrigin`: an in-memory origin, the test double beside the [`Origin`](crate::Origin) trait.
-//! It counts reads so tests can prove what was fetched.
+//! It counts reads so tests can prove what was fetched, and can act like a remote origin: each read takes a
+//! round trip ([`MemoryOrigin::set_latency`]) and an ingest may keep several in flight
+//! ([`MemoryOrigin::set_reads_in_flight`]); it records how many were in flight at most.
 
 use crate::{Origin, OriginEntry, OriginError, ReadSeek};
 use async_trait::async_trait;
@@ -7,7 +9,8 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 #[derive(Default)]
 pub struct MemoryOrigin {
@@ -16,6 +19,12 @@ pub struct MemoryOrigin {
     files: Mutex<BTreeMap<PathBuf, (Bytes, i64)>>,
     reads: AtomicU64,
     bytes_read: AtomicU64,
+    /// What [`Origin::reads_in_flight`] answers; 0 means the trait's default.
+    in_flight_wanted: AtomicUsize,
+    /// How long each read takes, in microseconds.
+    latency_us: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl MemoryOrigin {
@@ -43,6 +52,21 @@ impl MemoryOrigin {
     /// Number of `read_range` calls so far.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::SeqCst)
+    }
+
+    /// Every read takes this long, like a round trip to a server.
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency_us.store(latency.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Asks ingests to keep `n` reads of a file in flight, as a remote origin does.
+    pub fn set_reads_in_flight(&self, n: usize) {
+        self.in_flight_wanted.store(n, Ordering::SeqCst);
+    }
+
+    /// The most `read_range` calls that were running at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Bytes returned by `read_range` so far.
@@ -81,7 +105,21 @@ impl Origin for MemoryOrigin {
         Ok(OriginEntry { rel_path: rel.to_owned(), size: data.len() as u64, mtime_ns, version: crate::stamp(&[&data]) })
     }
 
+    fn reads_in_flight(&self) -> usize {
+        match self.in_flight_wanted.load(Ordering::SeqCst) {
+            0 => 1,
+            n => n,
+        }
+    }
+
     async fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let latency = self.latency_us.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_micros(latency)).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let (data, _) = self.get(rel)?;
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(len).min(data.len());

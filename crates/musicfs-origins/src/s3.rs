@@ -42,6 +42,9 @@ pub const MAX_RETRIES: usize = 2;
 pub use crate::read_ahead::READ_AHEAD;
 /// Files a scan reads tags from at once: each costs a round trip or two, which many in flight hide.
 pub const SCAN_REQUESTS: usize = 16;
+/// Ranged GETs of one object an ingest keeps in flight: each request waits a round trip and the server's own
+/// per-request work, so four at once keep a stream going (s3fs keeps five).
+pub const READS_IN_FLIGHT: usize = 4;
 
 /// Where the bucket is and how to reach it.
 #[derive(Clone)]
@@ -407,6 +410,10 @@ impl Origin for S3Origin {
 
     fn scan_parallelism(&self) -> usize {
         SCAN_REQUESTS
+    }
+
+    fn reads_in_flight(&self) -> usize {
+        READS_IN_FLIGHT
     }
 
     async fn health_check(&self) -> Result<(), OriginError> {

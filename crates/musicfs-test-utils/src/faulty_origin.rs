@@ -163,6 +163,10 @@ impl Origin for FaultyOrigin {
         self.inner.stat(rel).await
     }
 
+    fn reads_in_flight(&self) -> usize {
+        self.inner.reads_in_flight()
+    }
+
     async fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError> {
         let gate = self.gate(true).await?;
         let data = self.inner.read_range(rel, offset, len).await?;

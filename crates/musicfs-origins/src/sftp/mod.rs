@@ -217,6 +217,11 @@ impl Origin for SftpOrigin {
         self.pool.max_sessions()
     }
 
+    /// Half the pool: each read holds a session, and other tracks (and readers far from the ingest) need some.
+    fn reads_in_flight(&self) -> usize {
+        (self.pool.max_sessions() / 2).max(1)
+    }
+
     async fn health_check(&self) -> Result<(), OriginError> {
         self.blocking(|pool, deadline| pool.check_root(deadline)).await
     }
