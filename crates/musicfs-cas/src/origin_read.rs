@@ -1,6 +1,7 @@
 //! The origin side of a read: [`OriginReads`] reads a byte range of a track from its origin within a bound,
 //! fails fast while the origin's breaker is open after a timeout (3.8, 5.1), falls back to the track's backup
-//! origin (4.2.6) and remembers the tracks the backup served, and logs failures as a summary (4.2.3).
+//! origin (4.2.6) or asks it too when the origin is late (a hedge, N2), remembers the tracks the backup
+//! served, and logs failures as a summary (4.2.3).
 //!
 //! Everything above it (the reader, ingests) sees one call, [`OriginReads::read`], and never an origin
 //! directly.
@@ -46,8 +47,25 @@ pub struct OriginReads {
     /// Tracks served (some bytes) from a backup origin, by the id of their own origin, until that origin
     /// returns and they are re-validated (4.2.6).
     backup_served: Mutex<HashMap<i64, String>>,
+    /// Each origin's recent pace, seconds per byte, for the hedge ([`OriginReads::hedge_delay`]).
+    paces: Mutex<HashMap<String, f64>>,
+    /// Origins their backup beat (N2).
+    slow: Mutex<HashMap<String, Slow>>,
     stats: Arc<ReaderStats>,
 }
+
+/// An origin whose backup answered first: its reads go to the backup, one at a time to it as well.
+struct Slow {
+    /// A read of the origin is out; the next waits for its answer before probing again.
+    probing: bool,
+}
+
+/// The least a read waits for a track's own origin before its backup is asked too.
+pub const HEDGE_FLOOR: Duration = Duration::from_millis(300);
+/// The most: failover inside two seconds at any read timeout (N2).
+pub const HEDGE_CEILING: Duration = Duration::from_millis(1500);
+/// Reads smaller than this mostly measure the round trip, not the pace.
+const PACE_SAMPLE_MIN: usize = 64 << 10;
 
 impl OriginReads {
     pub fn new(timeout: Duration, stats: Arc<ReaderStats>) -> OriginReads {
@@ -56,6 +74,8 @@ impl OriginReads {
             breakers: Mutex::new(HashMap::new()),
             failures: FailureLog::default(),
             backup_served: Mutex::new(HashMap::new()),
+            paces: Mutex::new(HashMap::new()),
+            slow: Mutex::new(HashMap::new()),
             stats,
         }
     }
@@ -64,41 +84,208 @@ impl OriginReads {
         self.timeout
     }
 
-    /// How long one read of the track's own origin may take: the timeout, or half of it when a backup must
-    /// still have time to answer (4.2.6).
+    /// How long one read of the track's own origin should take, for sizing ingest blocks: the timeout, or half
+    /// of it when a backup must still have time to answer (4.2.6).
     pub fn bound(&self, file: &FileRef) -> Duration {
         if file.backup.is_some() { self.timeout / 2 } else { self.timeout }
     }
 
-    /// `len` bytes of the track at `offset` from its origin or, when that fails for any reason but a missing
-    /// file, from its backup (4.2.6); says which answered. With a backup, the origin gets half the time, so
-    /// the backup still has the rest: a hung origin then costs each read half a timeout until its breaker
-    /// opens, after which reads go to the backup at once.
-    pub async fn read(&self, file: &FileRef, offset: u64, len: usize) -> Result<(Bytes, Source), ReadError> {
-        let bound = self.bound(file);
-        let result = self.bounded_read(&file.origin, &file.rel_path, offset, len, bound).await;
-        let failure = match result {
-            Ok(data) => {
-                self.failures.answered(file.origin.id());
-                return Ok((data, Source::Origin));
-            }
-            // A file gone from its origin is the sync's business, not an origin outage.
-            Err(e @ ReadError::Origin(OriginError::NotFound(_))) => return Err(e),
-            Err(e) => e,
+    /// `len` bytes of the track at `offset` from its origin, or from its backup (4.2.6); says which answered.
+    ///
+    /// Without a backup the origin has the whole bound. With one, the read is hedged (N2): when the origin
+    /// has not answered within [`OriginReads::hedge_delay`] (from its own recent pace, within
+    /// [`HEDGE_FLOOR`]..[`HEDGE_CEILING`]), the backup is asked as well and the first good answer wins; an
+    /// origin that fails outright (refused, breaker open) hands over at once. An origin the backup beat is
+    /// marked slow: its later reads go to the backup alone, with one read at a time still sent to the origin
+    /// as a probe, until one answers ([`Slow`]). A file missing from its origin is the sync's business, not
+    /// an outage: that error is returned as is.
+    pub async fn read(self: &Arc<Self>, file: &FileRef, offset: u64, len: usize) -> Result<(Bytes, Source), ReadError> {
+        let Some(backup) = &file.backup else {
+            let data = self.primary(file, offset, len).await?;
+            return Ok((data, Source::Origin));
         };
-        self.failures.failed(file.origin.id(), &failure);
-        let Some(backup) = &file.backup else { return Err(failure) };
-        let data = self.bounded_read(backup, &file.rel_path, offset, len, bound).await.inspect_err(|e| {
+        let id = file.origin.id();
+        let started = Instant::now();
+        if !self.take_probe(id) {
+            return self.backup_alone(file, backup, offset, len, self.timeout, "slow").await;
+        }
+        let hedge = if self.is_slow(id) { Duration::ZERO } else { self.hedge_delay(id, len) };
+        // A task of its own: when the backup wins, the origin's read goes on as the probe that tells whether
+        // it answers again.
+        let mut primary = tokio::spawn({
+            let (this, file) = (self.clone(), file.clone());
+            async move {
+                let result = this.primary(&file, offset, len).await;
+                this.probe_done(file.origin.id(), result.is_ok());
+                result
+            }
+        });
+        let first = tokio::select! {
+            done = &mut primary => Some(done),
+            _ = tokio::time::sleep(hedge) => None,
+        };
+        let failure = match first {
+            Some(done) => match done? {
+                Ok(data) => return Ok((data, Source::Origin)),
+                Err(e @ ReadError::Origin(OriginError::NotFound(_))) => return Err(e),
+                Err(e) => e,
+            },
+            None => {
+                // The origin is late: ask the backup too, within what is left of the bound.
+                let left = self.timeout.saturating_sub(started.elapsed());
+                let backup_read = self.bounded_read(backup, &file.rel_path, offset, len, left);
+                tokio::pin!(backup_read);
+                tokio::select! {
+                    done = &mut primary => match done? {
+                        Ok(data) => return Ok((data, Source::Origin)),
+                        Err(e @ ReadError::Origin(OriginError::NotFound(_))) => return Err(e),
+                        Err(e) => {
+                            let data = backup_read.await?;
+                            return Ok((self.served_by_backup(file, backup, data, &e), Source::Backup));
+                        }
+                    },
+                    done = &mut backup_read => match done {
+                        Ok(data) => {
+                            self.mark_slow(id, started.elapsed());
+                            let late = OriginError::Timeout(started.elapsed());
+                            return Ok((self.served_by_backup(file, backup, data, &late.into()), Source::Backup));
+                        }
+                        // The backup failed: the origin keeps what is left of its bound.
+                        Err(backup_error) => {
+                            tracing::debug!(track = file.track_id, backup = backup.id(), error = %backup_error,
+                                "4.2.6 backup origin failed while the origin was late");
+                            let left = self.timeout.saturating_sub(started.elapsed());
+                            return match tokio::time::timeout(left, primary).await {
+                                Ok(done) => Ok((done??, Source::Origin)),
+                                Err(_) => Err(OriginError::Timeout(self.timeout).into()),
+                            };
+                        }
+                    },
+                }
+            }
+        };
+        let left = self.timeout.saturating_sub(started.elapsed());
+        let data = self.bounded_read(backup, &file.rel_path, offset, len, left).await.inspect_err(|e| {
             tracing::debug!(track = file.track_id, backup = backup.id(), error = %e, "4.2.6 backup origin failed too");
         })?;
+        Ok((self.served_by_backup(file, backup, data, &failure), Source::Backup))
+    }
+
+    /// A read of the track's own origin within the whole bound, summarised in the failure log (4.2.3), its
+    /// pace remembered for the hedge.
+    async fn primary(&self, file: &FileRef, offset: u64, len: usize) -> Result<Bytes, ReadError> {
+        let id = file.origin.id();
+        let started = Instant::now();
+        match self.bounded_read(&file.origin, &file.rel_path, offset, len, self.timeout).await {
+            Ok(data) => {
+                self.failures.answered(id);
+                self.learn_pace(id, data.len(), started.elapsed());
+                Ok(data)
+            }
+            Err(e @ ReadError::Origin(OriginError::NotFound(_))) => Err(e),
+            Err(e) => {
+                self.failures.failed(id, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// A read from the backup alone, while the track's origin is marked slow.
+    async fn backup_alone(
+        &self,
+        file: &FileRef,
+        backup: &SharedOrigin,
+        offset: u64,
+        len: usize,
+        bound: Duration,
+        why: &str,
+    ) -> Result<(Bytes, Source), ReadError> {
+        let data = self.bounded_read(backup, &file.rel_path, offset, len, bound).await?;
+        let reason = OriginError::Unavailable(format!("origin `{}` is {why}", file.origin.id()));
+        Ok((self.served_by_backup(file, backup, data, &reason.into()), Source::Backup))
+    }
+
+    /// Counts a read the backup served and flags its track for re-validation (4.2.6).
+    fn served_by_backup(&self, file: &FileRef, backup: &SharedOrigin, data: Bytes, origin_error: &ReadError) -> Bytes {
         self.stats.backup_reads.fetch_add(1, Ordering::Relaxed);
         let first = lock_or_recover(&self.backup_served).insert(file.track_id, file.origin.id().to_owned()).is_none();
         if first {
             tracing::warn!(track = file.track_id, path = %file.rel_path.display(), origin = file.origin.id(),
-                backup = backup.id(), origin_error = %failure,
+                backup = backup.id(), origin_error = %origin_error,
                 "4.2.6 served from the backup origin; flagged for re-validation when the origin returns");
         }
-        Ok((data, Source::Backup))
+        data
+    }
+
+    /// How long a read of `len` bytes waits for the origin before the backup is asked too: three times what
+    /// the origin's recent pace says it takes, within [`HEDGE_FLOOR`]..[`HEDGE_CEILING`] (and never more than
+    /// half the bound); the ceiling while nothing is known of it.
+    pub fn hedge_delay(&self, origin: &str, len: usize) -> Duration {
+        let ceiling = HEDGE_CEILING.min(self.timeout / 2);
+        match lock_or_recover(&self.paces).get(origin) {
+            Some(secs_per_byte) => {
+                Duration::from_secs_f64(3.0 * secs_per_byte * len as f64).clamp(HEDGE_FLOOR.min(ceiling), ceiling)
+            }
+            None => ceiling,
+        }
+    }
+
+    /// Remembers how fast the origin answered a read large enough to say (a moving average).
+    fn learn_pace(&self, origin: &str, len: usize, took: Duration) {
+        if len < PACE_SAMPLE_MIN {
+            return;
+        }
+        let sample = took.as_secs_f64() / len as f64;
+        let mut paces = lock_or_recover(&self.paces);
+        let pace = paces.entry(origin.to_owned()).or_insert(sample);
+        *pace = 0.8 * *pace + 0.2 * sample;
+    }
+
+    /// The origins marked slow now (N2), by id.
+    pub fn slow_origins(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock_or_recover(&self.slow).keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    fn is_slow(&self, origin: &str) -> bool {
+        lock_or_recover(&self.slow).contains_key(origin)
+    }
+
+    /// Whether this read may ask the origin: always, unless it is marked slow and a probe is already out.
+    fn take_probe(&self, origin: &str) -> bool {
+        match lock_or_recover(&self.slow).get_mut(origin) {
+            None => true,
+            Some(slow) if slow.probing => false,
+            Some(slow) => {
+                slow.probing = true;
+                true
+            }
+        }
+    }
+
+    /// The backup answered before the origin, which was asked `late` ago and still runs (the probe).
+    fn mark_slow(&self, origin: &str, late: Duration) {
+        let mut slow = lock_or_recover(&self.slow);
+        if slow.insert(origin.to_owned(), Slow { probing: true }).is_none() {
+            tracing::warn!(
+                origin,
+                ?late,
+                "N2 origin slow: its backup answered first; reads go to the backup until the origin answers again"
+            );
+        }
+    }
+
+    /// An origin read ended: an answer clears the slow mark, a failure frees the next read to probe.
+    fn probe_done(&self, origin: &str, answered: bool) {
+        let mut slow = lock_or_recover(&self.slow);
+        if answered {
+            if slow.remove(origin).is_some() {
+                tracing::info!(origin, "N2 origin answers again; reads go to it first again");
+            }
+        } else if let Some(s) = slow.get_mut(origin) {
+            s.probing = false;
+        }
     }
 
     /// The track's fingerprint at its own origin now, within the bound: an ingest checks that the copy it cut
@@ -168,6 +355,7 @@ impl OriginReads {
     /// The health monitor saw `origin` answer again after it was down: its reads stop failing fast now, not
     /// at the end of the breaker's window, so a healed origin is read from as soon as it is ready (N2, N4).
     pub fn origin_is_back(&self, origin: &str) {
+        lock_or_recover(&self.slow).remove(origin);
         if lock_or_recover(&self.breakers).remove(origin).is_some() {
             tracing::info!(origin, "3.8 origin answers again; its reads no longer fail fast");
         }

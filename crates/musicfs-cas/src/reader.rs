@@ -309,6 +309,11 @@ impl Reader {
         self.origin.awaits_revalidation(origin)
     }
 
+    /// The origins whose backup answered first and that have not answered again since (N2).
+    pub fn slow_origins(&self) -> Vec<String> {
+        self.origin.slow_origins()
+    }
+
     /// How many tracks are waiting for re-validation after being served from a backup (4.2.6).
     pub fn backup_served_count(&self) -> usize {
         self.origin.backup_served_count()

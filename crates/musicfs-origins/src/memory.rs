@@ -64,6 +64,11 @@ impl MemoryOrigin {
         self.in_flight_wanted.store(n, Ordering::SeqCst);
     }
 
+    /// `read_range` calls running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
     /// The most `read_range` calls that were running at once.
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
