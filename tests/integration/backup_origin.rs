@@ -6,7 +6,7 @@
 
 use musicfs_test_utils::daemon::Scratch;
 use musicfs_test_utils::files::timed_read;
-use musicfs_test_utils::servers::toxiproxy::bandwidth;
+use musicfs_test_utils::servers::toxiproxy::{bandwidth, silence};
 use std::time::{Duration, Instant};
 
 use crate::mounted::{assert_served_without_remount, start, status, wait_for_cache_to_settle, wait_for_state};
@@ -112,5 +112,19 @@ fn an_s3_origin_cut_mid_read_is_served_from_its_backup_and_revalidated_when_it_r
     assert!(got.unwrap() == library.bytes(stale), "4.2.6: the stale backup copy is still served");
     assert_eq!(status(&scratch)["served_from_backup"], 0);
     assert_served_without_remount(&daemon, &scratch, pid);
+
+    // N2, frozen: S3 goes silent (the connection stays open, no byte comes). An uncached track is served
+    // from the backup once the hedge gives up on S3 (at most 1.5 s), not after half the read timeout (2.7 s
+    // here, 13.5 s at the defaults).
+    let frozen = 1;
+    rt.block_on(proxy.disable()).unwrap();
+    rt.block_on(proxy.add_toxic(&silence("frozen"))).unwrap();
+    rt.block_on(proxy.enable()).unwrap();
+    let (got, took) = timed_read(&library.mounted(&scratch, frozen));
+    assert!(got.expect("served from the backup while S3 is frozen") == library.bytes(frozen));
+    eprintln!("uncached track read with S3 frozen: {took:?}");
+    assert!(took < Duration::from_millis(2500), "N2: a frozen S3 stalled the reader for {took:?}");
+    assert!(daemon.log().contains("N2 origin slow"), "the frozen origin was not marked slow:\n{}", daemon.log());
+    rt.block_on(proxy.remove_toxic("frozen")).unwrap();
     daemon.stop_cleanly();
 }
