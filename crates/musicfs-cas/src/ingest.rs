@@ -31,7 +31,9 @@ use tokio::task::JoinHandle;
 /// reader waits only for a small first block, and a slow origin is never asked for more than it can send
 /// within its bound (an 8 MiB request to a 1 MB/s origin with a 4.5 s bound would time out every time, open
 /// the origin's breaker and fail the reads behind it).
-const FIRST_BLOCK: usize = 256 << 10;
+/// 128 KiB is the kernel's default read-ahead window, so the first read a player sends is answered by the
+/// first block alone.
+const FIRST_BLOCK: usize = 128 << 10;
 /// The largest origin read of an ingest.
 const MAX_BLOCK: usize = 8 << 20;
 /// The most origin reads one ingest keeps in flight, whatever its origin asks.
@@ -397,14 +399,14 @@ mod tests {
     #[test]
     fn blocks_grow_while_the_origin_keeps_up_and_stay_small_when_it_is_slow() {
         let bound = Duration::from_millis(4500);
-        // Local disk: 256 KiB in 1 ms. Doubling up to 8 MiB.
+        // Local disk: 128 KiB in 1 ms. Doubling up to 8 MiB.
         let mut block = FIRST_BLOCK;
         let mut sizes = Vec::new();
-        for _ in 0..7 {
+        for _ in 0..8 {
             block = next_block(block, block, Duration::from_millis(1), bound);
             sizes.push(block >> 10);
         }
-        assert_eq!(sizes, [512, 1024, 2048, 4096, 8192, 8192, 8192]);
+        assert_eq!(sizes, [256, 512, 1024, 2048, 4096, 8192, 8192, 8192]);
         // 1 MB/s: a quarter of 4.5 s holds about 1.1 MB, never 8 MiB.
         let slow = next_block(4 << 20, 4 << 20, Duration::from_secs(4), bound);
         assert!((FIRST_BLOCK..=(1200 << 10)).contains(&slow), "{slow}");

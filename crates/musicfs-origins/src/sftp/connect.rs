@@ -2,8 +2,9 @@
 //! key check, the public key login and the SFTP start, all within the connect timeout and the operation's
 //! deadline. Failures say which step failed (4.2.5).
 
+use super::host_keys::{cipher_preferences, hardware_aes, host_key_preferences};
 use super::pool::{Conn, Pool};
-use super::{HostKeyCheck, LIBSSH2_ERROR_TIMEOUT, host_keys::host_key_preferences, known_hosts, sha256_fingerprint};
+use super::{HostKeyCheck, LIBSSH2_ERROR_TIMEOUT, known_hosts, sha256_fingerprint};
 use crate::OriginError;
 use ssh2::{ErrorCode, MethodType, Session};
 use std::cell::Cell;
@@ -57,6 +58,15 @@ impl Pool {
                 }
             }
         }
+        let hardware_aes = hardware_aes();
+        for direction in [MethodType::CryptCs, MethodType::CryptSc] {
+            if let Ok(supported) = session.supported_algs(direction) {
+                let prefs = cipher_preferences(&supported, hardware_aes);
+                if let Err(e) = session.method_pref(direction, &prefs) {
+                    tracing::debug!(origin = %self.id, error = %e, prefs, "cannot set cipher preferences");
+                }
+            }
+        }
         let arm = |session: &Session| -> Result<(), OriginError> {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -73,6 +83,9 @@ impl Pool {
         session
             .handshake()
             .map_err(|e| fail(ssh_error(&format!("SSH handshake with {}:{} failed", s.host, s.port), e)))?;
+
+        tracing::debug!(origin = %self.id, cipher = session.methods(MethodType::CryptCs).unwrap_or("?"),
+            "SSH session negotiated");
 
         let (blob, _) =
             session.host_key().ok_or_else(|| fail(unavailable(format!("{}:{} sent no host key", s.host, s.port))))?;

@@ -31,6 +31,36 @@ pub(super) fn host_key_preferences(known_types: &[String], supported: &[&str]) -
     prefs.join(",")
 }
 
+/// Ciphers to offer, best first: with hardware AES (AES-NI), AES-GCM and then AES-CTR before everything
+/// else, since libssh2's chacha20-poly1305 is portable C that took 43 % of the daemon's time in a cold SFTP
+/// read; without it, the order libssh2 supports them in. Only ciphers in `supported` are named.
+pub(super) fn cipher_preferences(supported: &[&str], hardware_aes: bool) -> String {
+    const FAST_WITH_AES_NI: [&str; 4] =
+        ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr"];
+    let mut prefs: Vec<&str> = Vec::new();
+    if hardware_aes {
+        prefs.extend(FAST_WITH_AES_NI.iter().filter(|alg| supported.contains(alg)));
+    }
+    prefs.extend(supported.iter().filter(|alg| !prefs.contains(alg)).collect::<Vec<_>>());
+    prefs.join(",")
+}
+
+/// Whether this CPU encrypts AES in hardware.
+pub(super) fn hardware_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
 /// OpenSSH known_hosts files: which lines name a host, and whether they vouch for a key.
 pub mod known_hosts {
     use openssl::hash::MessageDigest;
@@ -176,6 +206,16 @@ mod tests {
 
     const KEY_B64: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
     const OTHER_B64: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIBvXx0tOk6zF4eX7UoQwYqTjGb3V7R6bVZ3r+0U1gq9z";
+
+    #[test]
+    fn hardware_aes_puts_aes_gcm_and_ctr_first_and_names_only_supported_ciphers() {
+        let supported = ["chacha20-poly1305@openssh.com", "aes256-ctr", "aes128-gcm@openssh.com", "aes128-ctr"];
+        assert_eq!(
+            cipher_preferences(&supported, true),
+            "aes128-gcm@openssh.com,aes128-ctr,aes256-ctr,chacha20-poly1305@openssh.com"
+        );
+        assert_eq!(cipher_preferences(&supported, false), supported.join(","));
+    }
 
     fn blob(b64: &str) -> Vec<u8> {
         openssl::base64::decode_block(b64).unwrap()
