@@ -7,7 +7,7 @@ use super::pool::{Conn, Pool};
 use super::{HostKeyCheck, LIBSSH2_ERROR_TIMEOUT, known_hosts, sha256_fingerprint};
 use crate::OriginError;
 use ssh2::{ErrorCode, MethodType, Session};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -153,7 +153,14 @@ impl Pool {
             .map_err(|e| fail(ssh_error(&format!("cannot start the SFTP subsystem on {}:{}", s.host, s.port), e)))?;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(origin = %self.id, target = %self.target, took = ?started.elapsed(), "SFTP session opened");
-        Ok(Conn { session, sftp, tcp, last_used: Instant::now(), broken: Cell::new(false) })
+        Ok(Conn {
+            open_file: RefCell::new(None),
+            session,
+            sftp,
+            tcp,
+            last_used: Instant::now(),
+            broken: Cell::new(false),
+        })
     }
 }
 

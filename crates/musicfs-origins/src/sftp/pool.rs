@@ -11,7 +11,7 @@ use crate::{OriginEntry, OriginError};
 use bytes::{Bytes, BytesMut};
 use musicfs_core::sync_util::lock_or_recover;
 use ssh2::{ErrorCode, FileStat, Session, Sftp};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,11 +21,17 @@ use std::time::{Duration, Instant};
 
 /// Bound on closing one session politely (an idle one, by the reaper).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a session keeps a file open for the next read of it. Short, so that a file replaced on the
+/// server is opened afresh soon (an open handle reads the old one), and a removed one does not keep its space.
+const FILE_KEPT: Duration = Duration::from_secs(5);
 /// A retry on a fresh session is only worth starting with at least this much time left.
 const MIN_RETRY_BUDGET: Duration = Duration::from_millis(50);
 
 /// One logged-in session with its SFTP channel.
 pub(super) struct Conn {
+    /// The file the last read on this session opened, kept open for the next read of the same file (an
+    /// ingest reads block after block; each open and close is a round trip), for [`FILE_KEPT`] at most.
+    pub(super) open_file: RefCell<Option<OpenFile>>,
     pub(super) session: Session,
     pub(super) sftp: Sftp,
     /// The session's socket, to cut it at once when the session is thrown away.
@@ -53,13 +59,21 @@ impl Conn {
 
     /// Closes the session politely, bounded by [`CLOSE_TIMEOUT`].
     fn close(self) {
-        let Conn { session, sftp, tcp, .. } = self;
+        let Conn { open_file, session, sftp, tcp, .. } = self;
         session.set_timeout(CLOSE_TIMEOUT.as_millis() as u32);
+        drop(open_file);
         drop(sftp);
         let _ = session.disconnect(None, "idle", None);
         drop(session);
         let _ = tcp.shutdown(Shutdown::Both);
     }
+}
+
+/// A remote file a session holds open, which path it is and since when.
+pub(super) struct OpenFile {
+    path: PathBuf,
+    opened: Instant,
+    file: ssh2::File,
 }
 
 #[derive(Default)]
@@ -293,7 +307,25 @@ impl Pool {
         }
         self.run(rel, deadline, |conn, deadline| {
             conn.arm(deadline)?;
-            let mut file = conn.sftp.open(&full).map_err(classify)?;
+            let kept = conn.open_file.borrow_mut().take();
+            let mut open = match kept {
+                Some(open) if open.path == full && open.opened.elapsed() < FILE_KEPT => open,
+                other => {
+                    if let Some(mut old) = other {
+                        // Closing the handle is a round trip; one that will not close leaves the session in doubt.
+                        if old.file.close().is_err() {
+                            conn.broken.set(true);
+                        }
+                        conn.arm(deadline)?;
+                    }
+                    OpenFile {
+                        path: full.clone(),
+                        opened: Instant::now(),
+                        file: conn.sftp.open(&full).map_err(classify)?,
+                    }
+                }
+            };
+            let file = &mut open.file;
             // A seek only moves libssh2's own offset: no request goes out.
             file.seek(SeekFrom::Start(offset)).map_err(classify_io)?;
             let mut buf = BytesMut::zeroed(len);
@@ -317,12 +349,8 @@ impl Pool {
                 conn.cut();
                 return Err(e);
             }
-            // Closing the handle is one more round trip; give it a little time even at the very end.
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-            conn.session.set_timeout(left.as_millis() as u32);
-            if file.close().is_err() {
-                conn.broken.set(true);
-            }
+            // Kept open for the next block; closed when the session reads another file, or closes.
+            *conn.open_file.borrow_mut() = Some(open);
             buf.truncate(filled);
             Ok(buf.freeze())
         })
