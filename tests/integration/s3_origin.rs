@@ -53,6 +53,7 @@ fn the_s3_origin_lists_stats_and_reads_ranges_from_a_real_server() {
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
         pool_idle: musicfs_origins::s3::POOL_IDLE,
+        reads_in_flight: musicfs_core::config::DEFAULT_S3_READS_IN_FLIGHT,
     };
     let origin = std::sync::Arc::new(S3Origin::new("s3", settings, rt.handle().clone()).unwrap());
     let song = Path::new("Artist/Album/01 - Song.flac");

@@ -74,6 +74,7 @@ fn s3_and_sftp_connections_are_pooled_replaced_when_dropped_and_closed_when_idle
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
         pool_idle: IDLE,
+        reads_in_flight: musicfs_core::config::DEFAULT_S3_READS_IN_FLIGHT,
     };
     let s3: Arc<dyn Origin> = Arc::new(S3Origin::new("s3", settings, rt.handle().clone()).unwrap());
     read_a_lot(&rt, &s3, &data);

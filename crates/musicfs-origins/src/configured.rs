@@ -66,7 +66,7 @@ fn build(
     let id = config.id.clone();
     Ok(match &config.spec {
         OriginSpec::Local { path } => Arc::new(LocalOrigin::new(id, path.clone())),
-        OriginSpec::S3 { endpoint, bucket, prefix, region, access_key, secret } => {
+        OriginSpec::S3 { endpoint, bucket, prefix, region, access_key, secret, reads_in_flight } => {
             let settings = S3Settings {
                 endpoint: endpoint.clone(),
                 bucket: bucket.clone(),
@@ -77,6 +77,7 @@ fn build(
                 request_timeout,
                 connect_timeout: request_timeout.min(S3_CONNECT_TIMEOUT),
                 pool_idle: crate::s3::POOL_IDLE,
+                reads_in_flight: *reads_in_flight,
             };
             tracing::info!(origin = %id, endpoint = %settings.endpoint, bucket = %settings.bucket, prefix = ?settings.prefix, "S3 origin");
             let origin = S3Origin::new(id.clone(), settings, runtime.clone())
@@ -136,6 +137,7 @@ mod tests {
                 region: config::DEFAULT_S3_REGION.into(),
                 access_key: "k".into(),
                 secret: config::SecretSource::File("/nonexistent/secret".into()),
+                reads_in_flight: config::DEFAULT_S3_READS_IN_FLIGHT,
             },
         }];
         let err = from_config(&configs, Duration::from_secs(1), &tokio::runtime::Handle::current())

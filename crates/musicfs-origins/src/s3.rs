@@ -42,9 +42,6 @@ pub const MAX_RETRIES: usize = 2;
 pub use crate::read_ahead::READ_AHEAD;
 /// Files a scan reads tags from at once: each costs a round trip or two, which many in flight hide.
 pub const SCAN_REQUESTS: usize = 16;
-/// Ranged GETs of one object an ingest keeps in flight: each request waits a round trip and the server's own
-/// per-request work, so four at once keep a stream going (s3fs keeps five).
-pub const READS_IN_FLIGHT: usize = 4;
 
 /// Where the bucket is and how to reach it.
 #[derive(Clone)]
@@ -63,6 +60,8 @@ pub struct S3Settings {
     pub connect_timeout: Duration,
     /// Pooled connections idle this long are closed ([`POOL_IDLE`] in the daemon; tests use less).
     pub pool_idle: Duration,
+    /// Ranged GETs of one object a first read keeps in flight (`reads_in_flight` in the config).
+    pub reads_in_flight: usize,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -76,6 +75,7 @@ impl std::fmt::Debug for S3Settings {
             .field("secret_key", &"<redacted>")
             .field("request_timeout", &self.request_timeout)
             .field("pool_idle", &self.pool_idle)
+            .field("reads_in_flight", &self.reads_in_flight)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
@@ -87,6 +87,7 @@ pub struct S3Origin {
     prefix: Option<String>,
     endpoint: String,
     timeout: Duration,
+    reads_in_flight: usize,
     runtime: tokio::runtime::Handle,
 }
 
@@ -177,6 +178,7 @@ impl S3Origin {
             prefix,
             endpoint: settings.endpoint,
             timeout: settings.request_timeout,
+            reads_in_flight: settings.reads_in_flight,
             runtime,
         })
     }
@@ -205,6 +207,7 @@ impl S3Origin {
             prefix: self.prefix.clone(),
             endpoint: self.endpoint.clone(),
             timeout: self.timeout,
+            reads_in_flight: self.reads_in_flight,
             runtime: self.runtime.clone(),
         })
     }
@@ -413,7 +416,7 @@ impl Origin for S3Origin {
     }
 
     fn reads_in_flight(&self) -> usize {
-        READS_IN_FLIGHT
+        self.reads_in_flight
     }
 
     async fn health_check(&self) -> Result<(), OriginError> {
@@ -491,6 +494,7 @@ mod tests {
             request_timeout: Duration::from_millis(700),
             connect_timeout: Duration::from_millis(500),
             pool_idle: POOL_IDLE,
+            reads_in_flight: musicfs_core::config::DEFAULT_S3_READS_IN_FLIGHT,
         }
     }
 

@@ -112,6 +112,8 @@ impl Column {
 pub struct Group {
     pub title: String,
     pub columns: Vec<Column>,
+    /// What a reader of the figures must know about the server they were measured on.
+    pub notes: Vec<String>,
 }
 
 impl Group {
@@ -190,6 +192,9 @@ pub fn markdown(run: &Run) -> String {
         for column in group.columns.iter().filter(|c| c.tree_failure.is_some()) {
             let why = column.tree_failure.as_deref().unwrap_or_default();
             let _ = write!(s, "\n- **{}**: no library figures from one run on: {}", column.name, short(why));
+        }
+        for note in &group.notes {
+            let _ = write!(s, "\n- {note}");
         }
         s += "\n";
     }
@@ -272,6 +277,9 @@ pub fn html(run: &Run) -> String {
                 esc(column.name),
                 esc(&short(why))
             );
+        }
+        for note in &group.notes {
+            let _ = write!(body, "<p>{}</p>", esc(&note.replace("**", "")));
         }
     }
     let _ = write!(body, "<p>Wall time of the whole run: {:.0} s.</p>", run.wall_secs);

@@ -9,8 +9,8 @@ pub mod origin;
 use crate::units::{ByteSize, Seconds};
 use origin::OriginConfig;
 pub use origin::{
-    DEFAULT_S3_REGION, DEFAULT_SFTP_PORT, HostKey, Origin, OriginKind, OriginSpec, Secret, SecretError, SecretSource,
-    is_sha256_fingerprint,
+    DEFAULT_S3_READS_IN_FLIGHT, DEFAULT_S3_REGION, DEFAULT_SFTP_PORT, HostKey, MAX_S3_READS_IN_FLIGHT, Origin,
+    OriginKind, OriginSpec, Secret, SecretError, SecretSource, is_sha256_fingerprint,
 };
 use serde::Deserialize;
 use std::fmt;

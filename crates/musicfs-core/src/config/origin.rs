@@ -10,6 +10,12 @@ use std::path::PathBuf;
 
 /// The region S3 requests are signed for when the config names none.
 pub const DEFAULT_S3_REGION: &str = "us-east-1";
+/// Ranged GETs of one object a first read keeps in flight when the config names no `reads_in_flight`: each
+/// waits a round trip and the server's own per-request work, so four at once keep a stream going (s3fs keeps
+/// five).
+pub const DEFAULT_S3_READS_IN_FLIGHT: usize = 4;
+/// The most `reads_in_flight` an S3 origin may ask for.
+pub const MAX_S3_READS_IN_FLIGHT: usize = 8;
 /// The SSH port of an SFTP origin when the config names none.
 pub const DEFAULT_SFTP_PORT: u16 = 22;
 
@@ -42,6 +48,8 @@ pub enum OriginSpec {
         region: String,
         access_key: String,
         secret: SecretSource,
+        /// Ranged GETs of one object a first read keeps in flight (1 ..= [`MAX_S3_READS_IN_FLIGHT`]).
+        reads_in_flight: usize,
     },
     Sftp {
         host: String,
@@ -186,6 +194,7 @@ pub(super) struct OriginConfig {
     secret_key: Option<Secret>,
     secret_key_file: Option<PathBuf>,
     secret_key_env: Option<String>,
+    reads_in_flight: Option<usize>,
     host: Option<String>,
     port: Option<u16>,
     user: Option<String>,
@@ -217,7 +226,7 @@ impl OriginConfig {
         let id = &self.id;
         let kind = self.kind.name();
         // Every type-specific key, with the types it belongs to.
-        let typed: [(&str, bool, &[OriginKind]); 15] = [
+        let typed: [(&str, bool, &[OriginKind]); 16] = [
             ("path", self.path.is_some(), &[OriginKind::Local, OriginKind::Sftp]),
             ("endpoint", self.endpoint.is_some(), &[OriginKind::S3]),
             ("bucket", self.bucket.is_some(), &[OriginKind::S3]),
@@ -227,6 +236,7 @@ impl OriginConfig {
             ("secret_key", self.secret_key.is_some(), &[OriginKind::S3]),
             ("secret_key_file", self.secret_key_file.is_some(), &[OriginKind::S3]),
             ("secret_key_env", self.secret_key_env.is_some(), &[OriginKind::S3]),
+            ("reads_in_flight", self.reads_in_flight.is_some(), &[OriginKind::S3]),
             ("host", self.host.is_some(), &[OriginKind::Sftp]),
             ("port", self.port.is_some(), &[OriginKind::Sftp]),
             ("user", self.user.is_some(), &[OriginKind::Sftp]),
@@ -327,7 +337,15 @@ impl OriginConfig {
                 ));
             }
         };
+        let reads_in_flight = self.reads_in_flight.unwrap_or(DEFAULT_S3_READS_IN_FLIGHT);
+        if !(1..=MAX_S3_READS_IN_FLIGHT).contains(&reads_in_flight) {
+            return Err(Invalid::new(
+                "origins.reads_in_flight",
+                format!("{reads_in_flight} (origin `{id}`) must be 1 ..= {MAX_S3_READS_IN_FLIGHT}"),
+            ));
+        }
         Ok(OriginSpec::S3 {
+            reads_in_flight,
             endpoint: endpoint.to_owned(),
             bucket: bucket.to_owned(),
             prefix: self.prefix.clone(),

@@ -142,6 +142,7 @@ fn an_s3_origin_parses_with_its_fields_and_default_region() {
             region: DEFAULT_S3_REGION.into(),
             access_key: "AKIAEXAMPLE".into(),
             secret: SecretSource::File("/etc/musicfs/s3-secret".into()),
+            reads_in_flight: DEFAULT_S3_READS_IN_FLIGHT,
         }
     );
     // A local origin and an s3 one side by side.
@@ -153,7 +154,7 @@ fn an_s3_origin_parses_with_its_fields_and_default_region() {
 
 #[test]
 fn s3_origins_need_their_own_fields_and_refuse_the_local_ones() {
-    let cases: [(&str, &str, &str); 11] = [
+    let cases: [(&str, &str, &str); 13] = [
         ("endpoint = \"https://s3.example.com\"\n", "", "origins.endpoint: required"),
         ("https://s3.example.com", "ftp://x", "origins.endpoint"),
         ("https://s3.example.com", "https://", "origins.endpoint"),
@@ -165,6 +166,8 @@ fn s3_origins_need_their_own_fields_and_refuse_the_local_ones() {
         ("secret_key_file = \"/etc/musicfs/s3-secret\"\n", "", "needs one of secret_key_file"),
         ("/etc/musicfs/s3-secret", "s3-secret", "origins.secret_key_file"),
         ("type = \"s3\"", "type = \"s3\"\npath = \"/srv/music\"", "origins.path: only for `type = \"local\"`"),
+        ("type = \"s3\"", "type = \"s3\"\nreads_in_flight = 0", "origins.reads_in_flight: 0"),
+        ("type = \"s3\"", "type = \"s3\"\nreads_in_flight = 9", "must be 1 ..= 8"),
     ];
     for (from, to, want) in cases {
         assert!(S3.contains(from), "{from}");
@@ -177,6 +180,10 @@ fn s3_origins_need_their_own_fields_and_refuse_the_local_ones() {
     // S3 fields on a local origin, and a local origin without a path.
     let err = parse(&GOOD.replace("priority = 1", "priority = 1\nbucket = \"x\"")).unwrap_err().to_string();
     assert!(err.contains("origins.bucket: only for `type = \"s3\"`"), "{err}");
+    let err = parse(&GOOD.replace("priority = 1", "priority = 1\nreads_in_flight = 2")).unwrap_err().to_string();
+    assert!(err.contains("origins.reads_in_flight: only for `type = \"s3\"`"), "{err}");
+    let eight = parse(&S3.replace("type = \"s3\"", "type = \"s3\"\nreads_in_flight = 8")).unwrap();
+    assert!(matches!(eight.origins[0].spec, OriginSpec::S3 { reads_in_flight: 8, .. }));
     let err = parse(&GOOD.replace("path = \"/srv/music\"", "")).unwrap_err().to_string();
     assert!(err.contains("origins.path: required"), "{err}");
     // A misspelt key is still an error naming the line.
