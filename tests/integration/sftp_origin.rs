@@ -146,6 +146,13 @@ fn the_sftp_origin_lists_stats_and_reads_ranges_from_a_real_server() {
     check_ranged_reads(&rt, origin.clone(), song, &big);
     // All of that on one session: nothing ran concurrently.
     assert_eq!(origin.stats().connects.load(Ordering::Relaxed), 1);
+    // With hardware AES, an AES cipher, not libssh2's portable chacha20-poly1305.
+    let cipher = origin.stats().cipher.lock().unwrap().clone().unwrap_or_default();
+    eprintln!("cipher: {cipher}");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("aes") {
+        assert!(cipher.starts_with("aes"), "negotiated {cipher}");
+    }
     assert_eq!(logins_at_least(&sshd, 1), 1, "{}", sshd.log());
 }
 

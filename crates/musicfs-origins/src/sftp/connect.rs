@@ -84,8 +84,9 @@ impl Pool {
             .handshake()
             .map_err(|e| fail(ssh_error(&format!("SSH handshake with {}:{} failed", s.host, s.port), e)))?;
 
-        tracing::debug!(origin = %self.id, cipher = session.methods(MethodType::CryptCs).unwrap_or("?"),
-            "SSH session negotiated");
+        let cipher = session.methods(MethodType::CryptCs).map(str::to_owned);
+        tracing::debug!(origin = %self.id, ?cipher, "SSH session negotiated");
+        *musicfs_core::sync_util::lock_or_recover(&self.stats.cipher) = cipher;
 
         let (blob, _) =
             session.host_key().ok_or_else(|| fail(unavailable(format!("{}:{} sent no host key", s.host, s.port))))?;

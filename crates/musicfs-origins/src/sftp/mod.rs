@@ -116,6 +116,8 @@ pub struct PoolStats {
     pub closed_idle: AtomicU64,
     /// Operations retried on a fresh session after their session dropped.
     pub retries: AtomicU64,
+    /// The cipher the last session opened agreed on with the server (client to server).
+    pub cipher: std::sync::Mutex<Option<String>>,
 }
 
 pub struct SftpOrigin {
