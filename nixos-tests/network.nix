@@ -126,6 +126,7 @@ pkgs.testers.runNixOSTest {
           pkgs.fuse3
           pkgs.curl # --aws-sigv4: uploads to MinIO
           pkgs.openssh # scp, ssh-keyscan
+          pkgs.mpv # origin-outage plays a cached track with a real player (4.2.3)
         ];
       };
 

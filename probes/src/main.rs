@@ -8,6 +8,7 @@
 
 mod faults;
 mod machine;
+mod player;
 mod scenarios;
 mod toxiproxy;
 

@@ -5,6 +5,7 @@
 
 use crate::faults::{self, Faults, restore};
 use crate::machine::{Machine, now_epoch};
+use crate::player;
 use crate::toxiproxy;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
@@ -203,6 +204,11 @@ pub fn origin_outage(m: &Machine) -> Result<Value> {
     // is the most recently used in the small cache; then a moment for its chunks to be written.
     m.drop_kernel_pages()?;
     read_track(&cached_in_mount, &cached_bytes, Duration::from_secs(60), None)?;
+    // A real track for mpv, read once through the daemon so that it is cached too.
+    let (song, song_bytes) = player::playable_track(&m.origin)?;
+    let song_in_mount = player::find_in_mount(&m.mount_point, &song_bytes)?;
+    m.drop_kernel_pages()?;
+    read_track(&song_in_mount, &song_bytes, Duration::from_secs(60), None)?;
     std::thread::sleep(Duration::from_secs(2));
     let (pid, restarts) = (m.main_pid(), m.restarts());
 
@@ -220,6 +226,15 @@ pub fn origin_outage(m: &Machine) -> Result<Value> {
     m.drop_kernel_pages()?;
     let played = read_track(&cached_in_mount, &cached_bytes, Duration::from_secs(60), None)?;
     ensure!(played.errors == 0, "{} read errors playing a cached track while every origin was away", played.errors);
+    // And mpv plays a cached track to its end, as a listener's player would.
+    let mpv = player::play_to_end(&song_in_mount)?;
+    ensure!(
+        mpv.clean(),
+        "4.2.3: mpv playing {} with every origin away: exit {}, {:?}",
+        song.display(),
+        mpv.exit_code,
+        mpv.warnings
+    );
     let asked = Instant::now();
     let failed = std::fs::read(&uncached.mount_path);
     let failed_after = asked.elapsed();
@@ -239,6 +254,10 @@ pub fn origin_outage(m: &Machine) -> Result<Value> {
         "cached_track_bytes": played.bytes,
         "cached_track_read_errors": played.errors,
         "cached_track_longest_stall_seconds": secs(played.longest_stall),
+        "mpv_track": song.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "mpv_exit_code": mpv.exit_code,
+        "mpv_warnings": mpv.warnings.len(),
+        "mpv_seconds": secs(mpv.took),
         "uncached_read_failed_after_seconds": secs(failed_after),
         "origin_failure_log_lines": failure_lines,
         "heal_to_ready_seconds": secs(to_ready),

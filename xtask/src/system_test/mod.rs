@@ -27,7 +27,8 @@ pub struct Args {
 
 /// Packages of the machine under test; changing this list builds a new rootfs.
 // ca-certificates: the S3 client loads the system's CA roots even for an http:// endpoint, and cannot start without.
-const PACKAGES: &str = "systemd,systemd-sysv,dbus,fuse3,util-linux,coreutils,openssh-server,ca-certificates";
+// mpv: the origin-outage scenario plays a cached track with a real player (4.2.3).
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,fuse3,util-linux,coreutils,openssh-server,ca-certificates,mpv";
 const SUITE: &str = "bookworm";
 /// The cache filesystem is this small so that disk-full is real; the library is larger.
 const CACHE_FS_MIB: u64 = 64;
