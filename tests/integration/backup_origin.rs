@@ -59,8 +59,7 @@ fn an_s3_origin_cut_mid_read_is_served_from_its_backup_and_revalidated_when_it_r
     assert_eq!(status(&scratch)["tracks"], 6, "the backup is not listed into the library");
 
     // Slow the S3 link (on new connections only: drop the pooled ones first), so a read is still running
-    // when the link is cut. Not below 600 KB/s: noxious's bandwidth toxic panics (and so drops the
-    // connection itself) on chunks larger than 100 bytes per KB/s of rate.
+    // when the link is cut.
     rt.block_on(proxy.disable()).unwrap();
     rt.block_on(proxy.add_toxic(&bandwidth("slow", 600))).unwrap();
     rt.block_on(proxy.enable()).unwrap();

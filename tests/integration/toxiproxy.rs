@@ -174,9 +174,9 @@ async fn a_connection_accepted_while_the_proxy_is_disabled_is_cut_too() {
     assert_eq!(survivors, 0, "connections still echoed through a disabled proxy");
 }
 
-/// Disabling cuts a download running under a bandwidth toxic, every time: noxious's own stop signal now and
-/// then missed such a link (a forwarder of the signal lagged and gave up), and the download went on through
-/// the disabled proxy at the toxic's pace (in about one round in forty here). Twenty-five downloads of 4 MiB at
+/// Disabling cuts a download running under a bandwidth toxic, every time (noxious's own stop signal, which
+/// toxiproxy-lite once relied on, now and then missed such a link, and the download went on through the
+/// disabled proxy at the toxic's pace, in about one round in forty). Twenty-five downloads of 4 MiB at
 /// 600 KB/s, each cut a moment after it started: each connection ends within two seconds, long before its download could have finished.
 #[tokio::test(crate = "musicfs_test_utils::servers::tokio")]
 async fn a_download_under_a_bandwidth_toxic_is_cut_when_the_proxy_is_disabled() {
@@ -233,4 +233,44 @@ async fn a_download_under_a_bandwidth_toxic_is_cut_when_the_proxy_is_disabled() 
         }
         proxy.enable().await.unwrap();
     }
+}
+
+/// A latency toxic delays a download once, as Toxiproxy's does (each chunk leaves at its arrival plus the
+/// latency), instead of once per chunk in turn, which made noxious 1.0.4's "latency" a bandwidth cap of 32 KiB
+/// per latency: 8 MiB through 200 ms took about 50 s there. Here it takes 200 ms and a little more; the bounds
+/// are seconds apart.
+#[tokio::test(crate = "musicfs_test_utils::servers::tokio")]
+async fn a_latency_toxic_delays_a_download_once_and_does_not_throttle_it() {
+    use std::io::{Read, Write};
+    const LEN: usize = 8 << 20;
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { break };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4];
+                if conn.read_exact(&mut request).is_ok() {
+                    let _ = conn.write_all(&vec![7u8; LEN]);
+                }
+            });
+        }
+    });
+    let toxiproxy = Toxiproxy::start().unwrap();
+    let (proxy, listen) = toxiproxy.create_proxy("far", upstream).await.unwrap();
+    proxy.add_toxic(&latency("far", 200)).await.unwrap();
+    let took = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let mut stream = std::net::TcpStream::connect(listen).unwrap();
+        stream.write_all(b"GET ").unwrap();
+        let mut got = Vec::with_capacity(LEN);
+        stream.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), LEN, "the download through the latency toxic was cut short");
+        started.elapsed()
+    })
+    .await
+    .unwrap();
+    eprintln!("8 MiB through a 200 ms latency toxic: {took:?}");
+    assert!(took >= Duration::from_millis(200), "a 200 ms latency toxic added only {took:?}");
+    assert!(took < Duration::from_secs(5), "a 200 ms latency toxic made an 8 MiB download take {took:?}");
 }

@@ -1,5 +1,5 @@
-//! toxiproxy-lite: a small server that speaks the Toxiproxy HTTP API and moves the bytes with `noxious`
-//! (a Rust port of Toxiproxy's proxy and toxics). It exists so the network-layer tests can inject latency,
+//! toxiproxy-lite: a small server that speaks the Toxiproxy HTTP API (its types from `noxious`, a Rust port of
+//! Toxiproxy) and moves the bytes with its own relay, whose toxics behave as Toxiproxy's do. It exists so the network-layer tests can inject latency,
 //! cuts and partitions without a Go toolchain or Docker; with real `toxiproxy-server` on PATH the test
 //! launcher uses that instead.
 //!
@@ -15,7 +15,7 @@
 //! | GET / POST    | `/proxies/{name}/toxics`          | 200 list / 200 toxic                      |
 //! | GET / POST / DELETE | `/proxies/{name}/toxics/{toxic}` | 200 / 200 (update) / 204             |
 //!
-//! Errors are `{"error": message, "status": code}` like Toxiproxy's. Toxics are those noxious has: latency,
+//! Errors are `{"error": message, "status": code}` like Toxiproxy's. Toxics are those noxious describes: latency,
 //! bandwidth, slow_close, timeout, slicer, limit_data (no reset_peer). A disabled proxy holds no socket,
 //! so connections to it are refused; disabling cuts every live connection. `listen` may use port 0: a free
 //! port is picked and reported back in the proxy's `listen`.
@@ -23,6 +23,7 @@
 // Test tooling for the network layer: a panic fails the test that uses it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod relay;
 mod store;
 
 use anyhow::{Context, Result};

@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 
-/// A Toxiproxy-API-compatible server built on noxious.
+/// A Toxiproxy-API-compatible server with Toxiproxy's toxics.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

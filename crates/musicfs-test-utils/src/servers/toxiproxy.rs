@@ -3,7 +3,7 @@
 //! `noxious-client` ([`Toxiproxy::client`]).
 //!
 //! Which server: the real `toxiproxy-server` when it is on PATH (`MUSICFS_TOXIPROXY=lite` forces the other
-//! choice), otherwise `toxiproxy-lite` (this workspace's noxious-based server) run in-process on its own
+//! choice), otherwise `toxiproxy-lite` (this workspace's Toxiproxy-compatible server) run in-process on its own
 //! tokio runtime thread. In-process is the robust default: no binary to build or find (Cargo only offers
 //! `CARGO_BIN_EXE_*` for the test's own package), the port is bound before the launcher returns (no port
 //! race), and dropping the launcher shuts the runtime down, which closes the API, every proxy listener and
@@ -11,7 +11,7 @@
 //!
 //! Differences to keep in mind: noxious-client sends a toxic's direction as `direction`, which real
 //! Toxiproxy ignores (it reads `stream`), so upstream toxics only work against toxiproxy-lite; and
-//! toxiproxy-lite has no `reset_peer` toxic (noxious lacks it).
+//! toxiproxy-lite has no `reset_peer` toxic (the API types it takes from noxious lack it).
 
 use super::{START_ATTEMPTS, ServerProcess, find_program, free_port, report_start, tcp_accepts};
 use anyhow::{Context, Result, anyhow};
@@ -166,8 +166,7 @@ pub fn latency(name: &str, ms: u64) -> Toxic {
     downstream(name, ToxicKind::Latency { latency: ms, jitter: 0 })
 }
 
-/// Limits the server's answers to `kb_per_s` KB a second. Not below 600 with toxiproxy-lite: noxious's
-/// bandwidth toxic panics (and so drops the connection itself) on chunks larger than 100 bytes per KB/s.
+/// Limits the server's answers to `kb_per_s` KB a second.
 pub fn bandwidth(name: &str, kb_per_s: u64) -> Toxic {
     downstream(name, ToxicKind::Bandwidth { rate: kb_per_s })
 }
