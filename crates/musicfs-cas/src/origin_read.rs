@@ -15,7 +15,7 @@ use musicfs_core::sync_util::lock_or_recover;
 use musicfs_origins::{OriginError, SharedOrigin};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -112,11 +112,14 @@ impl OriginReads {
         let hedge = if self.is_slow(id) { Duration::ZERO } else { self.hedge_delay(id, len) };
         // A task of its own: when the backup wins, the origin's read goes on as the probe that tells whether
         // it answers again.
+        // Set, under the slow-mark lock, when the origin's read has ended: a backup answer that lost the race
+        // to it by a hair must not mark the origin slow with no probe left out to clear the mark.
+        let primary_ended = Arc::new(AtomicBool::new(false));
         let mut primary = tokio::spawn({
-            let (this, file) = (self.clone(), file.clone());
+            let (this, file, ended) = (self.clone(), file.clone(), primary_ended.clone());
             async move {
                 let result = this.primary(&file, offset, len).await;
-                this.probe_done(file.origin.id(), result.is_ok());
+                this.probe_done(file.origin.id(), result.is_ok(), &ended);
                 result
             }
         });
@@ -146,7 +149,7 @@ impl OriginReads {
                     },
                     done = &mut backup_read => match done {
                         Ok(data) => {
-                            self.mark_slow(id, started.elapsed());
+                            self.mark_slow(id, started.elapsed(), &primary_ended);
                             let late = OriginError::Timeout(started.elapsed());
                             return Ok((self.served_by_backup(file, backup, data, &late.into()), Source::Backup));
                         }
@@ -264,9 +267,13 @@ impl OriginReads {
         }
     }
 
-    /// The backup answered before the origin, which was asked `late` ago and still runs (the probe).
-    fn mark_slow(&self, origin: &str, late: Duration) {
+    /// The backup answered before the origin, which was asked `late` ago and still runs (the probe) unless
+    /// `primary_ended` says it has answered or failed meanwhile.
+    fn mark_slow(&self, origin: &str, late: Duration, primary_ended: &AtomicBool) {
         let mut slow = lock_or_recover(&self.slow);
+        if primary_ended.load(Ordering::SeqCst) {
+            return;
+        }
         if slow.insert(origin.to_owned(), Slow { probing: true }).is_none() {
             tracing::warn!(
                 origin,
@@ -277,8 +284,9 @@ impl OriginReads {
     }
 
     /// An origin read ended: an answer clears the slow mark, a failure frees the next read to probe.
-    fn probe_done(&self, origin: &str, answered: bool) {
+    fn probe_done(&self, origin: &str, answered: bool, ended: &AtomicBool) {
         let mut slow = lock_or_recover(&self.slow);
+        ended.store(true, Ordering::SeqCst);
         if answered {
             if slow.remove(origin).is_some() {
                 tracing::info!(origin, "N2 origin answers again; reads go to it first again");

@@ -45,6 +45,7 @@ pub fn render(s: &Status, counters: &Counters) -> String {
     );
     out.gauge("musicfs_reads_in_flight", "FUSE reads being served.", s.reads_in_flight as f64);
     out.counter("musicfs_backup_reads_total", "Origin reads answered by a backup origin.", s.backup_reads);
+    out.gauge("musicfs_origins_slow", "Origins their backup beat on a hedged read (N2).", s.slow_origins.len() as f64);
     out.counter("musicfs_chunks_corrupt_total", "Chunks that failed their hash check.", counters.chunks_corrupt);
     out.counter("musicfs_chunks_evicted_total", "Chunks evicted to stay under the limit.", counters.chunks_evicted);
     out.labelled(
@@ -158,6 +159,7 @@ mod tests {
             "musicfs_open_fds 12",
             "# TYPE musicfs_backup_reads_total counter",
             "musicfs_backup_reads_total 5",
+            "musicfs_origins_slow 1",
             "musicfs_origin_up{origin=\"nas\"} 0",
             "musicfs_fuse_op_errors_total{op=\"read\"} 1",
             "musicfs_events_lost_total{consumer=\"musicfs events\"} 6",

@@ -95,6 +95,7 @@ impl Shared {
             origins: read_or_recover(&self.origins).clone(),
             served_from_backup: self.reader.backup_served_count() as u64,
             backup_reads: self.reader.stats.backup_reads.load(Ordering::Relaxed),
+            slow_origins: self.reader.slow_origins(),
             fuse_ops: Op::ALL
                 .iter()
                 .map(|op| (op.name().to_owned(), self.fs.stats.count(*op), self.fs.stats.errors(*op)))

@@ -94,8 +94,12 @@ pub struct Status {
     pub origins: Vec<OriginStatus>,
     /// Tracks served from a backup origin since their own origin went away, awaiting re-validation (4.2.6).
     pub served_from_backup: u64,
-    /// Origin reads a backup answered since start.
+    /// Origin reads a backup answered since start (failovers and won hedges).
     pub backup_reads: u64,
+    /// Origins their backup beat on a hedged read (N2): reads go to the backup, with one probe at a time to
+    /// the origin, until it answers again.
+    #[serde(default)]
+    pub slow_origins: Vec<String>,
     pub fuse_ops: Vec<FuseOpCount>,
     pub open_fds: u64,
     pub fd_limit: u64,
@@ -116,13 +120,18 @@ impl Status {
     pub fn line(&self) -> String {
         let down: Vec<&str> = self.origins.iter().filter(|o| !o.healthy).map(|o| o.id.as_str()).collect();
         format!(
-            "{}: {} tracks; cache {} of {}; {} reads in flight{}",
+            "{}: {} tracks; cache {} of {}; {} reads in flight{}{}",
             self.state,
             self.tracks,
             ByteSize(self.cache_bytes),
             ByteSize(self.cache_max_bytes),
             self.reads_in_flight,
-            if down.is_empty() { String::new() } else { format!("; origins down: {}", down.join(", ")) }
+            if down.is_empty() { String::new() } else { format!("; origins down: {}", down.join(", ")) },
+            if self.slow_origins.is_empty() {
+                String::new()
+            } else {
+                format!("; origins slow: {}", self.slow_origins.join(", "))
+            }
         )
     }
 }
@@ -144,8 +153,13 @@ impl fmt::Display for Status {
             writeln!(f, "            NOT CACHING: {why}")?;
         }
         for o in &self.origins {
-            let state =
-                if o.healthy { "up".to_owned() } else { format!("DOWN: {}", o.last_error.as_deref().unwrap_or("")) };
+            let state = if !o.healthy {
+                format!("DOWN: {}", o.last_error.as_deref().unwrap_or(""))
+            } else if self.slow_origins.contains(&o.id) {
+                "up, SLOW: its backup answered first; reads go to the backup until it answers again".to_owned()
+            } else {
+                "up".to_owned()
+            };
             writeln!(f, "origin:     {}  {state}", o.id)?;
         }
         if self.served_from_backup > 0 {
@@ -220,6 +234,7 @@ pub(crate) mod tests {
             ],
             served_from_backup: 2,
             backup_reads: 5,
+            slow_origins: vec!["local".into()],
             fuse_ops: vec![("read".into(), 10, 1)],
             open_fds: 12,
             fd_limit: 1024,
@@ -273,7 +288,7 @@ pub(crate) mod tests {
             "state:      degraded  (pid 42, up 7 s)",
             "mount:      /mnt/music  (4 tracks)",
             "            NOT CACHING: cache disk nearly full",
-            "origin:     local  up",
+            "origin:     local  up, SLOW: its backup answered first; reads go to the backup until it answers again",
             "origin:     nas  DOWN: timed out",
             "            2 tracks served from a backup origin, re-validated when their origin returns",
             "fuse ops:   read 10 (1 errors); 1 reads in flight",
@@ -287,7 +302,7 @@ pub(crate) mod tests {
         assert_eq!(
             sample().line(),
             format!(
-                "degraded: 4 tracks; cache {} of {}; 1 reads in flight; origins down: nas",
+                "degraded: 4 tracks; cache {} of {}; 1 reads in flight; origins down: nas; origins slow: local",
                 ByteSize(3 << 20),
                 ByteSize(1 << 30)
             )

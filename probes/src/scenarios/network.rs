@@ -24,6 +24,11 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const SYNC_INTERVAL: Duration = Duration::from_secs(10);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 const PIECE: usize = 64 * 1024;
+/// A latency spike well below the daemon's hedge floor (300 ms, `HEDGE_FLOOR` in musicfs-cas): no read may
+/// go to the backup (N1).
+const BELOW_HEDGE_MS: u64 = 100;
+/// One above the hedge floor and far below the read timeout: reads may be hedged, none may fail (N1, N2).
+const ABOVE_HEDGE_MS: u64 = 400;
 
 fn secs(d: Duration) -> f64 {
     (d.as_millis() as f64) / 1000.0
@@ -266,25 +271,72 @@ pub fn origin_outage(m: &Machine) -> Result<Value> {
 }
 
 /// Proves L4: N1
+///
+/// Two spikes, both below the read timeout. One below the hedge floor (N2: the least a read waits for its
+/// origin before a backup is asked too): reads slow down, and not one goes to the backup. One above it:
+/// reads may be hedged to the backup copy, and none fails, the origin is never marked down and the library
+/// stays ready. Once the latency goes, reads go to the origin first again (no origin marked slow).
 pub fn s3_latency(m: &Machine) -> Result<Value> {
     m.wait_serving(Duration::from_secs(30))?;
     let _undo = Faults;
-    let track = new_track(m, S3_ORIGIN, &format!("latency-{}.wav", now_epoch()), 4 << 20)?;
-    let backup_reads = m.status()?["backup_reads"].as_u64().unwrap_or(0);
-    toxiproxy::add_latency("s3", "n1", 400)?;
+    let stamp = now_epoch();
+    // Different lengths: the same bytes would be one set of chunks, cached by the first read.
+    let below = put_file(m, S3_ORIGIN, &format!("latency-{stamp}-below.wav"), 4 << 20)?;
+    let above = put_file(m, S3_ORIGIN, &format!("latency-{stamp}-above.wav"), (4 << 20) + 4096)?;
+    sync(m)?;
+    let backup_reads = |m: &Machine| -> Result<u64> { Ok(m.status()?["backup_reads"].as_u64().unwrap_or(0)) };
+    let steady = |status: &Value, what: &str| -> Result<()> {
+        ensure!(origin_status(status, S3_ORIGIN)["healthy"] == true, "{what} made the S3 origin unhealthy: {status}");
+        ensure!(status["state"] == "ready", "the library is not ready under {what}: {status}");
+        Ok(())
+    };
+
+    let before = backup_reads(m)?;
+    toxiproxy::add_latency("s3", "n1-below", BELOW_HEDGE_MS)?;
     let started = Instant::now();
-    let read = read_track(&track.mount_path, &track.bytes, Duration::from_secs(60), None)?;
-    let took = started.elapsed();
+    let read_below = read_track(&below.mount_path, &below.bytes, Duration::from_secs(60), None)?;
+    let took_below = started.elapsed();
     let status = m.status()?;
-    ensure!(read.errors == 0, "{} read errors under 400 ms of latency", read.errors);
-    ensure!(status["backup_reads"].as_u64().unwrap_or(0) == backup_reads, "latency made reads fail over: {status}");
-    ensure!(origin_status(&status, S3_ORIGIN)["healthy"] == true, "latency made the S3 origin unhealthy: {status}");
-    ensure!(status["state"] == "ready", "the library is not ready under latency: {status}");
+    ensure!(read_below.errors == 0, "{} read errors under {BELOW_HEDGE_MS} ms of latency", read_below.errors);
+    ensure!(
+        backup_reads(m)? == before,
+        "{BELOW_HEDGE_MS} ms of latency, below the hedge floor, made reads go to the backup: {status}"
+    );
+    steady(&status, "latency below the hedge floor")?;
+    toxiproxy::reset()?;
+
+    let before = backup_reads(m)?;
+    toxiproxy::add_latency("s3", "n1-above", ABOVE_HEDGE_MS)?;
+    let started = Instant::now();
+    let read_above = read_track(&above.mount_path, &above.bytes, Duration::from_secs(60), None)?;
+    let took_above = started.elapsed();
+    let status = m.status()?;
+    ensure!(read_above.errors == 0, "{} read errors under {ABOVE_HEDGE_MS} ms of latency", read_above.errors);
+    steady(&status, "latency above the hedge floor")?;
+    let hedged = backup_reads(m)? - before;
+    toxiproxy::reset()?;
+
+    // A track added now, so no read-ahead of the ones above has cached it under the latency.
+    let healed = Instant::now();
+    let after = new_track(m, S3_ORIGIN, &format!("latency-{stamp}-after.wav"), (4 << 20) + 8192)?;
+    let read_after = read_track(&after.mount_path, &after.bytes, Duration::from_secs(60), None)?;
+    ensure!(read_after.errors == 0, "{} read errors after the latency went", read_after.errors);
+    // The probe sent while the latency lasted answers within it; the mark goes with that answer.
+    let cleared = m.wait_until(READ_TIMEOUT, "the S3 origin's slow mark to clear after the latency went", || {
+        m.status().is_ok_and(|s| s["slow_origins"].as_array().is_some_and(|a| a.is_empty()))
+    })?;
+    steady(&m.status()?, "the end of the latency")?;
     Ok(json!({
-        "latency_ms": 400,
-        "read_seconds": secs(took),
-        "longest_stall_seconds": secs(read.longest_stall),
-        "read_errors": read.errors,
+        "below_hedge_latency_ms": BELOW_HEDGE_MS,
+        "below_hedge_read_seconds": secs(took_below),
+        "below_hedge_longest_stall_seconds": secs(read_below.longest_stall),
+        "above_hedge_latency_ms": ABOVE_HEDGE_MS,
+        "above_hedge_read_seconds": secs(took_above),
+        "above_hedge_longest_stall_seconds": secs(read_above.longest_stall),
+        "above_hedge_backup_reads": hedged,
+        "heal_to_slow_mark_cleared_seconds": secs(healed.elapsed()),
+        "slow_mark_cleared_after_read_seconds": secs(cleared),
+        "read_errors": read_below.errors + read_above.errors + read_after.errors,
     }))
 }
 
