@@ -258,6 +258,67 @@ fn writes_are_refused_with_erofs() {
     daemon.stop_cleanly();
 }
 
+/// Programs probe every file they open with an ioctl (Python's `open` asks TCGETS: is it a terminal?). The
+/// answer is ENOTTY, as on a disk file, and no log line: fuser's default logged a warning per call.
+#[test]
+fn ioctls_answer_enotty_without_a_log_line() {
+    use std::os::fd::AsRawFd;
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 1, false);
+    let daemon = start(&scratch);
+    let track = scratch.mnt().join(tracks[0].expected_tag_path().unwrap());
+    for _ in 0..12 {
+        let file = std::fs::File::open(&track).unwrap();
+        let mut term = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: TCGETS writes one termios into the buffer given, which outlives the call.
+        let done = unsafe { libc::ioctl(file.as_raw_fd(), libc::TCGETS, term.as_mut_ptr()) };
+        assert_eq!(done, -1, "TCGETS on a music file succeeded");
+        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOTTY));
+    }
+    let log = daemon.log();
+    assert!(!log.contains("ioctl"), "ioctls were logged:\n{log}");
+    daemon.stop_cleanly();
+}
+
+/// The cache holds the library's metadata and cached audio: its directory is 0700 and its files 0600, so
+/// another local user reads neither, whatever the umask the daemon was started with.
+#[test]
+fn the_cache_is_private_to_the_daemons_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 2, false);
+    // A cache made open by an older version is tightened too.
+    std::fs::create_dir_all(scratch.cache()).unwrap();
+    std::fs::set_permissions(scratch.cache(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = start(&scratch);
+    std::fs::read(scratch.mnt().join(tracks[0].expected_tag_path().unwrap())).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&scratch.cache()), 0o700);
+    for path in walk_files(&scratch.cache()).unwrap() {
+        assert_eq!(mode(&path) & 0o077, 0, "{} is open to others", path.display());
+    }
+    assert!(daemon.log().contains("cache made private"), "{}", daemon.log());
+    daemon.stop_cleanly();
+}
+
+/// A mount point inside the origin it shows would make every sync index the mount's own files again: the
+/// daemon refuses it at start with one line naming both keys, and mounts nothing.
+#[test]
+fn a_mount_inside_its_origin_is_refused_naming_both_keys() {
+    let scratch = Scratch::new().unwrap();
+    library(&scratch, 1, false);
+    let inside = scratch.lib().join("mnt");
+    std::fs::create_dir_all(&inside).unwrap();
+    let config = scratch.dir.path().join("overlap.toml");
+    write_config(&config, &inside, &scratch.cache(), &scratch.lib(), "").unwrap();
+    let out = std::process::Command::new(BIN).args(["mount", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("mount_point, origins.path (origin `lib`)") && stderr.contains("overlap.toml"), "{stderr}");
+    assert!(!is_fuse_mounted(&inside));
+}
+
 /// Proves L2: 3.9
 #[test]
 fn a_second_daemon_on_the_same_cache_exits_1_naming_the_first() {

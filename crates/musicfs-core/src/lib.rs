@@ -4,6 +4,7 @@
 //! Everything here is plain data and has no I/O beyond reading the config file, so every other crate
 //! can depend on it.
 
+pub mod aside;
 pub mod config;
 pub mod events;
 pub mod failpoints;

@@ -102,12 +102,26 @@ pub fn cache_maintenance(
 /// `config_file` is re-read on SIGHUP.
 pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
     let started = Instant::now();
+    // Everything the daemon creates is its user's alone (as the unit's UMask=0077): the cache holds the
+    // library's metadata and cached audio, the control socket answers whoever can open it.
+    // SAFETY: umask cannot fail and only sets this process's file mode mask.
+    unsafe { libc::umask(0o077) };
     std::fs::create_dir_all(&config.cache_dir).map_err(|source| DaemonError::Prepare {
         what: "cache directory",
         path: config.cache_dir.clone(),
         source,
     })?;
     preflight::check_cache_dir(&config.cache_dir)?;
+    match preflight::make_private(&config.cache_dir) {
+        Ok(tightened) if !tightened.is_empty() => tracing::info!(
+            cache_dir = %config.cache_dir.display(),
+            paths = tightened.len(),
+            "cache made private to the daemon's user (directory 0700, files 0600)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(cache_dir = %config.cache_dir.display(), error = %e,
+            "could not make the cache private to the daemon's user"),
+    }
     let _lock = CacheLock::acquire(&config.cache_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8))

@@ -297,4 +297,20 @@ impl fuser::Filesystem for FuseAdapter {
     fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
         reply.error(errno(&FsError::ReadOnly));
     }
+
+    /// Answered without a log line: Python's `open`, tag editors and players probe every file they open with
+    /// an ioctl (TCGETS: is it a terminal?), and fuser's default logged a warning for each.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(errno(&FsError::NoIoctl));
+    }
 }

@@ -13,6 +13,9 @@ pub enum FsError {
     IsDir,
     #[error("read-only filesystem")]
     ReadOnly,
+    /// Music files take no ioctls; programs probe with one (is it a terminal?) and expect this answer.
+    #[error("inappropriate ioctl")]
+    NoIoctl,
     #[error("shutting down")]
     ShuttingDown,
     #[error("read timed out after {0:?}")]
@@ -29,6 +32,7 @@ impl FsError {
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
             FsError::ReadOnly => libc::EROFS,
+            FsError::NoIoctl => libc::ENOTTY,
             // A read that cannot be served is an I/O error to the player, whatever the cause behind it:
             // origin down, origin hung, cache disk broken, origin copy changed.
             FsError::TimedOut(_) => libc::EIO,
@@ -47,6 +51,7 @@ mod tests {
     fn errnos_are_what_callers_expect() {
         assert_eq!(FsError::NotFound.errno(), libc::ENOENT);
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
+        assert_eq!(FsError::NoIoctl.errno(), libc::ENOTTY);
         assert_eq!(FsError::TimedOut(std::time::Duration::from_secs(1)).errno(), libc::EIO);
         assert_eq!(FsError::Read(ReadError::Changed).errno(), libc::EIO);
     }

@@ -92,6 +92,9 @@ impl Db {
                 let aside = path.with_extension(format!("corrupt-{}", std::process::id()));
                 tracing::error!(error = %e, moved_to = %aside.display(), "6.2 metadata database is damaged; moved aside, rebuilding by rescan");
                 let _ = std::fs::rename(path, &aside);
+                if let (Some(dir), Some(stem)) = (path.parent(), path.file_stem()) {
+                    musicfs_core::aside::prune(dir, &format!("{}.corrupt-", stem.to_string_lossy()));
+                }
                 for suffix in ["-wal", "-shm"] {
                     let mut side = path.as_os_str().to_owned();
                     side.push(suffix);

@@ -208,6 +208,7 @@ impl ChunkStore {
                 let aside = root.join(format!("index.redb.corrupt-{}", std::process::id()));
                 tracing::error!(error = %e, moved_to = %aside.display(), "3.5 chunk index unreadable; rebuilding it from the chunk files");
                 let _ = std::fs::rename(&db_path, &aside);
+                musicfs_core::aside::prune(&root, "index.redb.corrupt-");
                 let db = redb::Database::create(&db_path).map_err(index_err)?;
                 let store = ChunkStore::with_db(root, db, max_size, disk);
                 store.load_index()?;

@@ -5,6 +5,7 @@
 //! the way (see [`origin`]).
 
 pub mod origin;
+mod paths;
 
 use crate::units::{ByteSize, Seconds};
 use origin::OriginConfig;
@@ -319,6 +320,7 @@ impl Config {
         if !self.cache_dir.is_absolute() {
             return Err(Invalid::new("cache_dir", format!("`{}` must be absolute", self.cache_dir.display())));
         }
+        paths::check_overlaps(self)?;
         let c = &self.cache;
         // FastCDC's own bounds.
         if !(64..=1 << 20).contains(&c.chunk_min.0) {

@@ -33,6 +33,12 @@ pub fn start(
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
     let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let removed = remove_dead_sockets(dir);
+        if removed > 0 {
+            tracing::info!(removed, dir = %dir.display(), "removed control sockets whose daemon is gone");
+        }
+    }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let path = path.to_owned();
@@ -59,6 +65,29 @@ pub fn start(
         let _ = std::fs::remove_file(&path);
     });
     Ok(())
+}
+
+/// Removes the `control-*.sock` files in `dir` that no daemon listens on any more (a daemon killed with
+/// SIGKILL cannot remove its own); returns how many. A socket with a live daemon answers the connect; one
+/// without refuses it at once.
+pub fn remove_dead_sockets(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("control-") && name.ends_with(".sock")) {
+            continue;
+        }
+        let path = entry.path();
+        if let Err(e) = std::os::unix::net::UnixStream::connect(&path)
+            && e.kind() == std::io::ErrorKind::ConnectionRefused
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// One answer as its JSON line (without the newline); an error becomes `{"error": …}`.
@@ -153,5 +182,27 @@ async fn stream_events(
             },
         };
         write.write_all(format!("{line}\n").as_bytes()).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sockets_nobody_listens_on_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let live_path = dir.path().join("control-live.sock");
+        let _live = std::os::unix::net::UnixListener::bind(&live_path).unwrap();
+        // A daemon killed with SIGKILL leaves its socket file behind, with nothing listening.
+        let dead_path = dir.path().join("control-dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&dead_path).unwrap());
+        let other = dir.path().join("notes.sock");
+        drop(std::os::unix::net::UnixListener::bind(&other).unwrap());
+        assert_eq!(remove_dead_sockets(dir.path()), 1);
+        assert!(!dead_path.exists(), "the dead daemon's socket is still there");
+        assert!(live_path.exists(), "a live daemon's socket was removed");
+        assert!(other.exists(), "a socket that is not a control socket was removed");
+        assert_eq!(remove_dead_sockets(&dir.path().join("missing")), 0);
     }
 }
