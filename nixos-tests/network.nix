@@ -288,7 +288,7 @@ pkgs.testers.runNixOSTest {
     with subtest("origin-outage (4.2.3): every origin away, cached tracks play, uncached fail fast, heal"):
         probe("origin-outage")
 
-    with subtest("s3-latency (N1): latency below the read timeout, no failover"):
+    with subtest("s3-latency (N1): below the hedge floor no failover; above it hedged, no error, origin up"):
         probe("s3-latency")
 
     with subtest("s3-cut-failover (N2, 4.2.6): S3 cut mid-stream, the backup finishes it, re-validated"):

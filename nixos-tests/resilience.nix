@@ -170,6 +170,10 @@ pkgs.testers.runNixOSTest {
         probe("limits")
         recover()
 
+    with subtest("soak: kill -9 at random moments (first scan, ingest, delta sync); nothing lost, cache sound"):
+        probe("soak")
+        recover()
+
     with subtest("after every scenario the library still reads back intact"):
         assert content_hashes(MOUNT) == content_hashes(ORIGIN), "mount and origin differ"
   '';

@@ -133,6 +133,8 @@ enum Failure {
     Failpoints(#[from] musicfs_core::failpoints::FailpointsError),
     #[error(transparent)]
     StillRunning(#[from] control::client::StillRunning),
+    #[error("6.2 the library database in {0} fails its integrity check; the next start moves it aside and rescans")]
+    DamagedDatabase(PathBuf),
 }
 
 impl CacheArgs {
@@ -253,7 +255,8 @@ fn search(target: CacheArgs, limit: usize, json: bool, words: Vec<String>) -> Re
 fn cache_op(target: CacheArgs, rebuild: bool) -> Result<(), Failure> {
     let (cache_dir, max_size) = target.target()?;
     musicfs_core::logging::init("info");
-    let report = musicfs_daemon::cache_maintenance(&cache_dir, max_size.0, rebuild)?;
+    let check = musicfs_daemon::cache_maintenance(&cache_dir, max_size.0, rebuild)?;
+    let report = &check.chunks;
     if report.rotten == 0 {
         println!("checked {} chunks ({}): all sound", report.checked, ByteSize(report.bytes));
     } else {
@@ -263,6 +266,23 @@ fn cache_op(target: CacheArgs, rebuild: bool) -> Result<(), Failure> {
             ByteSize(report.bytes),
             report.rotten
         );
+    }
+    let fixed = &check.index_repaired;
+    if fixed.orphans_adopted + fixed.orphans_removed + fixed.dangling_dropped == 0 {
+        println!("chunk index: matches the chunk files");
+    } else {
+        println!(
+            "chunk index: repaired ({} chunk files adopted, {} removed, {} entries without a file dropped)",
+            fixed.orphans_adopted, fixed.orphans_removed, fixed.dangling_dropped
+        );
+    }
+    match check.database.as_deref() {
+        None => println!("library database: none yet"),
+        Some("ok") => println!("library database: integrity_check ok"),
+        Some(problems) => {
+            println!("library database: {}", problems.replace('\n', "; "));
+            return Err(Failure::DamagedDatabase(cache_dir));
+        }
     }
     Ok(())
 }

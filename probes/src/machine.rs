@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Kills in a soak run unless `--kills` says otherwise: enough for CI to cycle every moment twice.
+pub const DEFAULT_SOAK_KILLS: usize = 6;
+
 pub struct Machine {
     pub unit: String,
     pub config: String,
@@ -25,6 +28,8 @@ pub struct Machine {
     /// Per origin, a command run after the probe writes a new track into its local directory, so the
     /// track reaches a remote server too ([`Overrides::uploads`]).
     pub uploads: Vec<(String, String)>,
+    /// How many times the soak scenario kills the daemon.
+    pub soak_kills: usize,
 }
 
 /// What the config alone cannot tell when the servers are other machines (the VM test): for an origin,
@@ -73,7 +78,7 @@ fn hash_file(path: &Path) -> Result<[u8; 32]> {
     Ok(*blake3::hash(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?).as_bytes())
 }
 
-fn walk(root: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+pub fn walk(root: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in std::fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
         let entry = entry?;
         if entry.file_type()?.is_dir() {
@@ -119,6 +124,7 @@ impl Machine {
         Ok(Machine {
             library,
             uploads: overrides.uploads.clone(),
+            soak_kills: DEFAULT_SOAK_KILLS,
             unit: unit.to_owned(),
             config: config.to_owned(),
             mount_point: get(value.get("mount_point"), "mount_point")?,

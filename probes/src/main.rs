@@ -34,6 +34,9 @@ struct Cli {
     /// server; `{file}` and `{name}` are replaced by the local path and the file name.
     #[arg(long = "upload", global = true, value_name = "ID=COMMAND", value_parser = machine::parse_override)]
     uploads: Vec<(String, String)>,
+    /// How many times `soak` kills the daemon (200 for a long run by hand).
+    #[arg(long, global = true, default_value_t = machine::DEFAULT_SOAK_KILLS)]
+    kills: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +70,10 @@ enum Scenario {
     PartitionHeal,
     /// The S3 endpoint's name stops resolving: degraded for DNS, re-checked soon, ready again (4.2.5).
     Dns,
+    /// kill -9 at random moments (first scan, ingest with eviction, delta sync) while a reader streams: every
+    /// restart serves again, and at the end every track reads byte-identical, the cache verifies sound and the
+    /// database passes integrity_check (`--kills N`).
+    Soak,
     /// Every scenario in turn.
     All,
 }
@@ -75,7 +82,7 @@ enum Scenario {
 type Run = fn(&machine::Machine) -> anyhow::Result<serde_json::Value>;
 
 /// Every scenario by its [`Scenario`] name, in the order `all` runs them.
-const SCENARIOS: [(&str, Run); 13] = [
+const SCENARIOS: [(&str, Run); 14] = [
     ("sigterm", scenarios::sigterm),
     ("kill9", scenarios::kill9),
     ("watchdog", scenarios::watchdog),
@@ -89,6 +96,7 @@ const SCENARIOS: [(&str, Run); 13] = [
     ("sftp-drop", scenarios::sftp_drop),
     ("partition-heal", scenarios::partition_heal),
     ("dns", scenarios::dns),
+    ("soak", scenarios::soak),
 ];
 
 fn main() -> ExitCode {
@@ -98,7 +106,10 @@ fn main() -> ExitCode {
         uploads: cli.uploads.clone(),
     };
     let machine = match machine::Machine::new(&cli.unit, &cli.config, &overrides) {
-        Ok(m) => m,
+        Ok(mut m) => {
+            m.soak_kills = cli.kills;
+            m
+        }
         Err(e) => {
             println!("{}", serde_json::json!({ "scenario": "setup", "pass": false, "error": format!("{e:#}") }));
             return ExitCode::FAILURE;

@@ -444,3 +444,40 @@ fn cache_verify_and_repair_find_rot_offline_and_refuse_to_race_the_daemon() {
     }
     daemon.stop_cleanly();
 }
+
+/// Proves L2: 3.5, 6.2
+///
+/// `cache verify` after a clean stop finds the chunk index matching the chunk files and the library database
+/// whole; a chunk file gone behind the index's back is reported as a repair, and a damaged database fails
+/// the command (exit 1) naming it, as the soak scenario relies on.
+#[test]
+fn cache_verify_checks_the_index_against_the_chunk_files_and_the_database_integrity() {
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 4, false);
+    let daemon = start(&scratch);
+    for t in &tracks {
+        std::fs::read(scratch.mnt().join(t.expected_tag_path().unwrap())).unwrap();
+    }
+    daemon.stop_cleanly();
+    let (ok, stdout, stderr) = musicfs(&["cache", "verify"], &scratch.cache());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("all sound"), "{stdout}");
+    assert!(stdout.contains("chunk index: matches the chunk files"), "{stdout}");
+    assert!(stdout.contains("library database: integrity_check ok"), "{stdout}");
+
+    std::fs::remove_file(&chunk_files(&scratch.cache()).unwrap()[0]).unwrap();
+    let (ok, stdout, _) = musicfs(&["cache", "verify"], &scratch.cache());
+    assert!(ok && stdout.contains("1 entries without a file dropped"), "{stdout}");
+
+    let db = scratch.cache().join("meta.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 8192, "the database is only {} bytes", bytes.len());
+    // Pages after the first (the header stays, so the file still opens as a database).
+    for b in &mut bytes[4096..8192] {
+        *b = 0x5a;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let (ok, stdout, stderr) = musicfs(&["cache", "verify"], &scratch.cache());
+    assert!(!ok, "a damaged database passed: {stdout}");
+    assert!(stderr.contains("fails its integrity check"), "{stderr}");
+}

@@ -28,4 +28,4 @@ pub use manifest::{ChunkRef, Fingerprint, Manifest, ManifestStore};
 pub use origin_read::FileRef;
 pub use reader::Reader;
 pub use stats::ReaderStats;
-pub use store::{ChunkBackend, ChunkStore, VerifyReport};
+pub use store::{ChunkBackend, ChunkStore, ReconcileReport, VerifyReport};

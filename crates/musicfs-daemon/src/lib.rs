@@ -80,13 +80,20 @@ pub enum DaemonError {
 /// Bound on draining in-flight reads at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What `musicfs cache verify` found: every chunk re-hashed, the chunk index against the chunk files, and the
+/// library database's integrity.
+#[derive(Debug)]
+pub struct CacheCheck {
+    pub chunks: musicfs_cas::VerifyReport,
+    /// What opening the store had to fix between its index and the chunk files (nothing after a clean stop).
+    pub index_repaired: musicfs_cas::ReconcileReport,
+    /// SQLite's `integrity_check` of the library database ("ok"), or None when there is none yet.
+    pub database: Option<String>,
+}
+
 /// `musicfs cache verify` / `musicfs cache repair`: offline maintenance of a cache directory. Takes the cache
 /// lock, so it refuses to run beside a daemon on the same cache.
-pub fn cache_maintenance(
-    cache_dir: &Path,
-    max_size: u64,
-    rebuild_index: bool,
-) -> Result<musicfs_cas::VerifyReport, DaemonError> {
+pub fn cache_maintenance(cache_dir: &Path, max_size: u64, rebuild_index: bool) -> Result<CacheCheck, DaemonError> {
     let _lock = CacheLock::acquire(cache_dir)?;
     let store =
         if rebuild_index { ChunkStore::rebuild(cache_dir, max_size) } else { ChunkStore::open(cache_dir, max_size) }?;
@@ -95,8 +102,17 @@ pub fn cache_maintenance(
     let found_at_open = store.stats.corrupt_detected.load(std::sync::atomic::Ordering::Relaxed) - report.rotten;
     report.rotten += found_at_open;
     report.checked += found_at_open;
-    Ok(report)
+    let db_path = cache_dir.join(META_DB);
+    let database = if db_path.exists() {
+        Some(musicfs_meta::Db::integrity_check(&db_path).unwrap_or_else(|e| format!("cannot be checked: {e}")))
+    } else {
+        None
+    };
+    Ok(CacheCheck { chunks: report, index_repaired: store.repaired_at_open(), database })
 }
+
+/// The library database's file name in the cache directory.
+pub const META_DB: &str = "meta.db";
 
 /// Runs the daemon in the foreground until it is told to stop. Returns Ok after a clean shutdown.
 /// `config_file` is re-read on SIGHUP.

@@ -305,7 +305,7 @@ async fn blocking<T: Send + 'static>(
 /// `musicfs search rebuild` with no daemon running: throw the index away and build it anew from the database.
 pub fn rebuild_offline(cache_dir: &Path) -> Result<u64, crate::DaemonError> {
     let _lock = crate::CacheLock::acquire(cache_dir)?;
-    let db = Db::open(&cache_dir.join("meta.db"))?;
+    let db = Db::open(&cache_dir.join(crate::META_DB))?;
     let tracks = db.load_tracks()?;
     let index = SearchIndex::recreate(&index_dir(cache_dir), &tracks)?;
     let documents = index.doc_count();

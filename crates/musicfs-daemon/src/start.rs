@@ -64,7 +64,7 @@ struct Cache {
 
 impl Cache {
     fn open(config: &Config) -> Result<Cache, DaemonError> {
-        let db = Arc::new(Db::open(&config.cache_dir.join("meta.db"))?);
+        let db = Arc::new(Db::open(&config.cache_dir.join(crate::META_DB))?);
         let store = Arc::new(ChunkStore::open(&config.cache_dir, config.cache.max_size.0)?);
         tracing::info!(chunks = store.chunk_count(), bytes = store.total_bytes(), "chunk store opened");
         Ok(Cache { db, store })

@@ -105,6 +105,15 @@ impl Db {
         }
     }
 
+    /// SQLite's full `integrity_check` of the database at `path`, opened read-only: "ok", or the problems found
+    /// (one per line). For `musicfs cache verify`, with no daemon running.
+    pub fn integrity_check(path: &Path) -> Result<String, DbError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        let lines: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(lines.join("\n"))
+    }
+
     fn open_checked(path: &Path) -> Result<Db, DbError> {
         fail::fail_point!("meta::db::open_corrupt", |_| Err(DbError::Sql(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),

@@ -7,8 +7,10 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 mod network;
+mod soak;
 mod unit;
 pub use network::{dns, origin_outage, partition_heal, s3_cut_failover, s3_latency, sftp_drop};
+pub use soak::soak;
 pub use unit::{limits, readiness};
 
 fn secs(d: Duration) -> f64 {

@@ -174,6 +174,8 @@ pub struct ChunkStore {
     /// The disk under the store: chunk file I/O, free space, and whether caching has stopped (2.8, 6.6).
     guard: DiskGuard,
     pub stats: StoreStats,
+    /// What opening the store found out of step between the index and the chunk files, and fixed (3.5).
+    repaired_at_open: Mutex<ReconcileReport>,
 }
 
 impl ChunkStore {
@@ -216,6 +218,7 @@ impl ChunkStore {
             }
         };
         let report = store.reconcile()?;
+        *lock_or_recover(&store.repaired_at_open) = report.clone();
         if report.repaired() {
             tracing::warn!(
                 adopted = report.orphans_adopted,
@@ -228,6 +231,11 @@ impl ChunkStore {
         Ok(store)
     }
 
+    /// What opening the store found out of step between its index and the chunk files, and fixed.
+    pub fn repaired_at_open(&self) -> ReconcileReport {
+        lock_or_recover(&self.repaired_at_open).clone()
+    }
+
     fn with_db(root: PathBuf, db: redb::Database, max_size: u64, disk: Arc<dyn CacheDisk>) -> ChunkStore {
         ChunkStore {
             guard: DiskGuard::new(root.clone(), disk),
@@ -237,6 +245,7 @@ impl ChunkStore {
             max_size: AtomicU64::new(max_size),
             clock: AtomicU64::new(0),
             stats: StoreStats::default(),
+            repaired_at_open: Mutex::new(ReconcileReport::default()),
         }
     }
 
