@@ -28,6 +28,7 @@ mod remote;
 mod remote_origins;
 mod s3;
 mod s3_origin;
+mod secrets;
 mod sftp_origin;
 mod sshd;
 mod support;

@@ -144,3 +144,56 @@ fn sync_and_events_show_a_change_at_once_and_the_kernel_forgets_the_old_tree() {
     let status = daemon.stop().unwrap();
     assert!(status.success() && !is_fuse_mounted(&scratch.mnt()));
 }
+
+/// The control socket answers only the daemon's own user (and root): the check is on the connection's peer
+/// credentials, so it holds even when the socket file and its directory are opened up to everyone.
+#[test]
+fn another_user_is_refused_by_the_control_socket_even_when_its_mode_lets_them_in() {
+    use std::io::{Read, Write};
+    const NOBODY: u32 = 65534;
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test switches users, so it runs as root (as CI does)");
+    let scratch = Scratch::new().unwrap();
+    sample::generate(&scratch.lib(), &SampleOptions { tracks: 1, hostile: false, seconds: 0.5 }).unwrap();
+    let daemon = Daemon::start(Path::new(BIN), &scratch.args()).unwrap();
+    let socket = musicfs_daemon::control::socket_path(&scratch.cache());
+    let dir = socket.parent().unwrap().to_owned();
+    let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    /// Puts the runtime directory's mode back, whatever happens.
+    struct Restore(std::path::PathBuf, u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(self.1));
+        }
+    }
+    let _restore = Restore(dir.clone(), dir_mode);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let ask = |who: &str| -> String {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket)
+            .unwrap_or_else(|e| panic!("{who} could not connect to {}: {e}", socket.display()));
+        stream.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    // SAFETY: plain syscalls switching this test process's effective ids (nextest runs it alone in its
+    // process); the saved ids stay root's, so it switches back below. Group first.
+    unsafe {
+        assert_eq!(libc::setresgid(u32::MAX, NOBODY, u32::MAX), 0);
+        assert_eq!(libc::setresuid(u32::MAX, NOBODY, u32::MAX), 0);
+    }
+    let as_nobody = ask("nobody");
+    // SAFETY: as above.
+    unsafe {
+        libc::setresuid(u32::MAX, 0, u32::MAX);
+        libc::setresgid(u32::MAX, 0, u32::MAX);
+    }
+    assert!(as_nobody.contains("permission denied: uid 65534"), "nobody got: {as_nobody}");
+    assert!(!as_nobody.contains("\"tracks\""), "nobody got the status: {as_nobody}");
+    let as_root = ask("root");
+    assert!(as_root.contains("\"tracks\":1"), "root got: {as_root}");
+    assert!(daemon.log().contains("control connection refused"), "{}", daemon.log());
+    daemon.stop_cleanly();
+}

@@ -67,6 +67,19 @@ pub fn start(
     Ok(())
 }
 
+/// Only the daemon's own user (and root) may use its control socket: checked on the connection's peer
+/// credentials, not only on the socket file's mode, which a packager or an admin may open up.
+fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
+    let peer = stream.peer_cred().map_err(|e| format!("cannot tell who is asking: {e}"))?;
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if peer.uid() == me || peer.uid() == 0 {
+        return Ok(());
+    }
+    tracing::warn!(uid = peer.uid(), pid = ?peer.pid(), "control connection refused: another user");
+    Err(format!("permission denied: uid {} may not control a daemon running as uid {me}", peer.uid()))
+}
+
 /// Removes the `control-*.sock` files in `dir` that no daemon listens on any more (a daemon killed with
 /// SIGKILL cannot remove its own); returns how many. A socket with a live daemon answers the connect; one
 /// without refuses it at once.
@@ -105,12 +118,19 @@ async fn answer(
     requests: &mpsc::UnboundedSender<Request>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    let allowed = peer_allowed(&stream);
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_COMMAND_BYTES));
     tokio::time::timeout(COMMAND_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+    // Refused after the request is read: closing on unread bytes would reset the connection and lose the
+    // answer that says why.
+    if let Err(refused) = allowed {
+        write.write_all(format!("{}\n", json::<(), String>(Err(refused))).as_bytes()).await?;
+        return Ok(());
+    }
     let command = serde_json::from_str::<Command>(line.trim());
     let reply = match command {
         Ok(Command::Status) => json::<_, String>(Ok(shared.status())),
