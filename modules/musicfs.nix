@@ -230,8 +230,10 @@ in
         RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
         RestrictNamespaces = true;
         RestrictRealtime = true;
+        ProtectClock = true;
         RestrictSUIDSGID = true;
         LockPersonality = true;
+        UMask = "0077";
         MemoryDenyWriteExecute = true;
         SystemCallArchitectures = "native";
         SystemCallFilter = "@system-service @mount";

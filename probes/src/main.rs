@@ -70,6 +70,8 @@ enum Scenario {
     PartitionHeal,
     /// The S3 endpoint's name stops resolving: degraded for DNS, re-checked soon, ready again (4.2.5).
     Dns,
+    /// `systemd-analyze security` of the unit: its exposure score, within the budget, and what it still flags.
+    Security,
     /// kill -9 at random moments (first scan, ingest with eviction, delta sync) while a reader streams: every
     /// restart serves again, and at the end every track reads byte-identical, the cache verifies sound and the
     /// database passes integrity_check (`--kills N`).
@@ -82,7 +84,7 @@ enum Scenario {
 type Run = fn(&machine::Machine) -> anyhow::Result<serde_json::Value>;
 
 /// Every scenario by its [`Scenario`] name, in the order `all` runs them.
-const SCENARIOS: [(&str, Run); 14] = [
+const SCENARIOS: [(&str, Run); 15] = [
     ("sigterm", scenarios::sigterm),
     ("kill9", scenarios::kill9),
     ("watchdog", scenarios::watchdog),
@@ -96,6 +98,7 @@ const SCENARIOS: [(&str, Run); 14] = [
     ("sftp-drop", scenarios::sftp_drop),
     ("partition-heal", scenarios::partition_heal),
     ("dns", scenarios::dns),
+    ("security", scenarios::security),
     ("soak", scenarios::soak),
 ];
 

@@ -111,6 +111,7 @@ fn run_system_layer(root: &Path) -> LayerRun {
     let outcome = crate::system_test::run_system_test(&crate::system_test::Args {
         shell: false,
         scenario: "all".into(),
+        kills: None,
         rootfs_cache: "/var/cache/musicfs-system-test".into(),
     });
     let mut run = system_results(root);

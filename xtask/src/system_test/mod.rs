@@ -20,6 +20,9 @@ pub struct Args {
     /// Only these scenarios (default: all).
     #[arg(long, default_value = "all")]
     pub scenario: String,
+    /// Kills in the soak scenario (the probe's default, 6, unless given; 200 for a long run).
+    #[arg(long)]
+    pub kills: Option<usize>,
     /// Where debootstrapped root filesystems are cached between runs.
     #[arg(long, default_value = "/var/cache/musicfs-system-test")]
     pub rootfs_cache: PathBuf,
@@ -261,7 +264,12 @@ pub fn run_system_test(args: &Args) -> Result<()> {
     }
 
     println!("== musicfs-probe {}", args.scenario);
-    let probe = container.exec(&["/usr/local/bin/musicfs-probe", &args.scenario]).output()?;
+    let kills = args.kills.map(|n| n.to_string());
+    let mut probe_args = vec!["/usr/local/bin/musicfs-probe", args.scenario.as_str()];
+    if let Some(kills) = &kills {
+        probe_args.extend(["--kills", kills.as_str()]);
+    }
+    let probe = container.exec(&probe_args).output()?;
     let journal = container.exec(&["journalctl", "-u", "musicfs", "-o", "short-monotonic", "--no-pager"]).output()?;
     std::fs::write(out.join("musicfs-journal.log"), &journal.stdout)?;
     container.poweroff();
