@@ -102,6 +102,33 @@ pub fn changes(old: &Tree, new: &Tree) -> Vec<Invalidation> {
             out.push(Invalidation::Inode(dir));
         }
     }
+    // A file keeps its inode when its name moves (new tags, or a ` (2)` after a collision): its data
+    // invalidated wherever its content changed, whatever name it had before.
+    let before = file_states(old);
+    let mut sent: std::collections::HashSet<u64> =
+        out.iter().filter_map(|i| if let Invalidation::Inode(ino) = i { Some(*ino) } else { None }).collect();
+    for (ino, now) in file_states(new) {
+        if before.get(&ino).is_some_and(|was| *was != now) && sent.insert(ino) {
+            out.push(Invalidation::Inode(ino));
+        }
+    }
+    out
+}
+
+/// Every file of `tree` by inode: what its content is (track, size, mtime, version stamp).
+fn file_states(tree: &Tree) -> std::collections::HashMap<u64, (i64, u64, i64, i64)> {
+    let mut out = std::collections::HashMap::new();
+    let mut dirs = vec![ROOT_INO];
+    while let Some(dir) = dirs.pop() {
+        for child in tree.children(dir).into_iter().flatten() {
+            match &child.kind {
+                NodeKind::Dir { .. } => dirs.push(child.ino),
+                NodeKind::File(f) => {
+                    out.insert(child.ino, (f.track_id, f.size, f.mtime_ns, f.version));
+                }
+            }
+        }
+    }
     out
 }
 
@@ -193,5 +220,16 @@ mod tests {
         for name in ["A", "B"] {
             assert!(list.contains(&Invalidation::Entry { parent: ROOT_INO, name: name.as_bytes().into() }));
         }
+    }
+
+    /// A file keeps its inode when its name moves; when its content changed as well (a tag edit rewrites
+    /// the file and moves it), the kernel's pages of that inode are dropped, though no name matched.
+    #[test]
+    fn a_file_that_moved_and_changed_has_its_data_invalidated() {
+        let old = tree(&[("A/X/1.flac", 7, 10), ("B/Y/2.flac", 8, 10)]);
+        let new = tree(&[("C/Z/1 renamed.flac", 7, 20), ("B/Y/2 moved.flac", 8, 10)]);
+        let list = changes(&old, &new);
+        assert!(list.contains(&Invalidation::Inode(7)), "the moved, changed file kept its pages: {list:?}");
+        assert!(!list.contains(&Invalidation::Inode(8)), "a file that only moved lost its pages: {list:?}");
     }
 }

@@ -82,6 +82,19 @@ pub struct Changes {
     pub restamped: Vec<(i64, i64)>,
 }
 
+/// The key a file's inode number is stored under: the file at its origin (`/ORIGIN/HEX-OF-RELATIVE-PATH`),
+/// not its place in the virtual tree. A track keeps its inode when its virtual path moves (its tags
+/// changed, or another track now takes its name and it becomes ` (2)`), so a player reading it never
+/// finds another track's bytes behind the file it opened. The leading `/` keeps these keys apart from the
+/// directories' (relative) paths; `load_tree` computes the same key in SQL (`hex()` is upper case).
+pub fn file_inode_key(origin: &str, rel_path: &Path) -> String {
+    let mut key = format!("/{origin}/");
+    for byte in rel_path.as_os_str().as_bytes() {
+        key.push_str(&format!("{byte:02X}"));
+    }
+    key
+}
+
 impl Db {
     /// Opens the database, moving a damaged one aside and starting empty (the caller then rescans).
     pub fn open(path: &Path) -> Result<Db, DbError> {
@@ -215,7 +228,8 @@ impl Db {
             .collect::<Result<HashMap<_, _>, _>>()?;
         let mut files = conn.prepare_cached(
             "SELECT t.id, t.origin, t.rel_path, t.size, t.mtime_ns, t.vpath, i.ino, t.version
-             FROM tracks t JOIN inodes i ON i.path = t.vpath WHERE t.vpath != ''",
+             FROM tracks t JOIN inodes i ON i.path = '/' || t.origin || '/' || hex(t.rel_path)
+             WHERE t.vpath != ''",
         )?;
         let mut failure = None;
         let rows = files.query_map([], |r| {
@@ -300,7 +314,8 @@ impl Db {
         Ok(ids)
     }
 
-    /// Inode numbers for `paths` (`""` is the root, always 1); numbers are assigned once and never reused.
+    /// Inode numbers for `paths` (`""` is the root, always 1): a directory by its virtual path, a file by its
+    /// [`file_inode_key`]. Numbers are assigned once and never reused.
     pub fn inodes_for(&self, paths: &[(&str, bool)]) -> Result<HashMap<String, u64>, DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;

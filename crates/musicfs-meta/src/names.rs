@@ -78,8 +78,10 @@ pub fn placement(rel_path: &Path, tags: &TrackTags) -> Placement {
     let album_name = tags.album.as_deref().unwrap_or("");
     let album = match tags.year {
         Some(year) if year > 0 => {
-            let base = component(album_name, MAX_NAME_BYTES - 7, UNKNOWN_ALBUM);
-            format!("{base} ({year})")
+            // The year as tagged, any number of digits (a hostile tag says 4294967295): room for all of them.
+            let suffix = format!(" ({year})");
+            let base = component(album_name, MAX_NAME_BYTES - suffix.len(), UNKNOWN_ALBUM);
+            format!("{base}{suffix}")
         }
         _ => component(album_name, MAX_NAME_BYTES, UNKNOWN_ALBUM),
     };

@@ -42,10 +42,11 @@ pub fn load_tree(db: &Db) -> Result<Tree, DbError> {
 
 fn build_tree(db: &Db, tracks: &[Track]) -> Result<Tree, DbError> {
     let dirs = Tree::dir_paths_of(tracks.iter().map(|t| t.vpath.as_str()));
+    let keys: Vec<String> = tracks.iter().map(|t| crate::db::file_inode_key(&t.origin, &t.rel_path)).collect();
     let mut wanted: Vec<(&str, bool)> = dirs.iter().map(|d| (d.as_str(), true)).collect();
-    wanted.extend(tracks.iter().map(|t| (t.vpath.as_str(), false)));
+    wanted.extend(keys.iter().map(|k| (k.as_str(), false)));
     let inodes = db.inodes_for(&wanted)?;
-    let rows = tracks.iter().map(|t| TreeRow {
+    let rows = tracks.iter().zip(&keys).map(|(t, key)| TreeRow {
         track_id: t.id,
         origin: t.origin.clone(),
         rel_path: t.rel_path.clone(),
@@ -53,7 +54,7 @@ fn build_tree(db: &Db, tracks: &[Track]) -> Result<Tree, DbError> {
         mtime_ns: t.mtime_ns,
         version: t.version,
         vpath: t.vpath.clone(),
-        ino: inodes.get(&t.vpath).copied().unwrap_or(0),
+        ino: inodes.get(key).copied().unwrap_or(0),
     });
     Ok(Tree::build(rows, &inodes))
 }
