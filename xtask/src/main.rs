@@ -11,6 +11,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod resilience;
 mod sample_library;
 mod system_test;
@@ -38,6 +39,8 @@ enum Command {
     SampleLibrary(sample_library::Args),
     /// Measure read throughput and library-scale mount time and memory against MusicFS's targets.
     Bench(bench::Args),
+    /// Run the property tests of hostile input (names, the tree model) with many cases, in release.
+    Fuzz(fuzz::Args),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -53,6 +56,7 @@ fn main() -> Result<()> {
         Command::Resilience(args) => resilience::run(&args),
         Command::SampleLibrary(args) => sample_library::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     }
 }
 
