@@ -12,6 +12,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod mutants;
 mod resilience;
 mod sample_library;
 mod system_test;
@@ -41,6 +42,8 @@ enum Command {
     Bench(bench::Args),
     /// Run the property tests of hostile input (names, the tree model) with many cases, in release.
     Fuzz(fuzz::Args),
+    /// Run cargo-mutants on the resilience crates and write the mutation score (target/mutants/report.md).
+    Mutants(mutants::Args),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -57,6 +60,7 @@ fn main() -> Result<()> {
         Command::SampleLibrary(args) => sample_library::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Mutants(args) => mutants::run(&args),
     }
 }
 

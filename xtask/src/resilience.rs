@@ -221,6 +221,16 @@ pub fn run(args: &Args) -> Result<()> {
         );
         page = page.replace("</body>", &format!("{paragraph}</body>"));
     }
+    if root.join("target/mutants/report.md").is_file() {
+        let link = if out.parent() == Some(root.join("target").as_path()) {
+            "../mutants/report.md".to_owned()
+        } else {
+            root.join("target/mutants/report.md").display().to_string()
+        };
+        md += &format!("\nMutation score of the resilience crates (cargo xtask mutants): [{link}]({link})\n");
+        let paragraph = format!("<p>Mutation score (cargo xtask mutants): <a href=\"{0}\">{0}</a></p>", esc(&link));
+        page = page.replace("</body>", &format!("{paragraph}</body>"));
+    }
     std::fs::write(out.join("report.md"), &md)?;
     std::fs::write(out.join("report.html"), page)?;
 
