@@ -391,3 +391,131 @@ impl OriginReads {
         lock_or_recover(&self.backup_served).len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The breaker, the pace the hedge learns, and the backup-served bookkeeping, each on its own: the tests
+    //! cargo-mutants found missing (a mutant in any of them went unnoticed by the crate's tests).
+
+    use super::*;
+    use musicfs_origins::memory::MemoryOrigin;
+
+    fn reads(timeout: Duration) -> Arc<OriginReads> {
+        Arc::new(OriginReads::new(timeout, Arc::new(ReaderStats::default())))
+    }
+
+    fn origin(id: &str, len: usize) -> Arc<MemoryOrigin> {
+        let origin = Arc::new(MemoryOrigin::named(id));
+        origin.insert("t.flac", vec![7u8; len], 1);
+        origin
+    }
+
+    fn file(id: i64, origin: &Arc<MemoryOrigin>, backup: Option<&Arc<MemoryOrigin>>, len: usize) -> FileRef {
+        FileRef {
+            track_id: id,
+            origin: origin.clone(),
+            backup: backup.map(|b| b.clone() as SharedOrigin),
+            rel_path: PathBuf::from("t.flac"),
+            fingerprint: Fingerprint { size: len as u64, mtime_ns: 1, version: 0 },
+        }
+    }
+
+    #[test]
+    fn the_bound_is_the_timeout_or_half_of_it_when_a_backup_must_still_answer() {
+        let r = reads(Duration::from_secs(10));
+        let (a, b) = (origin("a", 10), origin("b", 10));
+        assert_eq!(r.timeout(), Duration::from_secs(10));
+        assert_eq!(r.bound(&file(1, &a, None, 10)), Duration::from_secs(10));
+        assert_eq!(r.bound(&file(1, &a, Some(&b), 10)), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_origin_fails_fast_for_one_timeout_then_is_asked_again() {
+        let r = reads(Duration::from_millis(200));
+        let a = origin("a", 4096);
+        let f = file(1, &a, None, 4096);
+        a.set_latency(Duration::from_secs(5));
+        let first = r.read(&f, 0, 4096).await.unwrap_err();
+        assert!(matches!(first, ReadError::Origin(OriginError::Timeout(_))), "{first}");
+        // Within the window: refused at once, without asking the origin.
+        let asked = a.reads();
+        let second = r.read(&f, 0, 4096).await.unwrap_err();
+        assert!(second.to_string().contains("reads fail fast"), "{second}");
+        assert_eq!(a.reads(), asked, "the origin was asked while its breaker was open");
+        // After the window it is asked again.
+        a.set_latency(Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(r.read(&f, 0, 4096).await.unwrap().0.len(), 4096);
+    }
+
+    #[tokio::test]
+    async fn an_origin_seen_back_is_read_at_once_inside_the_breakers_window() {
+        let r = reads(Duration::from_millis(300));
+        let a = origin("a", 4096);
+        let f = file(1, &a, None, 4096);
+        a.set_latency(Duration::from_secs(5));
+        assert!(r.read(&f, 0, 4096).await.is_err());
+        a.set_latency(Duration::ZERO);
+        r.origin_is_back("a");
+        assert_eq!(r.read(&f, 0, 4096).await.unwrap().0.len(), 4096, "origin_is_back left the breaker open");
+    }
+
+    #[tokio::test]
+    async fn the_hedge_waits_the_ceiling_for_an_unknown_origin_and_three_times_its_learned_pace_after() {
+        // The ceiling is half the timeout when that is shorter than HEDGE_CEILING.
+        assert_eq!(reads(Duration::from_secs(2)).hedge_delay("a", 1 << 20), Duration::from_secs(1));
+        let r = reads(Duration::from_secs(10));
+        assert_eq!(r.hedge_delay("a", 1 << 20), HEDGE_CEILING);
+        let a = origin("a", 1 << 20);
+        let f = file(1, &a, None, 1 << 20);
+        // A small read says little about the pace and is not learned.
+        r.read(&f, 0, 4096).await.unwrap();
+        assert_eq!(r.hedge_delay("a", 1 << 20), HEDGE_CEILING, "a 4 KiB read was taken as the pace");
+        // A 1 MiB read in 300 ms (and a little more): the hedge for the next 1 MiB is three times that.
+        a.set_latency(Duration::from_millis(300));
+        r.read(&f, 0, 1 << 20).await.unwrap();
+        let hedge = r.hedge_delay("a", 1 << 20);
+        assert!(hedge >= Duration::from_millis(850) && hedge < HEDGE_CEILING, "hedge {hedge:?} after a 300 ms read");
+        // Never below the floor, however fast the origin.
+        assert_eq!(r.hedge_delay("a", 1), HEDGE_FLOOR);
+    }
+
+    #[tokio::test]
+    async fn a_fast_origin_is_never_hedged() {
+        let r = reads(Duration::from_secs(10));
+        let (a, b) = (origin("a", 1 << 20), origin("b", 1 << 20));
+        let f = file(1, &a, Some(&b), 1 << 20);
+        for i in 0..8u64 {
+            r.read(&f, i * (128 << 10), 128 << 10).await.unwrap();
+        }
+        assert_eq!(b.reads(), 0, "the backup was asked while the origin answered at once");
+        assert!(r.slow_origins().is_empty());
+    }
+
+    #[tokio::test]
+    async fn tracks_served_by_a_backup_are_handed_over_once_for_their_own_origin() {
+        let r = reads(Duration::from_millis(400));
+        let (a, b, c) = (origin("a", 4096), origin("b", 4096), origin("c", 4096));
+        a.set_latency(Duration::from_secs(5));
+        for id in [3, 9] {
+            let (data, source) = r.read(&file(id, &a, Some(&b), 4096), 0, 4096).await.unwrap();
+            assert_eq!((data.len(), source), (4096, Source::Backup));
+        }
+        // Another origin's track, served by its own origin.
+        assert_eq!(r.read(&file(5, &c, Some(&b), 4096), 0, 4096).await.unwrap().1, Source::Origin);
+        assert_eq!(r.backup_served_count(), 2);
+        assert!(r.awaits_revalidation("a") && !r.awaits_revalidation("c"));
+        // While reads of `a` fail fast (a timed-out read without a backup), its tracks are not re-validated.
+        assert!(r.read(&file(4, &a, None, 4096), 0, 4096).await.is_err());
+        assert!(!r.awaits_revalidation("a"), "re-validation would run against an origin that does not answer");
+        r.origin_is_back("a");
+        assert!(r.awaits_revalidation("a"));
+        assert!(r.take_backup_served("c").is_empty(), "tracks of another origin were handed over");
+        let mut ids = r.take_backup_served("a");
+        ids.sort();
+        assert_eq!(ids, vec![3, 9]);
+        assert!(r.take_backup_served("a").is_empty(), "handed over twice");
+        assert_eq!(r.backup_served_count(), 0);
+        assert!(!r.awaits_revalidation("a"));
+    }
+}
