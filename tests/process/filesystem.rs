@@ -481,3 +481,38 @@ fn cache_verify_checks_the_index_against_the_chunk_files_and_the_database_integr
     assert!(!ok, "a damaged database passed: {stdout}");
     assert!(stderr.contains("fails its integrity check"), "{stderr}");
 }
+
+/// A player reading a track keeps getting that track when a newcomer takes its name: the newcomer sorts
+/// first (its origin path is earlier), so it gets `song.wav` and the open track becomes `song (2).wav`. The
+/// open file goes on with its own bytes, because a file's inode follows its origin file, not its name;
+/// each name then reads what it now shows.
+#[test]
+fn an_open_track_keeps_its_bytes_when_a_newcomer_takes_its_name() {
+    use std::io::{Read, Seek, SeekFrom};
+    let scratch = Scratch::new().unwrap();
+    let first = pseudo_random_bytes(3 << 20, 7);
+    let newcomer = pseudo_random_bytes(3 << 20, 8);
+    std::fs::create_dir_all(scratch.lib().join("b")).unwrap();
+    std::fs::write(scratch.lib().join("b/song.wav"), &first).unwrap();
+    let daemon = start(&scratch);
+    let album = scratch.mnt().join("Unknown Artist/Unknown Album");
+    let mut open = std::fs::File::open(album.join("song.wav")).unwrap();
+    let mut head = vec![0u8; 1 << 20];
+    open.read_exact(&mut head).unwrap();
+    assert_eq!(head, first[..1 << 20]);
+
+    std::fs::create_dir_all(scratch.lib().join("a")).unwrap();
+    std::fs::write(scratch.lib().join("a/song.wav"), &newcomer).unwrap();
+    let (ok, out, err) = musicfs(&["sync"], &scratch.cache());
+    assert!(ok, "{out}{err}");
+    assert!(album.join("song (2).wav").exists(), "the newcomer did not take the name: {out}");
+
+    let mut rest = Vec::new();
+    open.seek(SeekFrom::Start(1 << 20)).unwrap();
+    open.read_to_end(&mut rest).unwrap();
+    assert!(rest == first[1 << 20..], "the open track was handed another track's bytes");
+    assert!(std::fs::read(album.join("song.wav")).unwrap() == newcomer);
+    assert!(std::fs::read(album.join("song (2).wav")).unwrap() == first);
+    drop(open);
+    daemon.stop_cleanly();
+}
