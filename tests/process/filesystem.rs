@@ -516,3 +516,26 @@ fn an_open_track_keeps_its_bytes_when_a_newcomer_takes_its_name() {
     drop(open);
     daemon.stop_cleanly();
 }
+
+/// A stop while a player holds a track open (paused, say) does not wait for it: the mount is detached
+/// lazily and the daemon leaves at once (it used to wait 10 s for a FUSE session that ends only when the
+/// file is closed); the mount is gone for everyone else.
+#[test]
+fn a_stop_with_a_file_held_open_does_not_wait_for_it() {
+    use std::io::Read;
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 1, false);
+    let mut daemon = start(&scratch);
+    let mut open = std::fs::File::open(scratch.mnt().join(tracks[0].expected_tag_path().unwrap())).unwrap();
+    let mut head = [0u8; 4096];
+    open.read_exact(&mut head).unwrap();
+    let asked = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait(Duration::from_secs(30)).unwrap();
+    let took = asked.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(5), "the stop waited {took:?} for a file held open");
+    assert!(daemon.log().contains("2.3 stopped cleanly"), "{}", daemon.log());
+    assert!(!is_fuse_mounted(&scratch.mnt()));
+    drop(open);
+}

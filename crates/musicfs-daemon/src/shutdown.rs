@@ -11,6 +11,9 @@ use tokio::sync::oneshot::error::RecvError;
 const INGEST_WAIT_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 /// Bound on waiting for the FUSE session thread after unmount.
 const SESSION_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same after a lazy unmount: the session only ends once every file open in the mount is closed (a
+/// paused player may hold one for hours), so it is not waited for; leaving closes the connection.
+const DETACHED_SESSION_JOIN_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long the cancelled background loops get to write back their state.
 const BACKGROUND_WIND_DOWN: Duration = Duration::from_millis(20);
 
@@ -41,14 +44,17 @@ impl Daemon {
             tracing::warn!(error = %e, "could not checkpoint the database");
         }
         let flushed_ms = stopping.elapsed().as_millis() as u64;
+        let mut join_timeout = SESSION_JOIN_TIMEOUT;
         if let Err(e) = (session.unmount)() {
-            tracing::warn!(error = %e, "unmount failed (mount busy?); detaching lazily");
+            tracing::warn!(error = %e, "2.3 unmount failed: files are open in the mount; detached it lazily, and \
+                their next reads fail once this process is gone");
             mounts::lazy_unmount(&config.mount_point);
+            join_timeout = DETACHED_SESSION_JOIN_TIMEOUT;
         }
         let thread = session.thread;
         let joined = tokio::task::spawn_blocking(move || thread.join());
-        if tokio::time::timeout(SESSION_JOIN_TIMEOUT, joined).await.is_err() {
-            tracing::warn!("FUSE thread did not finish in time");
+        if tokio::time::timeout(join_timeout, joined).await.is_err() {
+            tracing::debug!(?join_timeout, "FUSE thread still running (files open in the detached mount); leaving");
         }
         tracing::info!(
             drained_ms,
