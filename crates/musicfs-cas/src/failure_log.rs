@@ -92,4 +92,18 @@ mod tests {
         log.answered("nas");
         assert_eq!(log.lines.load(Ordering::Relaxed), 4, "recovery is one line, once");
     }
+
+    /// What the summary line says: the failures since the last line, and all of the episode's.
+    #[test]
+    fn an_episode_counts_every_failure_and_those_not_yet_logged() {
+        let log = FailureLog::default();
+        for _ in 0..3 {
+            log.failed("nas", &"connection refused");
+        }
+        assert_eq!(log.lines.load(Ordering::Relaxed), 1);
+        let episodes = lock_or_recover(&log.episodes);
+        let nas = episodes.get("nas").expect("an episode for nas");
+        assert_eq!((nas.unlogged, nas.total), (2, 3));
+        assert_eq!(nas.last_error, "connection refused");
+    }
 }
