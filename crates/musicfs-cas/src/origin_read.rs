@@ -485,6 +485,8 @@ mod tests {
         let r = reads(Duration::from_secs(10));
         let (a, b) = (origin("a", 1 << 20), origin("b", 1 << 20));
         let f = file(1, &a, Some(&b), 1 << 20);
+        // Quick, but not instant: a read that asked the backup at once would find the backup first.
+        a.set_latency(Duration::from_millis(20));
         for i in 0..8u64 {
             r.read(&f, i * (128 << 10), 128 << 10).await.unwrap();
         }
