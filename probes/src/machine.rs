@@ -78,6 +78,19 @@ fn hash_file(path: &Path) -> Result<[u8; 32]> {
     Ok(*blake3::hash(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?).as_bytes())
 }
 
+/// `len` pseudo-random bytes (xorshift) from `seed`: new tracks no chunk of the cache can already hold.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 pub fn walk(root: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in std::fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
         let entry = entry?;

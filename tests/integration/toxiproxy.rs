@@ -183,20 +183,7 @@ async fn a_download_under_a_bandwidth_toxic_is_cut_when_the_proxy_is_disabled() 
     use std::io::{Read, Write};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    // Answers every connection's four-byte request with 4 MiB.
-    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = server.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in server.incoming() {
-            let Ok(mut conn) = conn else { break };
-            std::thread::spawn(move || {
-                let mut request = [0u8; 4];
-                if conn.read_exact(&mut request).is_ok() {
-                    let _ = conn.write_all(&vec![7u8; 4 << 20]);
-                }
-            });
-        }
-    });
+    let upstream = download_server(4 << 20);
     let toxiproxy = Toxiproxy::start().unwrap();
     let (mut proxy, listen) = toxiproxy.create_proxy("download", upstream).await.unwrap();
     let slow = bandwidth("slow", 600);
@@ -243,19 +230,7 @@ async fn a_download_under_a_bandwidth_toxic_is_cut_when_the_proxy_is_disabled() 
 async fn a_latency_toxic_delays_a_download_once_and_does_not_throttle_it() {
     use std::io::{Read, Write};
     const LEN: usize = 8 << 20;
-    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream = server.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in server.incoming() {
-            let Ok(mut conn) = conn else { break };
-            std::thread::spawn(move || {
-                let mut request = [0u8; 4];
-                if conn.read_exact(&mut request).is_ok() {
-                    let _ = conn.write_all(&vec![7u8; LEN]);
-                }
-            });
-        }
-    });
+    let upstream = download_server(LEN);
     let toxiproxy = Toxiproxy::start().unwrap();
     let (proxy, listen) = toxiproxy.create_proxy("far", upstream).await.unwrap();
     proxy.add_toxic(&latency("far", 200)).await.unwrap();
@@ -273,4 +248,23 @@ async fn a_latency_toxic_delays_a_download_once_and_does_not_throttle_it() {
     eprintln!("8 MiB through a 200 ms latency toxic: {took:?}");
     assert!(took >= Duration::from_millis(200), "a 200 ms latency toxic added only {took:?}");
     assert!(took < Duration::from_secs(5), "a 200 ms latency toxic made an 8 MiB download take {took:?}");
+}
+
+/// A server that answers every connection's four-byte request with `len` bytes.
+fn download_server(len: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(mut conn) = conn else { break };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4];
+                if conn.read_exact(&mut request).is_ok() {
+                    let _ = conn.write_all(&vec![7u8; len]);
+                }
+            });
+        }
+    });
+    upstream
 }

@@ -4,7 +4,7 @@
 //! leaves every fault undone (also when it fails: `Faults` undoes them on drop).
 
 use crate::faults::{self, Faults, restore};
-use crate::machine::{Machine, now_epoch};
+use crate::machine::{Machine, now_epoch, pseudo_random};
 use crate::player;
 use crate::toxiproxy;
 use anyhow::{Context, Result, bail, ensure};
@@ -50,16 +50,7 @@ struct NewTrack {
 /// remote server in the VM test); returns where the mount will show it.
 fn put_file(m: &Machine, origin: &str, name: &str, len: usize) -> Result<NewTrack> {
     let dir = origin_dir(m, origin)?;
-    let seed = now_epoch() ^ (len as u64);
-    let mut state = seed | 1;
-    let bytes: Vec<u8> = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let bytes = pseudo_random(len, now_epoch() ^ (len as u64));
     let tmp = dir.parent().context("origin dir has a parent")?.join(format!(".{name}.partial"));
     std::fs::write(&tmp, &bytes)?;
     let file = dir.join(name);

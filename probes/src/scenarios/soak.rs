@@ -7,7 +7,7 @@
 //! the chunk index matching the chunk files and the library database passing SQLite's integrity_check.
 
 use super::secs;
-use crate::machine::{Machine, Streamer, now_epoch};
+use crate::machine::{Machine, Streamer, now_epoch, pseudo_random};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -148,15 +148,7 @@ fn empty_dir(dir: &Path) -> Result<()> {
 
 /// A new untagged file in the first local origin (by rename: a scan never sees half of it).
 fn add_track(m: &Machine, round: usize) -> Result<PathBuf> {
-    let mut state = (now_epoch() ^ round as u64) | 1;
-    let bytes: Vec<u8> = (0..(256 << 10) + round * 512)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let bytes = pseudo_random((256 << 10) + round * 512, now_epoch() ^ round as u64);
     let file = m.origin.join(format!("soak-{}-{round}.wav", now_epoch()));
     let tmp = m.origin.join(format!(".soak-{round}.partial"));
     std::fs::write(&tmp, &bytes)?;
