@@ -22,7 +22,7 @@ const MAX_COMMAND_BYTES: u64 = 4096;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the socket (replacing a stale one: the cache lock guarantees no other daemon owns it) and serves
-/// until cancelled.
+/// until cancelled. The socket's lock file (see [`remove_dead_sockets`]) is held for as long as it serves.
 pub fn start(
     path: &Path,
     shared: Arc<Shared>,
@@ -32,6 +32,9 @@ pub fn start(
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
+    // Locked before the socket exists: from then on no other daemon's sweep can take it for dead, not even
+    // between its bind and its listen, when a connect is refused as for a dead one.
+    let lock = lock_socket(path)?;
     let _ = std::fs::remove_file(path);
     if let Some(dir) = path.parent() {
         let removed = remove_dead_sockets(dir);
@@ -63,8 +66,35 @@ pub fn start(
             }
         }
         let _ = std::fs::remove_file(&path);
+        drop(lock);
     });
     Ok(())
+}
+
+/// The lock file beside a control socket: `control-ID.sock` → `control-ID.lock`.
+fn lock_path(socket: &Path) -> std::path::PathBuf {
+    socket.with_extension("lock")
+}
+
+/// Opens (0600) and locks the socket's lock file; a sweep holds it for microseconds, so a few tries suffice.
+fn lock_socket(socket: &Path) -> std::io::Result<std::fs::File> {
+    let file = open_lock(socket)?;
+    for _ in 0..100 {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(10)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("another daemon holds {}", lock_path(socket).display()),
+    ))
+}
+
+fn open_lock(socket: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(lock_path(socket))
 }
 
 /// Only the daemon's own user (and root) may use its control socket: checked on the connection's peer
@@ -81,8 +111,10 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
 }
 
 /// Removes the `control-*.sock` files in `dir` that no daemon listens on any more (a daemon killed with
-/// SIGKILL cannot remove its own); returns how many. A socket with a live daemon answers the connect; one
-/// without refuses it at once.
+/// SIGKILL cannot remove its own); returns how many. A socket is dead when its lock file is free (a daemon
+/// holds it from before its bind until it exits, and the kernel drops it with the process) and a connect is
+/// refused. The lock files stay, one per cache directory ever served: removing one would race a daemon
+/// that has just opened it.
 pub fn remove_dead_sockets(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut removed = 0;
@@ -93,6 +125,10 @@ pub fn remove_dead_sockets(dir: &Path) -> usize {
             continue;
         }
         let path = entry.path();
+        let Ok(lock) = open_lock(&path) else { continue };
+        if lock.try_lock().is_err() {
+            continue;
+        }
         if let Err(e) = std::os::unix::net::UnixStream::connect(&path)
             && e.kind() == std::io::ErrorKind::ConnectionRefused
             && std::fs::remove_file(&path).is_ok()
@@ -224,5 +260,22 @@ mod tests {
         assert!(live_path.exists(), "a live daemon's socket was removed");
         assert!(other.exists(), "a socket that is not a control socket was removed");
         assert_eq!(remove_dead_sockets(&dir.path().join("missing")), 0);
+    }
+
+    /// Between a daemon's bind and its listen a connect is refused as for a dead socket: CI once saw one
+    /// daemon's sweep remove another's socket in that instant. The lock the starting daemon holds keeps it.
+    #[test]
+    fn a_socket_whose_lock_is_held_is_kept_even_when_a_connect_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let starting = dir.path().join("control-starting.sock");
+        let lock = lock_socket(&starting).unwrap();
+        // Bound, not yet listening: refuses connects.
+        drop(std::os::unix::net::UnixListener::bind(&starting).unwrap());
+        assert_eq!(remove_dead_sockets(dir.path()), 0);
+        assert!(starting.exists(), "the starting daemon's socket was swept");
+        drop(lock);
+        assert_eq!(remove_dead_sockets(dir.path()), 1);
+        assert!(!starting.exists());
+        assert!(lock_path(&starting).exists(), "the lock file is kept");
     }
 }
