@@ -35,6 +35,21 @@ enum Command {
         /// How long in-flight reads may take to finish, e.g. 5s.
         #[arg(long, value_parser = Seconds::parse)]
         drain_timeout: Option<Seconds>,
+        /// Restart without unmounting: the daemon exits for its service manager to start it again, which
+        /// takes the FUSE connection back; readers only wait (2.11). Needs the unit's fd store.
+        #[arg(long)]
+        restart: bool,
+        /// As ExecStop= of this systemd unit (`--unit %n`): restart as with --restart when systemd is
+        /// restarting the unit (`systemctl restart`), stop in order otherwise.
+        #[arg(long, value_name = "NAME")]
+        unit: Option<String>,
+    },
+    /// As ExecStopPost= of a systemd unit (`--unit %n`): unmount MOUNT_POINT unless systemd is about to start
+    /// the daemon again, which resumes the mount (2.11); reads $SERVICE_RESULT and $EXIT_STATUS.
+    AfterStop {
+        #[arg(long, value_name = "NAME")]
+        unit: String,
+        mount_point: PathBuf,
     },
     /// Print the running daemon's metrics in Prometheus text format.
     Metrics {
@@ -151,7 +166,8 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Mount(args) => mount(args),
         Command::Status { target, json } => status(target, json),
-        Command::Shutdown { target, drain_timeout } => shutdown(target, drain_timeout),
+        Command::Shutdown { target, drain_timeout, restart, unit } => shutdown(target, drain_timeout, restart, unit),
+        Command::AfterStop { unit, mount_point } => after_stop(&unit, &mount_point),
         Command::Metrics { target } => metrics(target),
         Command::Sync { target } => target.client().and_then(|client| print_json(&client.sync()?)),
         Command::Events { target } => events(target),
@@ -205,13 +221,30 @@ fn status(target: CacheArgs, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn shutdown(target: CacheArgs, drain: Option<Seconds>) -> Result<(), Failure> {
+fn shutdown(target: CacheArgs, drain: Option<Seconds>, restart: bool, unit: Option<String>) -> Result<(), Failure> {
     let drain = drain.map(|d| d.0);
-    let answer = target.client()?.shutdown(drain)?;
+    let client = target.client()?;
+    let restart = restart
+        || unit.is_some_and(|unit| musicfs_daemon::handover::unit_jobs(&unit).iter().any(|j| j.contains("restart")));
+    let answer = if restart { client.restart()? } else { client.shutdown(drain)? };
     // Wait for the daemon to finish its ordered shutdown, so that ExecStop returns when it is done.
     let limit = drain.unwrap_or(musicfs_daemon::DRAIN_TIMEOUT) + control::client::SHUTDOWN_GRACE;
     control::client::wait_for_exit(answer.pid, limit)?;
-    println!("musicfs {} stopped", answer.pid);
+    println!("musicfs {} {}", answer.pid, if restart { "left for a restart; the mount stays" } else { "stopped" });
+    Ok(())
+}
+
+fn after_stop(unit: &str, mount_point: &std::path::Path) -> Result<(), Failure> {
+    let jobs = musicfs_daemon::handover::unit_jobs(unit);
+    let result = std::env::var("SERVICE_RESULT").ok();
+    let exit_status = std::env::var("EXIT_STATUS").ok();
+    let mounted = musicfs_daemon::mounts::mounted_fstype(mount_point).is_some_and(|t| t.starts_with("fuse"));
+    if musicfs_daemon::handover::keep_mount_after_stop(&jobs, result.as_deref(), exit_status.as_deref()) {
+        println!("2.11 {unit} starts again (jobs {jobs:?}, result {result:?}, exit {exit_status:?}): mount kept");
+    } else if mounted {
+        musicfs_daemon::mounts::lazy_unmount(mount_point);
+        println!("{unit} stopped (jobs {jobs:?}, result {result:?}): {} unmounted", mount_point.display());
+    }
     Ok(())
 }
 

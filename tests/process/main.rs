@@ -10,6 +10,7 @@ mod control;
 mod crash_recovery;
 mod filesystem;
 mod lifecycle;
+mod restart;
 mod search;
 
 /// `musicfs ARGS --cache-dir CACHE` with the binary under test: (success, stdout, stderr).

@@ -78,6 +78,7 @@ async fn harness_over(
         ),
         supervisor: supervisor.clone(),
         stopping: AtomicBool::new(false),
+        connection_kept: false,
         events: bus,
         invalidator: invalidator.clone(),
         search,

@@ -14,6 +14,7 @@
 pub mod background;
 pub mod control;
 pub mod events;
+pub mod handover;
 mod health;
 pub mod lock;
 pub mod metrics;
@@ -76,6 +77,10 @@ pub enum DaemonError {
     )]
     Aborted,
 }
+
+/// The exit code of a daemon that left for a restart with its FUSE connection kept (2.11): the unit's
+/// `RestartForceExitStatus=` restarts it, and its `ExecStopPost=` keeps the mount.
+pub const RESTART_EXIT_CODE: i32 = 75;
 
 /// Bound on draining in-flight reads at shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);

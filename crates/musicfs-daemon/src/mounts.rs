@@ -54,6 +54,23 @@ pub fn clear_stale_fuse_mount(path: &Path) -> bool {
     mounted_fstype(path).is_none_or(|t| !t.starts_with("fuse"))
 }
 
+/// Unmounts `path` as fuser does for a mount it made: umount(2), or fusermount3 for a user's own mount.
+/// Fails (EBUSY) while files in it are open; the caller then detaches it lazily.
+pub fn unmount(path: &Path) -> std::io::Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: umount2 with a valid NUL-terminated path.
+    if unsafe { libc::umount2(c_path.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EPERM) {
+        return Err(error);
+    }
+    let status = std::process::Command::new("fusermount3").arg("-u").arg(path).status()?;
+    if status.success() { Ok(()) } else { Err(std::io::Error::other(format!("fusermount3 -u: {status}"))) }
+}
+
 /// Detaches a mount now; busy users keep their references until they let go.
 pub fn lazy_unmount(path: &Path) {
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return };

@@ -1,6 +1,7 @@
 //! Serving: once started, the daemon waits here for a shutdown request (a signal or `musicfs shutdown`),
-//! applying SIGHUP reloads as they come, and then stops in order. A FUSE session that ends on its own
-//! instead (3.4) ends the daemon with exit 1.
+//! applying SIGHUP reloads as they come, and then stops in order — or, asked to restart while the service
+//! manager holds the FUSE connection, hands it over (2.11). A FUSE session that ends on its own instead (3.4)
+//! ends the daemon with exit 1.
 
 use crate::signals::Request;
 use crate::start::Daemon;
@@ -13,6 +14,11 @@ impl Daemon {
             tokio::select! {
                 request = self.requests.recv() => match request {
                     Some(Request::Shutdown(who, drain)) => break (who, drain.unwrap_or(DRAIN_TIMEOUT)),
+                    Some(Request::Restart(who)) if self.session.kept => self.hand_over(who).await,
+                    Some(Request::Restart(who)) => {
+                        tracing::warn!(who, "2.11 asked to restart, but nothing holds the FUSE connection: stopping instead");
+                        break (who, DRAIN_TIMEOUT);
+                    }
                     Some(Request::Reload) => reload::reload(
                         &mut self.config,
                         self.config_file.as_deref(),

@@ -51,6 +51,9 @@ impl Daemon {
             mounts::lazy_unmount(&config.mount_point);
             join_timeout = DETACHED_SESSION_JOIN_TIMEOUT;
         }
+        if session.kept {
+            crate::handover::forget();
+        }
         let thread = session.thread;
         let joined = tokio::task::spawn_blocking(move || thread.join());
         if tokio::time::timeout(join_timeout, joined).await.is_err() {
@@ -62,6 +65,35 @@ impl Daemon {
             total_ms = stopping.elapsed().as_millis() as u64,
             "2.3 stopped cleanly: reads drained, background stopped, cache flushed, search index committed, database checkpointed, unmounted"
         );
+    }
+
+    /// Leaves for a restart (2.11): the background work stops and the cache, the search index and the
+    /// database are written back as in a shutdown, but nothing is drained or unmounted. Reads keep being
+    /// answered until the process exits; those still in flight then are resent by the kernel to the next
+    /// daemon, which takes the connection back from the service manager. Exits with
+    /// [`crate::RESTART_EXIT_CODE`].
+    pub(crate) async fn hand_over(self, who: &str) -> ! {
+        let Daemon { shared, db, cancel, .. } = self;
+        let stopping = Instant::now();
+        tracing::info!(who, "2.11 restarting: the mount and its FUSE connection stay with the service manager");
+        systemd::stopping();
+        cancel.cancel();
+        tokio::time::sleep(BACKGROUND_WIND_DOWN).await;
+        if let Err(e) = shared.reader.flush(INGEST_WAIT_AT_SHUTDOWN).await {
+            tracing::warn!(error = %e, "could not flush the chunk cache");
+        }
+        let search = shared.search.clone();
+        let _ = tokio::task::spawn_blocking(move || search.close()).await;
+        if let Err(e) = db.checkpoint() {
+            tracing::warn!(error = %e, "could not checkpoint the database");
+        }
+        tracing::info!(
+            total_ms = stopping.elapsed().as_millis() as u64,
+            "2.11 handed over: cache flushed, search index committed, database checkpointed, mount kept; exiting for the restart"
+        );
+        // Now, from here: an orderly runtime shutdown would fail the reads that arrive meanwhile, where an
+        // exit leaves them to be resent.
+        std::process::exit(crate::RESTART_EXIT_CODE)
     }
 
     /// The FUSE session ended without a shutdown request: the connection was aborted (3.4) or someone

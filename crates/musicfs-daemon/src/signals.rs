@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 pub enum Request {
     /// Who asked, and an optional drain timeout (from `musicfs shutdown --drain-timeout`).
     Shutdown(&'static str, Option<std::time::Duration>),
+    /// Exit for a restart, leaving the FUSE connection to the next daemon (2.11); who asked.
+    Restart(&'static str),
     Reload,
 }
 

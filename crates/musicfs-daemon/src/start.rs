@@ -4,7 +4,7 @@
 
 use crate::signals::{self, Request};
 use crate::state::{OriginStatus, Shared, SyncRequest};
-use crate::{DaemonError, background, control, events, mounts, process, search, systemd, watchdog};
+use crate::{DaemonError, background, control, events, handover, mounts, process, search, systemd, watchdog};
 use musicfs_cas::{ChunkParams, ChunkStore, ManifestStore, Reader};
 use musicfs_core::Config;
 use musicfs_core::events::Guarantee;
@@ -14,6 +14,7 @@ use musicfs_fuse::adapter::{self, FuseAdapter};
 use musicfs_fuse::invalidate::KernelCache;
 use musicfs_meta::{Db, Tree, sync};
 use musicfs_origins::ConfiguredOrigins;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +55,10 @@ pub(crate) struct FuseSession {
     pub ended: oneshot::Receiver<std::io::Result<()>>,
     /// False once the session thread has ended (the watchdog's self-check reads it).
     pub alive: Arc<AtomicBool>,
+    /// The service manager holds a copy of the connection (2.11), so the mount can outlive this process.
+    pub kept: bool,
+    /// What tells the kernel which names and pages to forget.
+    pub kernel: Arc<dyn KernelCache>,
 }
 
 /// The database and the chunk store in the cache directory.
@@ -96,14 +101,14 @@ impl Daemon {
             return Ok(None);
         };
         let fs = filesystem(&config, library.tree, &cache, &origins);
-        let (session, kernel_cache) = mount(&config, &fs).await?;
+        let session = mount(&config, &fs).await?;
         process::release_freed_memory();
         tracing::info!(mount_point = %config.mount_point.display(), tracks = fs.tree().file_count(),
             elapsed_ms = started.elapsed().as_millis() as u64, "mounted and serving");
 
         let cancel = CancellationToken::new();
         let supervisor = Supervisor::new(cancel.child_token());
-        let (shared, sync_requests) = share(&config, fs, &cache, &origins, kernel_cache, supervisor, started);
+        let (shared, sync_requests) = share(&config, fs, &cache, &origins, &session, supervisor, started);
         let socket = control::socket_path(&config.cache_dir);
         control::start(&socket, shared.clone(), request_tx, cancel.child_token())
             .map_err(|source| DaemonError::Control { path: socket, source })?;
@@ -178,24 +183,51 @@ fn filesystem(config: &Config, tree: Tree, cache: &Cache, origins: &ConfiguredOr
     Arc::new(fs.with_backups(origins.backups.clone()))
 }
 
-/// Mounts `fs` at the mount point and runs the session on its own thread; returns once the mount answers,
-/// with the handle that tells the kernel what to forget.
-async fn mount(config: &Config, fs: &Arc<MusicFs>) -> Result<(FuseSession, Arc<dyn KernelCache>), DaemonError> {
+/// Mounts `fs` at the mount point — or resumes the connection an earlier daemon left with the service
+/// manager (2.11) — and runs the session on its own thread; returns once the mount answers.
+async fn mount(config: &Config, fs: &Arc<MusicFs>) -> Result<FuseSession, DaemonError> {
     let mount_point = config.mount_point.as_path();
-    // First clear a dead mount left by a killed daemon: until then even mkdir/stat on the path fail.
-    if mounts::clear_stale_fuse_mount(mount_point) {
-        tracing::info!(mount_point = %mount_point.display(), "2.7 stale mount cleared");
-    }
-    std::fs::create_dir_all(mount_point).map_err(|source| DaemonError::Prepare {
-        what: "mount point",
-        path: mount_point.to_owned(),
-        source,
-    })?;
+    let (threads, allow_other) = (config.fuse.threads, config.fuse.allow_other);
     let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
-    let mut session = adapter::mount(adapter, mount_point, config.fuse.threads, config.fuse.allow_other)
-        .map_err(|source| DaemonError::Mount { path: mount_point.to_owned(), source })?;
-    let mut unmounter = session.unmount_callable();
-    let kernel_cache = adapter::kernel_cache(&session);
+    let (session, unmount, kept): (_, Box<dyn FnMut() -> std::io::Result<()> + Send>, bool) = match resumable_connection(
+        mount_point,
+    ) {
+        Some(fd) => {
+            let session = adapter::resume(adapter, fd, threads, allow_other);
+            match adapter::resend_unanswered(&session) {
+                Ok(()) => tracing::info!(mount_point = %mount_point.display(),
+                        "2.11 resumed the FUSE connection the service manager kept: no remount, and the kernel resends what the old daemon had read"),
+                Err(e) => tracing::warn!(error = %e,
+                        "2.11 resumed the FUSE connection, but the kernel refused to resend what the old daemon had read"),
+            }
+            let mount_point = mount_point.to_owned();
+            (session, Box::new(move || mounts::unmount(&mount_point)), true)
+        }
+        None => {
+            // First clear a dead mount left by a killed daemon: until then even mkdir/stat on the path fail.
+            if mounts::clear_stale_fuse_mount(mount_point) {
+                tracing::info!(mount_point = %mount_point.display(), "2.7 stale mount cleared");
+            }
+            std::fs::create_dir_all(mount_point).map_err(|source| DaemonError::Prepare {
+                what: "mount point",
+                path: mount_point.to_owned(),
+                source,
+            })?;
+            let mut session = adapter::mount(adapter, mount_point, threads, allow_other)
+                .map_err(|source| DaemonError::Mount { path: mount_point.to_owned(), source })?;
+            let kept = adapter::connection(&session).is_ok_and(|fd| handover::store(fd.as_fd()));
+            let mut unmounter = session.unmount_callable();
+            (session, Box::new(move || unmounter.unmount()), kept)
+        }
+    };
+    if let Some(limit) = handover::kernel_request_timeout() {
+        tracing::warn!(
+            ?limit,
+            "2.11 the kernel aborts the FUSE connection when a request waits this long \
+            (fs.fuse.default_request_timeout): a restart must finish well within it"
+        );
+    }
+    let kernel = adapter::kernel_cache(&session);
     let alive = Arc::new(AtomicBool::new(true));
     let (ended_tx, ended) = oneshot::channel();
     let thread_alive = alive.clone();
@@ -207,10 +239,24 @@ async fn mount(config: &Config, fs: &Arc<MusicFs>) -> Result<(FuseSession, Arc<d
             let _ = ended_tx.send(result);
         })
         .map_err(DaemonError::FuseThread)?;
-    let session = FuseSession { unmount: Box::new(move || unmounter.unmount()), thread, ended, alive };
+    let session = FuseSession { unmount, thread, ended, alive, kept, kernel };
     wait_until_mount_answers(mount_point).await?;
     mounts::raise_readahead(mount_point, READAHEAD_KIB);
-    Ok((session, kernel_cache))
+    Ok(session)
+}
+
+/// The FUSE connection the service manager passed back (2.11), when it can be resumed; otherwise it is
+/// dropped from the store, so that the old connection ends and its mount can be cleared (2.7).
+fn resumable_connection(mount_point: &Path) -> Option<std::os::fd::OwnedFd> {
+    let fd = handover::passed_connection()?;
+    match handover::resumable(fd.as_fd(), mount_point) {
+        Ok(()) => Some(fd),
+        Err(why) => {
+            tracing::warn!(why, "2.11 not resuming the stored FUSE connection; mounting anew");
+            handover::forget();
+            None
+        }
+    }
 }
 
 /// READY=1 only once the kernel routes requests to us: stat the mount root from a blocking thread.
@@ -241,7 +287,7 @@ fn share(
     fs: Arc<MusicFs>,
     cache: &Cache,
     origins: &ConfiguredOrigins,
-    kernel: Arc<dyn KernelCache>,
+    session: &FuseSession,
     supervisor: Supervisor,
     started: Instant,
 ) -> (Arc<Shared>, mpsc::Receiver<SyncRequest>) {
@@ -249,7 +295,7 @@ fn share(
     let bus = Arc::new(events::Bus::new(config.events.capacity));
     let invalidator = Arc::new(events::Invalidator {
         events: tokio::sync::Mutex::new(bus.subscribe("kernel cache invalidator", Guarantee::Lossless)),
-        kernel,
+        kernel: session.kernel.clone(),
         fs: fs.clone(),
         stats: Default::default(),
     });
@@ -272,6 +318,7 @@ fn share(
         origins: std::sync::RwLock::new(origin_states),
         supervisor,
         stopping: AtomicBool::new(false),
+        connection_kept: session.kept,
         events: bus,
         invalidator,
         search,

@@ -34,6 +34,8 @@ pub struct Shared {
     pub supervisor: musicfs_core::supervisor::Supervisor,
     /// Set when the ordered shutdown begins: the state reads `stopping`.
     pub stopping: AtomicBool,
+    /// The service manager holds a copy of the FUSE connection (2.11): a restart can keep the mount.
+    pub connection_kept: bool,
     /// Library changes and origin states, for the invalidator, the search indexer and `musicfs events`.
     pub events: Arc<crate::events::Bus>,
     pub invalidator: Arc<crate::events::Invalidator>,

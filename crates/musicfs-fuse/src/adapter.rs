@@ -12,6 +12,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, Request, SessionACL,
 };
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -107,7 +108,9 @@ pub fn mount_config(threads: usize, allow_other: bool) -> Config {
     ];
     config.acl = if allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some(threads.max(1));
-    config.clone_fd = threads > 1;
+    // Every thread reads the one descriptor: the kernel ends the requests read on a cloned descriptor when
+    // it closes, so with clones a restart that keeps the connection (2.11) would still fail reads.
+    config.clone_fd = false;
     config
 }
 
@@ -137,6 +140,24 @@ pub fn mount(
     allow_other: bool,
 ) -> std::io::Result<fuser::Session<FuseAdapter>> {
     fuser::Session::new(adapter, mount_point, &mount_config(threads, allow_other))
+}
+
+/// Serves a connection that an earlier daemon mounted and initialized (2.11), from its `/dev/fuse`
+/// descriptor: no mount, no INIT; the parameters negotiated then stay in force.
+pub fn resume(adapter: FuseAdapter, fd: OwnedFd, threads: usize, allow_other: bool) -> fuser::Session<FuseAdapter> {
+    let config = mount_config(threads, allow_other);
+    fuser::Session::resume(adapter, fd, config.acl, config)
+}
+
+/// A copy of the session's `/dev/fuse` descriptor, for the service manager's store (2.11).
+pub fn connection(session: &fuser::Session<FuseAdapter>) -> std::io::Result<OwnedFd> {
+    session.as_fd().try_clone_to_owned()
+}
+
+/// Asks the kernel to queue again every request read from this connection and not answered (by a daemon
+/// that died): FUSE_NOTIFY_RESEND, Linux 6.9.
+pub fn resend_unanswered(session: &fuser::Session<FuseAdapter>) -> std::io::Result<()> {
+    session.notifier().resend()
 }
 
 impl fuser::Filesystem for FuseAdapter {

@@ -2,6 +2,8 @@
 //! whatever happens: on drop it kills the daemon and lazily unmounts, so a failing test leaves no mount.
 
 use anyhow::{Context, Result, bail};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +17,9 @@ pub struct DaemonArgs {
     pub config: Option<PathBuf>,
     pub extra: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Descriptors passed as systemd passes its fd store: at 3, 4, … with `LISTEN_FDS`, `LISTEN_FDNAMES` and
+    /// `LISTEN_PID` (see [`crate::fdstore::FdStore`]).
+    pub listen_fds: Vec<(String, std::sync::Arc<std::os::fd::OwnedFd>)>,
 }
 
 pub struct Daemon {
@@ -41,6 +46,47 @@ pub fn is_fuse_mounted(path: &Path) -> bool {
     mount_type(path).is_some_and(|t| t.starts_with("fuse"))
 }
 
+/// The FUSE connection mounted at `path`: its number under /sys/fs/fuse/connections, which is the mount's
+/// device number, read from mountinfo so that nothing touches the mount itself.
+pub fn connection_id(path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let target = path.to_str()?.replace(' ', "\\040");
+    let device = text.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        (fields.get(4) == Some(&target.as_str())).then(|| fields.get(2).map(|d| (*d).to_owned()))?
+    })?;
+    let (major, minor) = device.split_once(':')?;
+    // The kernel's dev_t: major in the top 12 bits.
+    Some((major.parse::<u32>().ok()? << 20) | minor.parse::<u32>().ok()?)
+}
+
+/// Aborts the FUSE connection mounted at `path` (`/sys/fs/fuse/connections/N/abort`): every request waiting
+/// on it fails with ENOTCONN. Needs root; a no-op otherwise.
+pub fn abort_connection(path: &Path) {
+    if let Some(id) = connection_id(path) {
+        let _ = std::fs::write(format!("/sys/fs/fuse/connections/{id}/abort"), "1");
+    }
+}
+
+/// Aborts the connection at `path` if the guard still stands after `limit`: a test that keeps a FUSE
+/// connection in its own process must not hang on it past its timeout (its readers could never be killed).
+pub fn abort_connection_after(path: &Path, limit: Duration) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (path, flag) = (path.to_owned(), done.clone());
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("aborting the FUSE connection at {} after {limit:?}", path.display());
+        abort_connection(&path);
+    });
+    done
+}
+
 /// Lazily unmounts `path` with fusermount3 (works for the user who mounted it), then umount as a fallback.
 pub fn force_unmount(path: &Path) {
     let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(path).stderr(Stdio::null()).status();
@@ -57,7 +103,17 @@ impl Daemon {
         std::fs::create_dir_all(&log_dir)?;
         let log_path = log_dir.join(format!("daemon-{}.log", unique()));
         let log = std::fs::File::create(&log_path)?;
-        let mut cmd = Command::new(binary);
+        let mut cmd = if args.listen_fds.is_empty() {
+            Command::new(binary)
+        } else {
+            // LISTEN_PID must be the daemon's own pid: a shell learns its pid and execs the daemon in its place.
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", &binary.display().to_string()]);
+            sh.env("LISTEN_FDS", args.listen_fds.len().to_string());
+            sh.env("LISTEN_FDNAMES", args.listen_fds.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(":"));
+            pass_fds(&mut sh, args.listen_fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect());
+            sh
+        };
         cmd.arg("mount");
         if let Some(config) = &args.config {
             cmd.arg("--config").arg(config);
@@ -153,6 +209,13 @@ impl Daemon {
         }
     }
 
+    /// Waits for a daemon that left for a restart (2.11) and returns its exit status; its mount is meant to
+    /// stay, so dropping the handle leaves it.
+    pub fn wait_keeping_mount(mut self, limit: Duration) -> Result<ExitStatus> {
+        self.leave_mount = true;
+        self.wait(limit)
+    }
+
     /// kill -9: no cleanup at all, the mount stays behind (2.7).
     /// The dead mount is left in place on purpose; [`Scratch`] removes it at the end of the test.
     pub fn kill9(mut self) -> Result<()> {
@@ -160,6 +223,26 @@ impl Daemon {
         self.wait(Duration::from_secs(10))?;
         self.leave_mount = true;
         Ok(())
+    }
+}
+
+/// Puts `fds` at 3, 4, … in the child, inheritable.
+fn pass_fds(cmd: &mut Command, fds: Vec<RawFd>) {
+    // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, &fd) in fds.iter().enumerate() {
+                let target = 3 + i as RawFd;
+                if fd == target {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }
 
@@ -224,8 +307,10 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        // Never let tempdir removal walk into a mount.
+        // Never let tempdir removal walk into a mount, nor a reader wait forever on a connection that a
+        // test's own fd store keeps alive with no daemon behind it (2.11).
         if is_fuse_mounted(&self.mnt()) {
+            abort_connection(&self.mnt());
             force_unmount(&self.mnt());
         }
     }

@@ -23,6 +23,7 @@ pub mod coverage;
 pub mod daemon;
 pub mod faulty_cas;
 pub mod faulty_origin;
+pub mod fdstore;
 pub mod files;
 pub mod fixtures;
 pub mod sample;

@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Checks that no two of the mount point, the cache directory and the local origins overlap.
 pub(super) fn check_overlaps(config: &Config) -> Result<(), Invalid> {
-    let mount = resolve(&config.mount_point);
+    let mount = resolve_mount_point(&config.mount_point);
     let cache = resolve(&config.cache_dir);
     let show = |p: &Path| format!("`{}`", p.display());
     if mount == cache {
@@ -73,6 +73,16 @@ pub(super) fn check_overlaps(config: &Config) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// The mount point resolved through its parent only: a mount left by a daemon that is restarting (2.11)
+/// answers nothing until the new daemon serves it, so looking at the mount point itself would hang the
+/// very start that is to serve it.
+fn resolve_mount_point(path: &Path) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => resolve(parent).join(name),
+        _ => resolve(path),
+    }
 }
 
 /// `path` with symlinks resolved as far as it exists, then `.` and `..` applied to the rest.

@@ -69,6 +69,11 @@ impl Client {
         parse(&self.request(&command, ANSWER_TIMEOUT)?)
     }
 
+    /// Asks for a restart that keeps the mount (2.11); returns once the daemon has accepted.
+    pub fn restart(&self) -> Result<ShutdownAnswer, ControlError> {
+        parse(&self.request(&Command::Restart, ANSWER_TIMEOUT)?)
+    }
+
     /// Runs a delta sync now and returns what it found.
     pub fn sync(&self) -> Result<SyncReport, ControlError> {
         parse(&self.request(&Command::Sync, LONG_ANSWER_TIMEOUT)?)

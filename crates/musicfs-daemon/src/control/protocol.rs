@@ -23,6 +23,10 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         drain_timeout_secs: Option<f64>,
     },
+    /// Restart without unmounting (2.11): the daemon saves its state and exits with
+    /// [`crate::RESTART_EXIT_CODE`], leaving the FUSE connection with the service manager for the next one;
+    /// answered with a [`ShutdownAnswer`] at once, or an error when nothing holds the connection.
+    Restart,
     /// Run a delta sync now; answered with its [`SyncReport`].
     Sync,
     /// Stream events until the client hangs up.
@@ -99,6 +103,7 @@ mod tests {
             (r#"{"cmd":"status"}"#, Command::Status),
             (r#"{"cmd":"shutdown"}"#, Command::Shutdown { drain_timeout_secs: None }),
             (r#"{"cmd":"shutdown","drain_timeout_secs":2}"#, Command::Shutdown { drain_timeout_secs: Some(2.0) }),
+            (r#"{"cmd":"restart"}"#, Command::Restart),
             (r#"{"cmd":"search","query":"a b","limit":5}"#, Command::Search { query: "a b".into(), limit: Some(5) }),
             (r#"{"cmd":"search_rebuild"}"#, Command::SearchRebuild),
         ];

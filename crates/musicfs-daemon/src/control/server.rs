@@ -176,6 +176,13 @@ async fn answer(
             let _ = requests.send(Request::Shutdown("musicfs shutdown", drain));
             json::<_, String>(Ok(ShutdownAnswer { shutting_down: true, pid: std::process::id() }))
         }
+        Ok(Command::Restart) if !shared.connection_kept => json::<(), _>(Err(
+            "no service manager holds the FUSE connection, so a restart would unmount: use `musicfs shutdown` and start again",
+        )),
+        Ok(Command::Restart) => {
+            let _ = requests.send(Request::Restart("musicfs shutdown --restart"));
+            json::<_, String>(Ok(ShutdownAnswer { shutting_down: true, pid: std::process::id() }))
+        }
         Ok(Command::Sync) => json(sync_now(shared).await),
         Ok(Command::Events) => return stream_events(write, shared, cancel).await,
         Ok(Command::Search { query, limit }) => {
