@@ -199,13 +199,19 @@ in
         Type = "notify";
         NotifyAccess = "main";
         ExecStart = "${exe} mount --config ${configPath}";
-        # 3.7: a real, ordered shutdown through the control socket; returns once the daemon has exited.
-        ExecStop = "${exe} shutdown --config ${configPath} --drain-timeout 5s";
-        # 2.7 / 3.7 safety net: never leave a dead mount behind ("-": never fails the stop).
-        ExecStopPost = "-${pkgs.fuse3}/bin/fusermount3 -uz ${mountPoint}";
+        # 3.7: a real, ordered shutdown through the control socket; returns once the daemon has exited. When
+        # systemd is restarting the unit (2.11), the daemon hands its FUSE connection over instead.
+        ExecStop = "${exe} shutdown --config ${configPath} --drain-timeout 5s --unit %n";
+        # 2.7 / 3.7 safety net: unmount whenever the unit really stops ("-": never fails the stop); keep the
+        # mount when systemd starts the daemon again (restart, crash, watchdog), which resumes it (2.11).
+        ExecStopPost = "-${exe} after-stop --unit %n ${mountPoint}";
         ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         Restart = "on-failure";
-        RestartSec = "2s";
+        # 2.11: readers wait (never fail) while the daemon restarts: keep the wait short.
+        RestartSec = "500ms";
+        # 2.11: the FUSE connection outlives the daemon here; `musicfs shutdown --restart` exits 75.
+        FileDescriptorStoreMax = 1;
+        RestartForceExitStatus = "75";
         # The first start scans the whole library; later starts load it from the database.
         TimeoutStartSec = "15min";
         TimeoutStopSec = "30s";

@@ -146,8 +146,12 @@ pkgs.testers.runNixOSTest {
         probe("sigterm")
         recover()
 
-    with subtest("kill -9: systemd restarts it and the stale mount is cleared"):
+    with subtest("kill -9: systemd restarts it and resumes the kept FUSE connection: no read fails"):
         probe("kill9")
+        recover()
+
+    with subtest("systemctl restart hands the connection over: no read fails, no remount; stop unmounts"):
+        probe("restart")
         recover()
 
     with subtest("watchdog: a frozen daemon and a stalled self-check are restarted"):

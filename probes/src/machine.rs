@@ -356,6 +356,10 @@ impl Machine {
 pub struct Streamer {
     stop: Arc<AtomicBool>,
     pub bytes: Arc<AtomicU64>,
+    /// The longest one open-and-read took, in microseconds: how long a listener waited at worst.
+    pub longest_wait_us: Arc<AtomicU64>,
+    /// Failed opens and reads so far.
+    pub errors: Arc<AtomicU64>,
     handle: std::thread::JoinHandle<Result<u64>>,
 }
 
@@ -373,14 +377,16 @@ impl Streamer {
             std::fs::read(origin.get(&hash).context("the streamed track is not an origin file")?)?
         };
         let (stop, bytes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-        let (s, b) = (stop.clone(), bytes.clone());
+        let (longest_wait_us, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (s, b, w, e) = (stop.clone(), bytes.clone(), longest_wait_us.clone(), errors.clone());
         let handle = std::thread::spawn(move || -> Result<u64> {
             use std::os::unix::fs::FileExt;
-            let mut errors = 0;
             let mut offset = 0u64;
             let mut buf = vec![0u8; 64 * 1024];
             while !s.load(Ordering::SeqCst) {
+                let started = Instant::now();
                 let result = std::fs::File::open(&largest).and_then(|f| f.read_at(&mut buf, offset));
+                w.fetch_max(started.elapsed().as_micros() as u64, Ordering::SeqCst);
                 match result {
                     Ok(0) => offset = 0,
                     Ok(n) => {
@@ -391,13 +397,15 @@ impl Streamer {
                         offset += n as u64;
                         b.fetch_add(n as u64, Ordering::SeqCst);
                     }
-                    Err(_) => errors += 1,
+                    Err(_) => {
+                        e.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Ok(errors)
+            Ok(e.load(Ordering::SeqCst))
         });
-        Ok(Streamer { stop, bytes, handle })
+        Ok(Streamer { stop, bytes, longest_wait_us, errors, handle })
     }
 
     /// Stops the stream; returns (bytes read and verified, read errors seen).

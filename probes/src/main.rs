@@ -45,6 +45,9 @@ enum Scenario {
     Sigterm,
     /// kill -9 during reads: systemd restarts it, the stale mount is cleaned, reads byte-identical again.
     Kill9,
+    /// systemctl restart while a reader streams: the connection is handed over, no read fails, no remount;
+    /// systemctl stop then still leaves no mount.
+    Restart,
     /// A frozen daemon (SIGSTOP) and a stalled self-check are restarted by the watchdog.
     Watchdog,
     /// systemctl stop runs `musicfs shutdown`; with the daemon frozen, the kill and ExecStopPost follow.
@@ -84,9 +87,10 @@ enum Scenario {
 type Run = fn(&machine::Machine) -> anyhow::Result<serde_json::Value>;
 
 /// Every scenario by its [`Scenario`] name, in the order `all` runs them.
-const SCENARIOS: [(&str, Run); 15] = [
+const SCENARIOS: [(&str, Run); 16] = [
     ("sigterm", scenarios::sigterm),
     ("kill9", scenarios::kill9),
+    ("restart", scenarios::restart),
     ("watchdog", scenarios::watchdog),
     ("execstop", scenarios::execstop),
     ("disk-full", scenarios::disk_full),

@@ -40,12 +40,14 @@ pub fn sigterm(m: &Machine) -> Result<Value> {
     )
 }
 
-/// Proves L4: 2.7
+/// Proves L4: 2.7, 2.11
 pub fn kill9(m: &Machine) -> Result<Value> {
     m.wait_serving(Duration::from_secs(30))?;
+    let since = now_epoch();
     let before = m.restarts();
     let pid = m.main_pid();
     let stream = Streamer::start(m)?;
+    let longest = stream.longest_wait_us.clone();
     std::thread::sleep(Duration::from_millis(300));
     let killed = Instant::now();
     m.systemctl(&["kill", "-s", "SIGKILL"])?;
@@ -54,11 +56,59 @@ pub fn kill9(m: &Machine) -> Result<Value> {
     })?;
     let serving = m.wait_serving(Duration::from_secs(60))?;
     let to_serving = killed.elapsed();
+    // Let the reader get past the restart before counting.
+    std::thread::sleep(Duration::from_millis(500));
     let (streamed, errors) = stream.finish()?;
     ensure!(m.mount_state() == MountState::Serving, "the mount is {:?} after the restart", m.mount_state());
-    Ok(
-        json!({ "kill_to_serving_seconds": secs(to_serving), "after_restart_wait_seconds": secs(serving), "restarts": m.restarts() - before, "streamed_bytes": streamed, "read_errors_during_restart": errors }),
-    )
+    let journal = m.journal_since(since);
+    ensure!(
+        journal.contains("2.11 resumed the FUSE connection"),
+        "the new daemon did not resume the connection:\n{journal}"
+    );
+    ensure!(errors == 0, "2.11: {errors} reads failed across kill -9 (the connection should have been resumed)");
+    Ok(json!({
+        "kill_to_serving_seconds": secs(to_serving),
+        "after_restart_wait_seconds": secs(serving),
+        "restarts": m.restarts() - before,
+        "streamed_bytes": streamed,
+        "read_errors_during_restart": errors,
+        "longest_read_wait_seconds": longest.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1e6,
+    }))
+}
+
+/// Proves L4: 2.11
+pub fn restart(m: &Machine) -> Result<Value> {
+    m.wait_serving(Duration::from_secs(30))?;
+    let since = now_epoch();
+    let pid = m.main_pid();
+    let stream = Streamer::start(m)?;
+    let longest = stream.longest_wait_us.clone();
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    m.systemctl(&["restart"])?;
+    let restarted = asked.elapsed();
+    ensure!(m.main_pid() != pid, "systemctl restart left the same daemon running");
+    let serving = m.wait_serving(Duration::from_secs(60))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let (streamed, errors) = stream.finish()?;
+    let journal = m.journal_since(since);
+    ensure!(journal.contains("2.11 handed over"), "the old daemon did not hand the connection over:\n{journal}");
+    ensure!(journal.contains("2.11 resumed the FUSE connection"), "the new daemon did not resume it:\n{journal}");
+    ensure!(!journal.contains("Mounting "), "systemctl restart remounted:\n{journal}");
+    ensure!(errors == 0, "2.11: {errors} reads failed across systemctl restart");
+    ensure!(m.mount_state() == MountState::Serving, "the mount is {:?} after the restart", m.mount_state());
+    // A real stop still leaves no mount, and a start after it mounts anew.
+    m.systemctl(&["stop"])?;
+    ensure!(m.mount_state() == MountState::Absent, "systemctl stop left the mount: {:?}", m.mount_state());
+    m.systemctl(&["start"])?;
+    m.wait_serving(Duration::from_secs(60))?;
+    Ok(json!({
+        "restart_command_seconds": secs(restarted),
+        "after_restart_wait_seconds": secs(serving),
+        "streamed_bytes": streamed,
+        "read_errors_during_restart": errors,
+        "longest_read_wait_seconds": longest.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1e6,
+    }))
 }
 
 /// Proves L4: 3.1

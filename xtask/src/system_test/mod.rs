@@ -103,7 +103,7 @@ fn install(root: &Path, workspace: &Path, target: &Path) -> Result<usize> {
     write(
         &root.join("etc/systemd/system/musicfs.service.d/10-system-test.conf"),
         "# Short timings so the scenarios finish in seconds; the origin servers start first; secrets from a\n\
-         # root-only environment file.\n[Service]\nWatchdogSec=3s\nRestartSec=1s\nTimeoutStopSec=6s\n\
+         # root-only environment file.\n[Service]\nWatchdogSec=3s\nTimeoutStopSec=6s\n\
          Environment=RUST_LOG=info\nEnvironmentFile=/etc/musicfs/secrets.env\n[Unit]\nRequiresMountsFor=/var/cache/musicfs\n\
          Wants=musicfs-s3.service ssh.service toxiproxy.service\nAfter=musicfs-s3.service ssh.service toxiproxy.service\n",
     )?;
