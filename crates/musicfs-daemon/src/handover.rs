@@ -85,9 +85,12 @@ fn kernel_release() -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-/// Whether this process can store descriptors with a service manager (NOTIFY_SOCKET is set).
+/// Whether this process can store descriptors with a service manager: NOTIFY_SOCKET is set, and systemd
+/// (254 and later, which says how many it keeps in `$FDSTORE`) keeps at least one. An older systemd does
+/// not say; a unit without `FileDescriptorStoreMax=` then drops the descriptor and a restart remounts.
 pub fn store_available() -> bool {
-    std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty())
+    let notify = std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty());
+    notify && std::env::var("FDSTORE").ok().and_then(|n| n.parse::<u32>().ok()) != Some(0)
 }
 
 /// Puts a copy of the connection's descriptor in the store, replacing any earlier one. Returns whether it

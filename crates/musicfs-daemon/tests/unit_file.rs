@@ -1,6 +1,7 @@
 //! The shipped systemd unit (dist/musicfs.service) says what the failure modes need: notify readiness, a
-//! watchdog, a real ExecStop, a lazy-unmount ExecStopPost, restarts, resource limits — and no hardening
-//! option that would put the service in its own mount namespace and hide the mount from everyone else.
+//! watchdog, a real ExecStop, an ExecStopPost that unmounts unless systemd starts the daemon again, the fd
+//! store that keeps the mount across restarts, resource limits — and no hardening option that would put the
+//! service in its own mount namespace and hide the mount from everyone else.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 
@@ -28,7 +29,7 @@ fn one<'a>(unit: &'a HashMap<String, Vec<String>>, key: &str) -> &'a str {
     }
 }
 
-/// Proves L1: 3.7, 2.10, 3.1, 2.7
+/// Proves L1: 3.7, 2.10, 3.1, 2.7, 2.11
 #[test]
 fn the_unit_stops_through_the_daemon_and_never_leaves_a_dead_mount() {
     let u = unit();
@@ -36,9 +37,15 @@ fn the_unit_stops_through_the_daemon_and_never_leaves_a_dead_mount() {
     assert_eq!(one(&u, "NotifyAccess"), "main");
     assert!(one(&u, "WatchdogSec").trim_end_matches('s').parse::<u32>().is_ok_and(|s| s > 0));
     assert!(one(&u, "ExecStart").contains("musicfs mount --config ${MUSICFS_CONFIG}"));
-    assert!(one(&u, "ExecStop").contains("musicfs shutdown --config ${MUSICFS_CONFIG}"));
+    let stop = one(&u, "ExecStop");
+    assert!(stop.contains("musicfs shutdown --config ${MUSICFS_CONFIG}") && stop.contains("--unit %n"), "{stop}");
+    // Unmounts whenever the unit really stops, keeps the mount when systemd starts it again (2.11).
     let post = one(&u, "ExecStopPost");
-    assert!(post.starts_with('-') && post.contains("fusermount3 -uz ${MUSICFS_MOUNT_POINT}"), "{post}");
+    assert!(post.starts_with('-') && post.contains("musicfs after-stop --unit %n ${MUSICFS_MOUNT_POINT}"), "{post}");
+    // 2.11: the FUSE connection outlives the daemon in the fd store; a hand-over's exit 75 restarts it.
+    assert!(one(&u, "FileDescriptorStoreMax").parse::<u32>().is_ok_and(|n| n >= 1));
+    assert!(one(&u, "RestartForceExitStatus").split_whitespace().any(|c| c == "75"));
+    assert_eq!(musicfs_daemon::RESTART_EXIT_CODE, 75);
     assert_eq!(one(&u, "Restart"), "on-failure");
     assert!(u.contains_key("RestartSec") && u.contains_key("TimeoutStopSec"));
     assert_eq!(one(&u, "ExecReload"), "/bin/kill -HUP $MAINPID");
