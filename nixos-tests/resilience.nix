@@ -154,6 +154,10 @@ pkgs.testers.runNixOSTest {
         probe("restart")
         recover()
 
+    with subtest("a crash loop past the start limit releases the waiting reader; the next start serves"):
+        probe("crash-loop")
+        recover()
+
     with subtest("watchdog: a frozen daemon and a stalled self-check are restarted"):
         probe("watchdog")
         recover()

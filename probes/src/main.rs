@@ -48,6 +48,9 @@ enum Scenario {
     /// systemctl restart while a reader streams: the connection is handed over, no read fails, no remount;
     /// systemctl stop then still leaves no mount.
     Restart,
+    /// A crash loop past the start limit while a reader waits on the kept mount: systemd closes the stored
+    /// connection, the reader gets an error instead of hanging, and the next start serves again.
+    CrashLoop,
     /// A frozen daemon (SIGSTOP) and a stalled self-check are restarted by the watchdog.
     Watchdog,
     /// systemctl stop runs `musicfs shutdown`; with the daemon frozen, the kill and ExecStopPost follow.
@@ -87,10 +90,11 @@ enum Scenario {
 type Run = fn(&machine::Machine) -> anyhow::Result<serde_json::Value>;
 
 /// Every scenario by its [`Scenario`] name, in the order `all` runs them.
-const SCENARIOS: [(&str, Run); 16] = [
+const SCENARIOS: [(&str, Run); 17] = [
     ("sigterm", scenarios::sigterm),
     ("kill9", scenarios::kill9),
     ("restart", scenarios::restart),
+    ("crash-loop", scenarios::crash_loop),
     ("watchdog", scenarios::watchdog),
     ("execstop", scenarios::execstop),
     ("disk-full", scenarios::disk_full),

@@ -111,6 +111,41 @@ pub fn restart(m: &Machine) -> Result<Value> {
     }))
 }
 
+/// Proves L4: 2.11
+pub fn crash_loop(m: &Machine) -> Result<Value> {
+    m.wait_serving(Duration::from_secs(30))?;
+    let stream = Streamer::start(m)?;
+    std::thread::sleep(Duration::from_millis(300));
+    // Every start fails from now on (its config is gone), while the killed daemon's connection is kept.
+    m.dropin("probe", "[Service]\nEnvironment=MUSICFS_CONFIG=/etc/musicfs/missing.toml\n")?;
+    let killed = Instant::now();
+    m.systemctl(&["kill", "-s", "SIGKILL"])?;
+    m.wait_until(Duration::from_secs(60), "the unit failing at its start limit", || m.prop("ActiveState") == "failed")?;
+    let to_failed = killed.elapsed();
+    // systemd closes the stored connection with the failed unit: the waiting reader gets an error, no hang.
+    let errors_at_failure = stream.errors.load(std::sync::atomic::Ordering::SeqCst);
+    let failed_at = Instant::now();
+    m.wait_until(Duration::from_secs(10), "the waiting reader released with an error", || {
+        stream.errors.load(std::sync::atomic::Ordering::SeqCst) > errors_at_failure
+    })?;
+    let released = failed_at.elapsed();
+    let left = m.mount_state();
+    ensure!(left != MountState::Serving, "nothing serves, yet the mount reads {left:?}");
+    // Mended, the next start clears the dead mount (2.7) and serves.
+    m.remove_dropin("probe")?;
+    m.run("systemctl", &["reset-failed", &m.unit])?;
+    m.systemctl(&["start"])?;
+    let serving = m.wait_serving(Duration::from_secs(60))?;
+    let (streamed, _) = stream.finish()?;
+    Ok(json!({
+        "kill_to_failed_seconds": secs(to_failed),
+        "failed_to_reader_released_seconds": secs(released),
+        "mount_after_start_limit": format!("{left:?}"),
+        "restart_to_serving_seconds": secs(serving),
+        "streamed_bytes": streamed,
+    }))
+}
+
 /// Proves L4: 3.1
 pub fn watchdog(m: &Machine) -> Result<Value> {
     m.wait_serving(Duration::from_secs(30))?;
