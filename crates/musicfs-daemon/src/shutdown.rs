@@ -6,6 +6,7 @@ use crate::{DaemonError, mounts, systemd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot::error::RecvError;
+use tokio_util::sync::CancellationToken;
 
 /// Bound on waiting for running ingests at shutdown.
 const INGEST_WAIT_AT_SHUTDOWN: Duration = Duration::from_secs(5);
@@ -32,17 +33,7 @@ impl Daemon {
             tracing::warn!(reads = undrained, "2.3 reads still running after the drain timeout; they get EIO");
         }
         let drained_ms = stopping.elapsed().as_millis() as u64;
-        cancel.cancel();
-        // The supervised loops see the token at their next await; give them a moment to write back state.
-        tokio::time::sleep(BACKGROUND_WIND_DOWN).await;
-        if let Err(e) = shared.reader.flush(INGEST_WAIT_AT_SHUTDOWN).await {
-            tracing::warn!(error = %e, "could not flush the chunk cache");
-        }
-        let search = shared.search.clone();
-        let _ = tokio::task::spawn_blocking(move || search.close()).await;
-        if let Err(e) = db.checkpoint() {
-            tracing::warn!(error = %e, "could not checkpoint the database");
-        }
+        stop_and_write_back(&shared, &db, &cancel).await;
         let flushed_ms = stopping.elapsed().as_millis() as u64;
         let mut join_timeout = SESSION_JOIN_TIMEOUT;
         if let Err(e) = (session.unmount)() {
@@ -77,16 +68,7 @@ impl Daemon {
         let stopping = Instant::now();
         tracing::info!(who, "2.11 restarting: the mount and its FUSE connection stay with the service manager");
         systemd::stopping();
-        cancel.cancel();
-        tokio::time::sleep(BACKGROUND_WIND_DOWN).await;
-        if let Err(e) = shared.reader.flush(INGEST_WAIT_AT_SHUTDOWN).await {
-            tracing::warn!(error = %e, "could not flush the chunk cache");
-        }
-        let search = shared.search.clone();
-        let _ = tokio::task::spawn_blocking(move || search.close()).await;
-        if let Err(e) = db.checkpoint() {
-            tracing::warn!(error = %e, "could not checkpoint the database");
-        }
+        stop_and_write_back(&shared, &db, &cancel).await;
         tracing::info!(
             total_ms = stopping.elapsed().as_millis() as u64,
             "2.11 handed over: cache flushed, search index committed, database checkpointed, mount kept; exiting for the restart"
@@ -110,5 +92,21 @@ impl Daemon {
             mounts::lazy_unmount(mount_point);
         }
         Err(DaemonError::Aborted)
+    }
+}
+
+/// What both a shutdown and a hand-over do once reads are taken care of: stop the background work, then
+/// flush chunk writes (and running ingests, within a bound), commit the search index, checkpoint the database.
+async fn stop_and_write_back(shared: &crate::state::Shared, db: &musicfs_meta::Db, cancel: &CancellationToken) {
+    cancel.cancel();
+    // The supervised loops see the token at their next await; give them a moment to write back state.
+    tokio::time::sleep(BACKGROUND_WIND_DOWN).await;
+    if let Err(e) = shared.reader.flush(INGEST_WAIT_AT_SHUTDOWN).await {
+        tracing::warn!(error = %e, "could not flush the chunk cache");
+    }
+    let search = shared.search.clone();
+    let _ = tokio::task::spawn_blocking(move || search.close()).await;
+    if let Err(e) = db.checkpoint() {
+        tracing::warn!(error = %e, "could not checkpoint the database");
     }
 }
