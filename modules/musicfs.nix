@@ -4,9 +4,12 @@
 # crates/musicfs-daemon/tests/unit_file.rs states why each one is there; nix/check.sh compares the two).
 # Differences: paths are Nix store paths (no /usr/local/bin, no /bin/kill), the config file is generated
 # from `settings`, RequiresMountsFor= orders the unit after the cache directory's mount, and
-# EnvironmentFile=/FAILPOINTS come from options. Filesystem-namespacing hardening (ProtectSystem, ProtectHome, PrivateTmp, PrivateDevices,
-# PrivateMounts, ReadWritePaths, ProtectKernel*, ProtectControlGroups, …) is left out on purpose: each one
-# puts the service in its own mount namespace, and the FUSE mount would be invisible to everyone else.
+# EnvironmentFile=/FAILPOINTS come from options, and a cache_dir outside /var/cache gets ReadWritePaths= and a
+# tmpfiles rule instead of CacheDirectory=.
+#
+# Privilege split (issue 16): the daemon runs as the system user `musicfs` in a sandbox, with no capability,
+# no /dev/fuse and no mount syscalls; `ExecStartPre=+… mount-helper` mounts as root outside the sandbox
+# (so the mount is visible to every user) and hands the connection over through the fd store.
 {
   config,
   lib,
@@ -114,7 +117,7 @@ in
               options.allow_other = lib.mkOption {
                 type = lib.types.bool;
                 default = false;
-                description = "Let users other than root see the mount; sets {option}`programs.fuse.userAllowOther`.";
+                description = "Let users other than the daemon's own (musicfs) read the mount, such as a music player's user; the mount helper mounts as root, so {file}`/etc/fuse.conf` needs no `user_allow_other`.";
               };
             };
           };
@@ -168,7 +171,16 @@ in
     ) "services.musicfs.failpoints is set: failpoints are for tests only, and need a package built with the `failpoints` feature.";
 
     boot.kernelModules = [ "fuse" ];
-    programs.fuse.userAllowOther = lib.mkIf cfg.settings.fuse.allow_other true;
+
+    # The daemon's user; the mount helper makes it the mount's owner.
+    users.users.musicfs = {
+      isSystemUser = true;
+      group = "musicfs";
+      description = "MusicFS daemon";
+    };
+    users.groups.musicfs = { };
+    # A cache outside /var/cache is made the service user's (CacheDirectory= does that under /var/cache).
+    systemd.tmpfiles.rules = lib.optional (cacheDirectory == null) "d ${cacheDir} 0700 musicfs musicfs - -";
 
     environment.etc."musicfs/musicfs.toml".source = configFile;
     # `musicfs cache verify|repair`, `musicfs shutdown` and friends for the administrator.
@@ -185,8 +197,6 @@ in
       wantedBy = [ "multi-user.target" ];
       # A changed config restarts the daemon: SIGHUP applies only some keys live (3.6).
       restartTriggers = [ configFile ];
-      # fuser (pure-Rust mount) runs fusermount3 to unmount; the daemon clears stale mounts with it.
-      path = [ pkgs.fuse3 ];
       unitConfig.RequiresMountsFor = [ cacheDir ];
 
       environment = {
@@ -197,20 +207,28 @@ in
 
       serviceConfig = {
         Type = "notify";
-        NotifyAccess = "main";
+        # exec: the mount helper's FDSTORE=1 (ExecStartPre) is accepted too, not only the daemon's messages.
+        NotifyAccess = "exec";
+        User = "musicfs";
+        Group = "musicfs";
+        # Mounts as root and stores the connection as `fuse-mounted`; on a restart, while the store holds
+        # the live connection (2.11), it leaves mount and store alone.
+        ExecStartPre = "+${exe} mount-helper --config ${configPath} --unit %n --owner musicfs";
         ExecStart = "${exe} mount --config ${configPath}";
+        ExecStartPost = "+-${exe} after-start ${mountPoint}";
         # 3.7: a real, ordered shutdown through the control socket; returns once the daemon has exited. When
         # systemd is restarting the unit (2.11), the daemon hands its FUSE connection over instead.
         ExecStop = "${exe} shutdown --config ${configPath} --drain-timeout 5s --unit %n";
         # 2.7 / 3.7 safety net: unmount whenever the unit really stops ("-": never fails the stop); keep the
         # mount when systemd starts the daemon again (restart, crash, watchdog), which resumes it (2.11).
-        ExecStopPost = "-${exe} after-stop --unit %n ${mountPoint}";
+        ExecStopPost = "+-${exe} after-stop --unit %n ${mountPoint}";
         ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         Restart = "on-failure";
         # 2.11: readers wait (never fail) while the daemon restarts: keep the wait short.
         RestartSec = "500ms";
         # 2.11: the FUSE connection outlives the daemon here; `musicfs shutdown --restart` exits 75.
-        FileDescriptorStoreMax = 1;
+        # Two: the helper's fresh connection and the daemon's kept one overlap for a moment at start.
+        FileDescriptorStoreMax = 2;
         RestartForceExitStatus = "75";
         # The first start scans the whole library; later starts load it from the database.
         TimeoutStartSec = "15min";
@@ -218,6 +236,7 @@ in
         # 3.1: WATCHDOG=1 is sent only while the self-checks pass; a hung daemon is restarted.
         WatchdogSec = "${toString cfg.watchdogSec}s";
         CacheDirectory = lib.mkIf (cacheDirectory != null) cacheDirectory;
+        ReadWritePaths = lib.mkIf (cacheDirectory == null) [ cacheDir ];
         RuntimeDirectory = "musicfs";
         EnvironmentFile = lib.mkIf (cfg.environmentFile != null) cfg.environmentFile;
 
@@ -228,22 +247,40 @@ in
         TasksMax = 2048;
         OOMScoreAdjust = -200;
 
-        # Hardening that keeps the mount visible outside the unit: nothing here creates a mount namespace.
+        # The sandbox. Nothing in it can hide the mount: the helper mounted it outside, before the daemon's
+        # namespace was made, and host mounts propagate into it.
         NoNewPrivileges = true;
-        CapabilityBoundingSet = "CAP_SYS_ADMIN CAP_DAC_READ_SEARCH";
-        DevicePolicy = "closed";
-        DeviceAllow = "/dev/fuse rw";
+        CapabilityBoundingSet = "";
+        AmbientCapabilities = "";
+        ProtectSystem = "strict";
+        PrivateMounts = true;
+        ProtectHome = "read-only";
+        PrivateTmp = true;
+        PrivateDevices = true;
+        PrivateIPC = true;
+        ProtectHostname = true;
+        ProtectClock = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
         RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
         RestrictNamespaces = true;
         RestrictRealtime = true;
-        ProtectClock = true;
         RestrictSUIDSGID = true;
+        RemoveIPC = true;
         LockPersonality = true;
-        UMask = "0077";
         MemoryDenyWriteExecute = true;
         SystemCallArchitectures = "native";
-        SystemCallFilter = "@system-service @mount";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged @resources"
+        ];
         SystemCallErrorNumber = "EPERM";
+        # The cache and the control socket are the service user's alone (the daemon sets umask 077 too).
+        UMask = "0077";
       };
     };
   };

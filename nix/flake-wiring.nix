@@ -50,6 +50,7 @@ let
           wantedBy = node.systemd.services.musicfs.wantedBy;
           extraHosts = node.networking.extraHosts;
           etc = builtins.mapAttrs (_: e: e.mode) node.environment.etc;
+          etcOwners = builtins.mapAttrs (_: e: e.user or "root") node.environment.etc;
           packages = map (p: p.args or p) node.environment.systemPackages;
         };
     };

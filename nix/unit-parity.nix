@@ -99,8 +99,10 @@ in
     assertions
     warnings
     boot
-    programs
+    users
     ;
+  programs = out.programs or { };
+  tmpfiles = out.systemd.tmpfiles.rules;
   unit = out.systemd.services.musicfs;
   configFile = out.environment.etc."musicfs/musicfs.toml".source;
   inherit (cfg) settings;

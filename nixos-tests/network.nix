@@ -55,10 +55,12 @@ pkgs.testers.runNixOSTest {
         networking.extraHosts = "${nodes.proxy.networking.primaryIPAddress} ${s3Host}";
 
         # The snakeoil key of the nixpkgs tests is a 0444 store path and ssh refuses a key others can
-        # read: a copy, 0600 for root (the unit's user), in place before musicfs could start.
+        # read: a copy, 0600 for musicfs (the unit's User=), in place before musicfs could start.
         environment.etc."musicfs/id_ed25519" = {
           source = testLib.sftp.privateKey;
           mode = "0600";
+          user = "musicfs";
+          group = "musicfs";
         };
         # The S3 secret, for the unit's EnvironmentFile= only (a test-only value; the MinIO node's
         # credentials hold it as well).

@@ -178,6 +178,11 @@ pkgs.testers.runNixOSTest {
         probe("limits")
         recover()
 
+    with subtest("security: the daemon runs unprivileged in its sandbox, systemd-analyze security <= 2.0"):
+        probe("security")
+        uid = machine.succeed("stat -c %U /proc/$(systemctl show -P MainPID musicfs)").strip()
+        assert uid == "musicfs", f"the daemon runs as {uid}"
+
     with subtest("soak: kill -9 at random moments (first scan, ingest, delta sync); nothing lost, cache sound"):
         probe("soak")
         recover()

@@ -51,6 +51,22 @@ enum Command {
         unit: String,
         mount_point: PathBuf,
     },
+    /// As ExecStartPre=+ of a systemd unit whose daemon runs unprivileged: mount the library's FUSE
+    /// connection (as root, in the host's mount namespace) and hand it to the daemon through the unit's fd
+    /// store; on a restart, when the store still holds the live connection, leave it alone (2.11).
+    MountHelper {
+        #[command(flatten)]
+        mount: MountArgs,
+        /// The unit the daemon runs in (`%n`), whose fd store is asked.
+        #[arg(long, value_name = "NAME")]
+        unit: String,
+        /// The daemon's user (the unit's User=), a name, UID or UID:GID: the owner of the mount.
+        #[arg(long, value_name = "USER")]
+        owner: String,
+    },
+    /// As ExecStartPost=+ of that unit: raise the kernel's readahead of the mount at MOUNT_POINT, which the
+    /// unprivileged daemon cannot (FUSE starts at 128 KiB per read request).
+    AfterStart { mount_point: PathBuf },
     /// Print the running daemon's metrics in Prometheus text format.
     Metrics {
         #[command(flatten)]
@@ -131,6 +147,21 @@ struct MountArgs {
     mount_point: Option<PathBuf>,
 }
 
+impl MountArgs {
+    /// The config file's settings with these flags over them.
+    fn config(self) -> Result<musicfs_core::Config, overrides::OverrideError> {
+        overrides::mount_config(MountOptions {
+            config_file: self.config,
+            origins: self.origins,
+            cache_dir: self.cache_dir,
+            mount_point: self.mount_point,
+            max_size: self.max_size,
+            read_timeout: self.read_timeout,
+            allow_other: self.allow_other,
+        })
+    }
+}
+
 /// What went wrong, printed as `musicfs: …`. A mount or cache command that cannot tell what to work on exits
 /// 2, everything else 1.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +179,8 @@ enum Failure {
     Failpoints(#[from] musicfs_core::failpoints::FailpointsError),
     #[error(transparent)]
     StillRunning(#[from] control::client::StillRunning),
+    #[error(transparent)]
+    Helper(#[from] musicfs_daemon::mount_helper::HelperError),
     #[error("6.2 the library database in {0} fails its integrity check; the next start moves it aside and rescans")]
     DamagedDatabase(PathBuf),
 }
@@ -168,6 +201,16 @@ fn main() -> ExitCode {
         Command::Status { target, json } => status(target, json),
         Command::Shutdown { target, drain_timeout, restart, unit } => shutdown(target, drain_timeout, restart, unit),
         Command::AfterStop { unit, mount_point } => after_stop(&unit, &mount_point),
+        Command::MountHelper { mount, unit, owner } => mount_helper(mount, &unit, &owner),
+        Command::AfterStart { mount_point } => {
+            let raised = musicfs_daemon::mount_helper::after_start(&mount_point);
+            println!(
+                "readahead of {}: {}",
+                mount_point.display(),
+                if raised.is_some() { "raised" } else { "no FUSE mount" }
+            );
+            Ok(())
+        }
         Command::Metrics { target } => metrics(target),
         Command::Sync { target } => target.client().and_then(|client| print_json(&client.sync()?)),
         Command::Events { target } => events(target),
@@ -194,15 +237,7 @@ fn print_json(answer: &impl serde::Serialize) -> Result<(), Failure> {
 
 fn mount(args: MountArgs) -> Result<(), Failure> {
     let config_file = args.config.clone();
-    let config = overrides::mount_config(MountOptions {
-        config_file: args.config,
-        origins: args.origins,
-        cache_dir: args.cache_dir,
-        mount_point: args.mount_point,
-        max_size: args.max_size,
-        read_timeout: args.read_timeout,
-        allow_other: args.allow_other,
-    })?;
+    let config = args.config()?;
     musicfs_core::logging::init(&config.logging.level);
     musicfs_core::logging::install_panic_hook();
     let names = musicfs_core::failpoints::setup_from_env()?;
@@ -234,7 +269,19 @@ fn shutdown(target: CacheArgs, drain: Option<Seconds>, restart: bool, unit: Opti
     Ok(())
 }
 
+fn mount_helper(args: MountArgs, unit: &str, owner: &str) -> Result<(), Failure> {
+    let config = args.config()?;
+    musicfs_core::logging::init(&config.logging.level);
+    let owner = musicfs_daemon::mount_helper::Owner::parse(owner)?;
+    let outcome = musicfs_daemon::mount_helper::run(&config.mount_point, config.fuse.allow_other, owner, unit)?;
+    println!("{}: {outcome:?}", config.mount_point.display());
+    Ok(())
+}
+
 fn after_stop(unit: &str, mount_point: &std::path::Path) -> Result<(), Failure> {
+    // The mount lives in the host's mount namespace (mount-helper); an unmount in the unit's own would not
+    // reach it. Not root (no sandboxed unit): nothing to enter.
+    let _ = musicfs_daemon::mount_helper::enter_host_mount_namespace();
     let jobs = musicfs_daemon::handover::unit_jobs(unit);
     let result = std::env::var("SERVICE_RESULT").ok();
     let exit_status = std::env::var("EXIT_STATUS").ok();

@@ -10,6 +10,7 @@ mod control;
 mod crash_recovery;
 mod filesystem;
 mod lifecycle;
+mod privilege;
 mod restart;
 mod search;
 

@@ -18,27 +18,45 @@ use std::time::Duration;
 /// The name of the FUSE connection's descriptor in the store.
 pub const FD_NAME: &str = "fuse";
 
+/// The name under which the mount helper stores a freshly mounted connection, still waiting for its INIT
+/// (issue 16, `mount_helper.rs`).
+pub const MOUNTED_FD_NAME: &str = "fuse-mounted";
+
 /// The first kernel with FUSE_NOTIFY_RESEND (protocol 7.40).
 const RESEND_SINCE: (u32, u32) = (6, 9);
 
-/// The stored connection systemd passed in `LISTEN_FDS` under [`FD_NAME`], if any. Other passed descriptors
-/// are left alone. Reads the environment only, so it is safe once threads run.
-pub fn passed_connection() -> Option<OwnedFd> {
+/// A FUSE connection systemd passed in `LISTEN_FDS`.
+pub enum Passed {
+    /// One an earlier daemon stored after INIT ([`FD_NAME`]): resumed without INIT.
+    Kept(OwnedFd),
+    /// One the mount helper mounted ([`MOUNTED_FD_NAME`]): its INIT is still to answer.
+    Mounted(OwnedFd),
+}
+
+/// The connections systemd passed in `LISTEN_FDS`: the kept one ([`FD_NAME`]) and the one the mount helper
+/// mounted, each if present. Other passed descriptors are left alone. Reads the environment only, so it is
+/// safe once threads run.
+pub fn passed_connections() -> (Option<OwnedFd>, Option<OwnedFd>) {
     let passed = match sd_notify::listen_fds_with_names() {
         Ok(passed) => passed,
         Err(e) => {
             tracing::warn!(error = %e, "2.11 cannot read the descriptors systemd passed; mounting anew");
-            return None;
+            return (None, None);
         }
     };
-    let mut found = None;
+    let (mut kept, mut mounted) = (None, None);
     for (fd, name) in passed {
-        if name == FD_NAME && found.is_none() {
+        let slot = match name.as_str() {
+            FD_NAME => &mut kept,
+            MOUNTED_FD_NAME => &mut mounted,
+            _ => continue,
+        };
+        if slot.is_none() {
             // SAFETY: systemd passed this descriptor to this process (LISTEN_PID matched); nothing else owns it.
-            found = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+            *slot = Some(unsafe { OwnedFd::from_raw_fd(fd) });
         }
     }
-    found
+    (kept, mounted)
 }
 
 /// Why a passed connection cannot be resumed, or Ok when it can: alive, still mounted at the mount point,
@@ -78,10 +96,16 @@ fn connection_dead(fd: BorrowedFd<'_>) -> bool {
     rc < 0 || pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
 }
 
-/// The running kernel's (major, minor).
+/// The running kernel's (major, minor), from uname(2): a sandbox with `ProcSubset=pid` has no /proc/sys.
 fn kernel_release() -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    let mut parts = text.trim().split(['.', '-']);
+    // SAFETY: uname fills a zeroed utsname; `release` is NUL-terminated on success.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return None;
+    }
+    // SAFETY: the kernel wrote a NUL-terminated string into `release`.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) }.to_string_lossy();
+    let mut parts = release.split(['.', '-']);
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
@@ -115,10 +139,19 @@ pub fn store(fd: BorrowedFd<'_>) -> bool {
 
 /// Takes the connection out of the store (the service manager closes its copy).
 pub fn forget() {
+    remove_from_store(FD_NAME);
+}
+
+/// Takes the helper's freshly mounted connection out of the store, once this daemon holds it.
+pub fn forget_mounted() {
+    remove_from_store(MOUNTED_FD_NAME);
+}
+
+fn remove_from_store(name: &str) {
     if store_available() {
         use sd_notify::NotifyState;
-        if let Err(e) = sd_notify::notify(&[NotifyState::FdStoreRemove, NotifyState::FdName(FD_NAME)]) {
-            tracing::debug!(error = %e, "FDSTOREREMOVE failed");
+        if let Err(e) = sd_notify::notify(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)]) {
+            tracing::debug!(error = %e, name, "FDSTOREREMOVE failed");
         }
     }
 }

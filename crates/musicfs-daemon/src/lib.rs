@@ -18,6 +18,7 @@ pub mod handover;
 mod health;
 pub mod lock;
 pub mod metrics;
+pub mod mount_helper;
 pub mod mounts;
 pub mod preflight;
 pub mod process;

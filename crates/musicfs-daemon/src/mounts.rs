@@ -3,18 +3,38 @@
 
 use std::path::Path;
 
-/// The mountinfo line fields we need: mount point and filesystem type.
-fn mounts() -> Vec<(String, String)> {
+/// Kernel readahead for the mount: FUSE starts at 128 KiB; sequential playback and copies want larger reads.
+pub const READAHEAD_KIB: u32 = 1024;
+
+/// The mountinfo line fields we need.
+struct MountEntry {
+    mount_point: String,
+    fstype: String,
+    /// The filesystem's device, "major:minor".
+    device: String,
+}
+
+fn mounts() -> Vec<MountEntry> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
-            let mount_point = fields.get(4)?;
+            let (device, mount_point) = (fields.get(2)?, fields.get(4)?);
             let sep = fields.iter().position(|f| *f == "-")?;
             let fstype = fields.get(sep + 1)?;
-            Some((unescape(mount_point), (*fstype).to_owned()))
+            Some(MountEntry {
+                mount_point: unescape(mount_point),
+                fstype: (*fstype).to_owned(),
+                device: (*device).to_owned(),
+            })
         })
         .collect()
+}
+
+/// The last mount at `path` (the last one wins, as in the kernel).
+fn mount_at(path: &Path) -> Option<MountEntry> {
+    let target = path.to_string_lossy();
+    mounts().into_iter().rev().find(|entry| entry.mount_point == target)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -37,8 +57,15 @@ fn unescape(field: &str) -> String {
 
 /// The filesystem type mounted at `path`, if any (the last mount wins, as in the kernel).
 pub fn mounted_fstype(path: &Path) -> Option<String> {
-    let target = path.to_string_lossy();
-    mounts().into_iter().rev().find(|(mp, _)| *mp == target).map(|(_, fstype)| fstype)
+    mount_at(path).map(|entry| entry.fstype)
+}
+
+/// The device (major, minor) of the filesystem mounted at `path`, read from the mount table: unlike stat(2)
+/// it never asks the filesystem, which for a FUSE mount whose daemon has not started yet would block.
+pub fn mounted_device(path: &Path) -> Option<(u32, u32)> {
+    let entry = mount_at(path)?;
+    let (major, minor) = entry.device.split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// If a FUSE mount sits at `path` (from an earlier daemon that died), detach it lazily.
@@ -55,7 +82,8 @@ pub fn clear_stale_fuse_mount(path: &Path) -> bool {
 }
 
 /// Unmounts `path` as fuser does for a mount it made: umount(2), or fusermount3 for a user's own mount.
-/// Fails (EBUSY) while files in it are open; the caller then detaches it lazily.
+/// Fails (EBUSY) while files in it are open; the caller then detaches it lazily. EPERM when this process may
+/// not unmount it at all.
 pub fn unmount(path: &Path) -> std::io::Result<()> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -67,8 +95,11 @@ pub fn unmount(path: &Path) -> std::io::Result<()> {
     if error.raw_os_error() != Some(libc::EPERM) {
         return Err(error);
     }
-    let status = std::process::Command::new("fusermount3").arg("-u").arg(path).status()?;
-    if status.success() { Ok(()) } else { Err(std::io::Error::other(format!("fusermount3 -u: {status}"))) }
+    // Not root: fusermount3 may unmount the user's own mount. When it cannot either (a mount someone else
+    // made, or a sandbox without setuid), the answer stays EPERM.
+    let status =
+        std::process::Command::new("fusermount3").arg("-u").arg(path).stderr(std::process::Stdio::null()).status();
+    if status.is_ok_and(|s| s.success()) { Ok(()) } else { Err(error) }
 }
 
 /// Detaches a mount now; busy users keep their references until they let go.
@@ -88,7 +119,11 @@ pub fn raise_readahead(path: &Path, kib: u32) {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::metadata(path) else { return };
     let dev = meta.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    raise_readahead_of(libc::major(dev), libc::minor(dev), kib);
+}
+
+/// Sets the readahead of the filesystem with device `major:minor`.
+pub fn raise_readahead_of(major: u32, minor: u32, kib: u32) {
     let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     match std::fs::write(&knob, kib.to_string()) {
         Ok(()) => tracing::debug!(knob, kib, "raised readahead"),
@@ -109,6 +144,7 @@ mod tests {
     #[test]
     fn the_root_is_mounted_and_a_temp_dir_is_not() {
         assert!(mounted_fstype(Path::new("/")).is_some());
+        assert!(mounted_device(Path::new("/")).is_some());
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(mounted_fstype(dir.path()), None);
         assert!(!clear_stale_fuse_mount(dir.path()));

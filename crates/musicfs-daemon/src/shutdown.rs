@@ -36,11 +36,22 @@ impl Daemon {
         stop_and_write_back(&shared, &db, &cancel).await;
         let flushed_ms = stopping.elapsed().as_millis() as u64;
         let mut join_timeout = SESSION_JOIN_TIMEOUT;
-        if let Err(e) = (session.unmount)() {
-            tracing::warn!(error = %e, "2.3 unmount failed: files are open in the mount; detached it lazily, and \
-                their next reads fail once this process is gone");
-            mounts::lazy_unmount(&config.mount_point);
-            join_timeout = DETACHED_SESSION_JOIN_TIMEOUT;
+        let mut unmounted = "unmounted";
+        match (session.unmount)() {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                // The unprivileged daemon of the privilege split: the mount is the helper's, and the unit's
+                // ExecStopPost= takes it down once this process is gone.
+                tracing::info!("2.3 this process may not unmount; the service manager unmounts after it exits");
+                join_timeout = DETACHED_SESSION_JOIN_TIMEOUT;
+                unmounted = "the unmount left to the service manager";
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "2.3 unmount failed: files are open in the mount; detached it lazily, and \
+                    their next reads fail once this process is gone");
+                mounts::lazy_unmount(&config.mount_point);
+                join_timeout = DETACHED_SESSION_JOIN_TIMEOUT;
+            }
         }
         if session.kept {
             crate::handover::forget();
@@ -54,7 +65,7 @@ impl Daemon {
             drained_ms,
             flushed_ms,
             total_ms = stopping.elapsed().as_millis() as u64,
-            "2.3 stopped cleanly: reads drained, background stopped, cache flushed, search index committed, database checkpointed, unmounted"
+            "2.3 stopped cleanly: reads drained, background stopped, cache flushed, search index committed, database checkpointed, {unmounted}"
         );
     }
 

@@ -2,6 +2,7 @@
 //! reads as the list of steps; the result is a [`Daemon`] that [`crate::serve`] runs and
 //! [`crate::shutdown`] stops.
 
+use crate::handover::Passed;
 use crate::signals::{self, Request};
 use crate::state::{OriginStatus, Shared, SyncRequest};
 use crate::{DaemonError, background, control, events, handover, mounts, process, search, systemd, watchdog};
@@ -22,8 +23,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Kernel readahead for the mount: FUSE starts at 128 KiB; sequential playback and copies want larger reads.
-const READAHEAD_KIB: u32 = 1024;
 /// How long the new mount may take to answer before start fails.
 const MOUNT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often STATUS= is refreshed.
@@ -189,10 +188,10 @@ async fn mount(config: &Config, fs: &Arc<MusicFs>) -> Result<FuseSession, Daemon
     let mount_point = config.mount_point.as_path();
     let (threads, allow_other) = (config.fuse.threads, config.fuse.allow_other);
     let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
-    let (session, unmount, kept): (_, Box<dyn FnMut() -> std::io::Result<()> + Send>, bool) = match resumable_connection(
+    let (session, unmount, kept): (_, Box<dyn FnMut() -> std::io::Result<()> + Send>, bool) = match passed_connection(
         mount_point,
     ) {
-        Some(fd) => {
+        Some(Passed::Kept(fd)) => {
             let session = adapter::resume(adapter, fd, threads, allow_other);
             match adapter::resend_unanswered(&session) {
                 Ok(()) => tracing::info!(mount_point = %mount_point.display(),
@@ -202,6 +201,17 @@ async fn mount(config: &Config, fs: &Arc<MusicFs>) -> Result<FuseSession, Daemon
             }
             let mount_point = mount_point.to_owned();
             (session, Box::new(move || mounts::unmount(&mount_point)), true)
+        }
+        Some(Passed::Mounted(fd)) => {
+            // Answers the kernel's INIT, which has waited since the helper mounted.
+            let session = adapter::serve_mounted(adapter, fd, threads, allow_other)
+                .map_err(|source| DaemonError::Mount { path: mount_point.to_owned(), source })?;
+            handover::forget_mounted();
+            let kept = adapter::connection(&session).is_ok_and(|fd| handover::store(fd.as_fd()));
+            tracing::info!(mount_point = %mount_point.display(), kept,
+                "serving the connection the mount helper mounted: this process never mounts");
+            let mount_point = mount_point.to_owned();
+            (session, Box::new(move || mounts::unmount(&mount_point)), kept)
         }
         None => {
             // First clear a dead mount left by a killed daemon: until then even mkdir/stat on the path fail.
@@ -241,21 +251,33 @@ async fn mount(config: &Config, fs: &Arc<MusicFs>) -> Result<FuseSession, Daemon
         .map_err(DaemonError::FuseThread)?;
     let session = FuseSession { unmount, thread, ended, alive, kept, kernel };
     wait_until_mount_answers(mount_point).await?;
-    mounts::raise_readahead(mount_point, READAHEAD_KIB);
+    mounts::raise_readahead(mount_point, mounts::READAHEAD_KIB);
     Ok(session)
 }
 
-/// The FUSE connection the service manager passed back (2.11), when it can be resumed; otherwise it is
-/// dropped from the store, so that the old connection ends and its mount can be cleared (2.7).
-fn resumable_connection(mount_point: &Path) -> Option<std::os::fd::OwnedFd> {
-    let fd = handover::passed_connection()?;
-    match handover::resumable(fd.as_fd(), mount_point) {
+/// The connection systemd passed in `LISTEN_FDS`, if one can be served: the one an earlier daemon kept
+/// (2.11) when it can be resumed, else one the mount helper mounted (issue 16). Whatever is not served is
+/// dropped from the store, so that an old connection ends and its mount can be cleared (2.7).
+fn passed_connection(mount_point: &Path) -> Option<Passed> {
+    let (kept, mounted) = handover::passed_connections();
+    let kept = kept.and_then(|fd| match handover::resumable(fd.as_fd(), mount_point) {
         Ok(()) => Some(fd),
         Err(why) => {
-            tracing::warn!(why, "2.11 not resuming the stored FUSE connection; mounting anew");
+            let next = if mounted.is_some() { "serving the one the mount helper mounted" } else { "mounting anew" };
+            tracing::warn!(why, "2.11 not resuming the stored FUSE connection; {next}");
             handover::forget();
             None
         }
+    });
+    match (kept, mounted) {
+        (Some(fd), mounted) => {
+            if mounted.is_some() {
+                handover::forget_mounted();
+            }
+            Some(Passed::Kept(fd))
+        }
+        (None, Some(fd)) => Some(Passed::Mounted(fd)),
+        (None, None) => None,
     }
 }
 

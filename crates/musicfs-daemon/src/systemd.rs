@@ -24,6 +24,31 @@ pub fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
 }
 
+/// `BARRIER=1`: returns once the service manager has processed every message sent before it, which it
+/// shows by closing the pipe end sent along. A process that exits right after a notification must wait
+/// so: systemd accepts a message from an `ExecStartPre=` process only while that process still runs.
+pub fn barrier(timeout: Duration) -> std::io::Result<()> {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+    let mut ends = [0; 2];
+    // SAFETY: pipe2 fills the two-element array with two new descriptors on success.
+    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    sd_notify::notify_with_fds(&[NotifyState::Custom("BARRIER=1")], &[write.as_fd()])?;
+    drop(write);
+    let mut pfd = libc::pollfd { fd: read.as_raw_fd(), events: 0, revents: 0 };
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd; POLLHUP is reported once the last write end is closed.
+    let rc = unsafe { libc::poll(&mut pfd, 1, millis) };
+    match rc {
+        1 => Ok(()),
+        0 => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the service manager did not answer BARRIER=1")),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 /// The watchdog interval systemd asked for (WatchdogSec), if any.
 pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled()

@@ -149,6 +149,18 @@ pub fn resume(adapter: FuseAdapter, fd: OwnedFd, threads: usize, allow_other: bo
     fuser::Session::resume(adapter, fd, config.acl, config)
 }
 
+/// Serves a connection a privileged helper mounted (issue 16): no mount here; answers the INIT the kernel
+/// queued when the helper mounted, then returns the session.
+pub fn serve_mounted(
+    adapter: FuseAdapter,
+    fd: OwnedFd,
+    threads: usize,
+    allow_other: bool,
+) -> std::io::Result<fuser::Session<FuseAdapter>> {
+    let config = mount_config(threads, allow_other);
+    fuser::Session::from_fd(adapter, fd, config.acl, config)
+}
+
 /// A copy of the session's `/dev/fuse` descriptor, for the service manager's store (2.11).
 pub fn connection(session: &fuser::Session<FuseAdapter>) -> std::io::Result<OwnedFd> {
     session.as_fd().try_clone_to_owned()

@@ -20,6 +20,9 @@ pub struct DaemonArgs {
     /// Descriptors passed as systemd passes its fd store: at 3, 4, … with `LISTEN_FDS`, `LISTEN_FDNAMES` and
     /// `LISTEN_PID` (see [`crate::fdstore::FdStore`]).
     pub listen_fds: Vec<(String, std::sync::Arc<std::os::fd::OwnedFd>)>,
+    /// Run the daemon as this user and group id, with no capability and no way to gain one (setpriv), as
+    /// the sandboxed unit runs it.
+    pub run_as: Option<u32>,
 }
 
 pub struct Daemon {
@@ -103,12 +106,24 @@ impl Daemon {
         std::fs::create_dir_all(&log_dir)?;
         let log_path = log_dir.join(format!("daemon-{}.log", unique()));
         let log = std::fs::File::create(&log_path)?;
-        let mut cmd = if args.listen_fds.is_empty() {
+        if let Some(id) = args.run_as {
+            // It lies in the cache directory, which the daemon checks is all its own (6.7).
+            std::os::unix::fs::chown(&log_path, Some(id), Some(id))?;
+        }
+        let mut cmd = if args.listen_fds.is_empty() && args.run_as.is_none() {
             Command::new(binary)
         } else {
-            // LISTEN_PID must be the daemon's own pid: a shell learns its pid and execs the daemon in its place.
+            // LISTEN_PID must be the daemon's own pid: a shell learns its pid and execs the daemon in its place
+            // (setpriv, too, execs it in its own).
+            let drop_privileges = match args.run_as {
+                Some(id) => format!(
+                    "setpriv --reuid={id} --regid={id} --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs "
+                ),
+                None => String::new(),
+            };
             let mut sh = Command::new("sh");
-            sh.args(["-c", "LISTEN_PID=$$ exec \"$0\" \"$@\"", &binary.display().to_string()]);
+            let script = format!("LISTEN_PID=$$ exec {drop_privileges}\"$0\" \"$@\"");
+            sh.args(["-c", &script, &binary.display().to_string()]);
             sh.env("LISTEN_FDS", args.listen_fds.len().to_string());
             sh.env("LISTEN_FDNAMES", args.listen_fds.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(":"));
             pass_fds(&mut sh, args.listen_fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect());

@@ -134,6 +134,14 @@ fn install(root: &Path, workspace: &Path, target: &Path) -> Result<usize> {
         let data = musicfs_test_utils::files::pseudo_random_bytes(16 << 20, 100 + i);
         std::fs::write(library.join(format!("big{i}.wav")), data)?;
     }
+    // The daemon's user, as a package would create it.
+    let sysusers = root.join("usr/lib/sysusers.d/musicfs.conf");
+    std::fs::create_dir_all(sysusers.parent().context("sysusers dir")?)?;
+    std::fs::copy(workspace.join("dist/musicfs.sysusers"), &sysusers)?;
+    run(
+        Command::new("chroot").arg(root).args(["systemd-sysusers", "/usr/lib/sysusers.d/musicfs.conf"]),
+        "systemd-sysusers",
+    )?;
     servers::install(root, target)?;
     Ok(tracks.len() + 6)
 }

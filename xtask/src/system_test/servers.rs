@@ -118,6 +118,8 @@ pub fn install(root: &Path, bins: &Path) -> Result<()> {
     run(Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "musicfs-system-test", "-f"])
         .arg(&key))?;
+    // The daemon reads it as its own user (dist/musicfs.sysusers, created before the servers).
+    run(Command::new("chroot").arg(root).args(["chown", "musicfs:musicfs", "/etc/musicfs/id_ed25519"]))?;
     let public = std::fs::read_to_string(key.with_extension("pub"))?;
     write(&root.join("home/music/.ssh/authorized_keys"), &public, 0o600)?;
     run(Command::new("chroot").arg(root).args(["chown", "-R", "music:music", "/home/music/.ssh"]))?;

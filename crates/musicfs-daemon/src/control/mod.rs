@@ -21,8 +21,14 @@ pub fn socket_path(cache_dir: &Path) -> PathBuf {
     runtime_dir().join(format!("control-{}.sock", &id[..16]))
 }
 
-/// `/run/musicfs` for root (the unit's `RuntimeDirectory=`), else `$XDG_RUNTIME_DIR/musicfs`.
+/// The unit's `RuntimeDirectory=` as systemd passes it (`$RUNTIME_DIRECTORY`: the sandboxed daemon runs as
+/// its own user, and its `ExecStop=` too); else `/run/musicfs` for root (so that root's `musicfs status`
+/// finds the unit's daemon), else `$XDG_RUNTIME_DIR/musicfs`.
 pub fn runtime_dir() -> PathBuf {
+    let unit_dir = std::env::var("RUNTIME_DIRECTORY").ok().and_then(|d| d.split(':').next().map(PathBuf::from));
+    if let Some(dir) = unit_dir.filter(|d| !d.as_os_str().is_empty()) {
+        return dir;
+    }
     // SAFETY: getuid cannot fail and has no preconditions.
     let uid = unsafe { libc::getuid() };
     match std::env::var_os("XDG_RUNTIME_DIR") {
