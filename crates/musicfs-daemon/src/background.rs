@@ -118,7 +118,7 @@ impl Background {
 
     /// One delta sync. A changed library is swapped in and announced with what the kernel must forget.
     async fn delta_sync(&self) -> Result<SyncReport, SyncError> {
-        let result = match sync::sync(
+        let result = match sync::sync_if_changed(
             &self.db,
             &self.origins,
             sync::SyncOptions { show_progress: false, list_timeout: self.list_timeout },
@@ -126,7 +126,8 @@ impl Background {
         .await
         {
             Ok((report, tree)) => {
-                if report.added + report.changed + report.removed + report.renamed > 0 {
+                if let Some(tree) = tree.filter(|_| report.added + report.changed + report.removed + report.renamed > 0)
+                {
                     let old = self.shared.fs.replace_tree(tree);
                     let new = self.shared.fs.tree();
                     let current = new.clone();

@@ -124,6 +124,7 @@ pub const META_DB: &str = "meta.db";
 /// `config_file` is re-read on SIGHUP.
 pub fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
     let started = Instant::now();
+    process::use_one_malloc_arena();
     // Everything the daemon creates is its user's alone (as the unit's UMask=0077): the cache holds the
     // library's metadata and cached audio, the control socket answers whoever can open it.
     // SAFETY: umask cannot fail and only sets this process's file mode mask.
