@@ -78,6 +78,9 @@ enum Scenario {
     Dns,
     /// `systemd-analyze security` of the unit: its exposure score, within the budget, and what it still flags.
     Security,
+    /// The daemon runs as its own user with no capability in a sandbox; its mount, made by root, is in
+    /// everyone's mount table and another user reads it; kill -9 under the split serves again (issue 16).
+    Privilege,
     /// kill -9 at random moments (first scan, ingest with eviction, delta sync) while a reader streams: every
     /// restart serves again, and at the end every track reads byte-identical, the cache verifies sound and the
     /// database passes integrity_check (`--kills N`).
@@ -90,7 +93,7 @@ enum Scenario {
 type Run = fn(&machine::Machine) -> anyhow::Result<serde_json::Value>;
 
 /// Every scenario by its [`Scenario`] name, in the order `all` runs them.
-const SCENARIOS: [(&str, Run); 17] = [
+const SCENARIOS: [(&str, Run); 18] = [
     ("sigterm", scenarios::sigterm),
     ("kill9", scenarios::kill9),
     ("restart", scenarios::restart),
@@ -107,6 +110,7 @@ const SCENARIOS: [(&str, Run); 17] = [
     ("partition-heal", scenarios::partition_heal),
     ("dns", scenarios::dns),
     ("security", scenarios::security),
+    ("privilege", scenarios::privilege),
     ("soak", scenarios::soak),
 ];
 

@@ -2,7 +2,7 @@
 //! corrupt chunks, eviction, read-only, the cache lock, bad configs, stale mounts, delta sync, signals.
 
 use crate::musicfs;
-use musicfs_test_utils::daemon::{Daemon, Scratch, is_fuse_mounted};
+use musicfs_test_utils::daemon::{Daemon, DaemonArgs, Scratch, is_fuse_mounted};
 use musicfs_test_utils::files::{chunk_bytes, chunk_files, pseudo_random_bytes, walk_files, write_config};
 use musicfs_test_utils::sample::{self, SampleOptions, SampleTrack};
 use std::collections::HashMap;
@@ -538,4 +538,28 @@ fn a_stop_with_a_file_held_open_does_not_wait_for_it() {
     assert!(daemon.log().contains("2.3 stopped cleanly"), "{}", daemon.log());
     assert!(!is_fuse_mounted(&scratch.mnt()));
     drop(open);
+}
+
+/// Issue 16: a MusicFS mount inside an origin — another daemon's, there or behind a symlink — is never
+/// scanned: its files are a library shown again, not music of this origin.
+#[test]
+fn a_musicfs_mount_inside_an_origin_is_never_scanned() {
+    let (outer, inner) = (Scratch::new().unwrap(), Scratch::new().unwrap());
+    std::fs::write(outer.lib().join("own.wav"), pseudo_random_bytes(64 << 10, 1)).unwrap();
+    for i in 0..3 {
+        std::fs::write(inner.lib().join(format!("other{i}.wav")), pseudo_random_bytes(64 << 10, 10 + i)).unwrap();
+    }
+    // The inner daemon mounts inside the outer daemon's origin, and a symlink there points at it too.
+    let mirror = outer.lib().join("mirror");
+    let inner_daemon =
+        Daemon::start(Path::new(BIN), &DaemonArgs { mount_point: mirror.clone(), ..inner.args() }).unwrap();
+    std::os::unix::fs::symlink(&mirror, outer.lib().join("link")).unwrap();
+    assert_eq!(walk_files(&mirror).unwrap().len(), 3, "the inner mount serves its library");
+
+    let outer_daemon = Daemon::start(Path::new(BIN), &outer.args()).unwrap();
+    let listed = walk_files(&outer.mnt()).unwrap();
+    assert_eq!(listed.len(), 1, "only the origin's own track: {listed:?}");
+    assert!(outer_daemon.log().contains("not scanning a MusicFS mount"), "{}", outer_daemon.log());
+    outer_daemon.stop_cleanly();
+    inner_daemon.stop_cleanly();
 }

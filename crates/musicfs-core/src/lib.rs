@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod failpoints;
 pub mod logging;
+pub mod mountinfo;
 pub mod overrides;
 pub mod supervisor;
 pub mod sync_util;

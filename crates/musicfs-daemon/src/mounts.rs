@@ -1,58 +1,16 @@
 //! Mount-table helpers: is something mounted at a path, and clearing a stale FUSE mount left by a killed
 //! daemon (2.7) so the next start can mount again instead of failing with "Transport endpoint is not connected".
 
+use musicfs_core::mountinfo::{self, MountEntry};
 use std::path::Path;
 
 /// Kernel readahead for the mount: FUSE starts at 128 KiB; sequential playback and copies want larger reads.
 pub const READAHEAD_KIB: u32 = 1024;
 
-/// The mountinfo line fields we need.
-struct MountEntry {
-    mount_point: String,
-    fstype: String,
-    /// The filesystem's device, "major:minor".
-    device: String,
-}
-
-fn mounts() -> Vec<MountEntry> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let (device, mount_point) = (fields.get(2)?, fields.get(4)?);
-            let sep = fields.iter().position(|f| *f == "-")?;
-            let fstype = fields.get(sep + 1)?;
-            Some(MountEntry {
-                mount_point: unescape(mount_point),
-                fstype: (*fstype).to_owned(),
-                device: (*device).to_owned(),
-            })
-        })
-        .collect()
-}
-
 /// The last mount at `path` (the last one wins, as in the kernel).
 fn mount_at(path: &Path) -> Option<MountEntry> {
     let target = path.to_string_lossy();
-    mounts().into_iter().rev().find(|entry| entry.mount_point == target)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    mountinfo::mounts().into_iter().rev().find(|entry| entry.mount_point == target)
 }
 
 /// The filesystem type mounted at `path`, if any (the last mount wins, as in the kernel).
@@ -134,12 +92,6 @@ pub fn raise_readahead_of(major: u32, minor: u32, kib: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn octal_escapes_are_decoded() {
-        assert_eq!(unescape(r"/mnt/my\040music"), "/mnt/my music");
-        assert_eq!(unescape("/plain"), "/plain");
-    }
 
     #[test]
     fn the_root_is_mounted_and_a_temp_dir_is_not() {

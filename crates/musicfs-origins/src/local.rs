@@ -48,6 +48,22 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| OriginError::Unavailable(format!("blocking task failed: {e}")))?
 }
 
+/// `path` with `.` and `..` folded away by name alone, never asking the filesystem (a hung mount would block).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[async_trait]
 impl Origin for LocalOrigin {
     fn id(&self) -> &str {
@@ -60,7 +76,25 @@ impl Origin for LocalOrigin {
             // The root itself must exist: an empty listing of a missing NAS path is not "no music".
             std::fs::metadata(&root).map_err(|e| OriginError::from_io(e, &root))?;
             let mut out = Vec::new();
-            for item in walkdir::WalkDir::new(&root).follow_links(true).sort_by_file_name() {
+            // Never into a MusicFS mount (issue 16): its files are this library's own, shown again. Matched on
+            // the path, and for a symlink on its target, without stat-ing inside such a mount.
+            let musicfs_mounts = musicfs_core::mountinfo::musicfs_mount_points();
+            let inside_musicfs = |entry: &walkdir::DirEntry| {
+                let within = |path: &Path| musicfs_mounts.iter().any(|m| lexical(path).starts_with(m));
+                within(entry.path())
+                    || entry.path_is_symlink()
+                        && std::fs::read_link(entry.path()).is_ok_and(|target| {
+                            within(&entry.path().parent().map_or(target.clone(), |dir| dir.join(&target)))
+                        })
+            };
+            let walk = walkdir::WalkDir::new(&root).follow_links(true).sort_by_file_name().into_iter();
+            for item in walk.filter_entry(|entry| {
+                let skip = inside_musicfs(entry);
+                if skip {
+                    tracing::warn!(path = %entry.path().display(), "not scanning a MusicFS mount inside the origin");
+                }
+                !skip
+            }) {
                 let item = match item {
                     Ok(item) => item,
                     Err(e) => {

@@ -11,7 +11,7 @@ mod soak;
 mod unit;
 pub use network::{dns, origin_outage, partition_heal, s3_cut_failover, s3_latency, sftp_drop};
 pub use soak::soak;
-pub use unit::{limits, readiness, security};
+pub use unit::{limits, privilege, readiness, security};
 
 fn secs(d: Duration) -> f64 {
     (d.as_millis() as f64) / 1000.0

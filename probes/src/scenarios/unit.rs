@@ -456,6 +456,69 @@ pub fn security(m: &Machine) -> Result<Value> {
     Ok(json!({ "exposure": score, "budget": EXPOSURE_BUDGET, "flagged": flagged }))
 }
 
+/// Issue 16 under real systemd: the daemon runs as a user of its own with no capability, in a mount namespace
+/// of its own, while its mount sits in PID 1's (everyone's) owned by that user; another user (`nobody`, as a
+/// player's user would) reads a track through `allow_other`, byte for byte; and a kill -9 under the split
+/// serves again, the mount helper leaving the kept connection alone.
+pub fn privilege(m: &Machine) -> Result<Value> {
+    m.wait_serving(Duration::from_secs(30))?;
+    let pid = m.main_pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |key: &str| -> Vec<String> {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap_or_default();
+        line.split_whitespace().skip(1).map(str::to_owned).collect()
+    };
+    let uids = field("Uid:");
+    ensure!(!uids.is_empty() && uids.iter().all(|u| u != "0"), "the daemon runs as root: Uid {uids:?}");
+    for key in ["CapEff:", "CapPrm:", "CapAmb:", "CapBnd:"] {
+        ensure!(field(key) == ["0000000000000000"], "the daemon holds capabilities: {key} {:?}", field(key));
+    }
+    let own_ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt"))?;
+    ensure!(own_ns != std::fs::read_link("/proc/1/ns/mnt")?, "the daemon shares PID 1's mount namespace: no sandbox");
+    let target = format!(" {} ", m.mount_point.display());
+    let hosts_view = std::fs::read_to_string("/proc/1/mountinfo")?;
+    let line = hosts_view.lines().find(|l| l.contains(&target)).context("the mount is not in PID 1's mount table")?;
+    ensure!(
+        line.contains("fuse.musicfs") && line.contains(&format!("user_id={}", uids[0])),
+        "the mount is not a musicfs mount owned by the daemon's user: {line}"
+    );
+
+    let (track, bytes) = crate::player::playable_track(&m.origin)?;
+    let in_mount = crate::player::find_in_mount(&m.mount_point, &bytes)?;
+    let path = in_mount.to_str().context("a track path that is not UTF-8")?;
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", path])
+        .output()?;
+    ensure!(out.status.success(), "nobody cannot read {path}: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(out.stdout == bytes, "nobody read other bytes than {} holds", track.display());
+
+    let since = now_epoch();
+    let killed = Instant::now();
+    m.systemctl(&["kill", "-s", "SIGKILL"])?;
+    m.wait_until(Duration::from_secs(30), "a new daemon", || m.main_pid() != pid && m.main_pid() != 0)?;
+    let serving = m.wait_serving(Duration::from_secs(30))?;
+    let kill_to_serving = killed.elapsed();
+    let journal = m.journal_since(since);
+    ensure!(
+        journal.contains("mount left alone"),
+        "the mount helper did not leave the kept connection alone:\n{journal}"
+    );
+    ensure!(journal.contains("2.11 resumed"), "the new daemon did not resume the kept connection:\n{journal}");
+    let new_uid = std::fs::read_to_string(format!("/proc/{}/status", m.main_pid()))?
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    ensure!(new_uid == uids[0], "the restarted daemon runs as {new_uid}, not {}", uids[0]);
+    Ok(json!({
+        "daemon_uid": uids[0],
+        "capabilities": "none",
+        "second_user_read_bytes": bytes.len(),
+        "kill_to_serving_seconds": kill_to_serving.as_secs_f64(),
+        "serving_wait_seconds": serving.as_secs_f64(),
+    }))
+}
+
 /// The number in "Overall exposure level for UNIT: 4.2 OK".
 fn exposure_score(text: &str, unit: &str) -> Option<f64> {
     let marker = format!("Overall exposure level for {unit}:");
