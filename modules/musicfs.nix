@@ -237,7 +237,10 @@ in
         WatchdogSec = "${toString cfg.watchdogSec}s";
         CacheDirectory = lib.mkIf (cacheDirectory != null) cacheDirectory;
         ReadWritePaths = lib.mkIf (cacheDirectory == null) [ cacheDir ];
+        CacheDirectoryMode = lib.mkIf (cacheDirectory != null) "0700";
         RuntimeDirectory = "musicfs";
+        # The control socket's directory: the daemon's user's alone (the socket checks peer credentials too).
+        RuntimeDirectoryMode = "0700";
         EnvironmentFile = lib.mkIf (cfg.environmentFile != null) cfg.environmentFile;
 
         # 5.8: bounds on runaway resource use.

@@ -110,6 +110,7 @@ fn root_mounts_and_unmounts_and_the_daemon_runs_sandboxed_without_privilege() {
     // The cache, the control socket's directory and the user itself come with the unit.
     assert_eq!(one(&u, "CacheDirectory"), "musicfs");
     assert_eq!(one(&u, "RuntimeDirectory"), "musicfs");
+    assert_eq!((one(&u, "CacheDirectoryMode"), one(&u, "RuntimeDirectoryMode")), ("0700", "0700"));
     let sysusers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/musicfs.sysusers");
     let sysusers = std::fs::read_to_string(sysusers).unwrap();
     assert!(sysusers.lines().any(|l| l.starts_with("u musicfs ")), "{sysusers}");

@@ -124,9 +124,12 @@ impl Daemon {
             let mut sh = Command::new("sh");
             let script = format!("LISTEN_PID=$$ exec {drop_privileges}\"$0\" \"$@\"");
             sh.args(["-c", &script, &binary.display().to_string()]);
-            sh.env("LISTEN_FDS", args.listen_fds.len().to_string());
-            sh.env("LISTEN_FDNAMES", args.listen_fds.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(":"));
-            pass_fds(&mut sh, args.listen_fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect());
+            if !args.listen_fds.is_empty() {
+                sh.env("LISTEN_FDS", args.listen_fds.len().to_string());
+                let names: Vec<&str> = args.listen_fds.iter().map(|(n, _)| n.as_str()).collect();
+                sh.env("LISTEN_FDNAMES", names.join(":"));
+                pass_fds(&mut sh, args.listen_fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect());
+            }
             sh
         };
         cmd.arg("mount");
