@@ -280,6 +280,38 @@ fn ioctls_answer_enotty_without_a_log_line() {
     daemon.stop_cleanly();
 }
 
+/// Issue 16: an operation MusicFS does not implement is logged once, not per call. Extended attributes, fsync
+/// and SEEK_DATA reach the daemon once each: fuser answers ENOSYS (with a warning), and the kernel remembers
+/// that for the connection (`no_getxattr`, `no_listxattr`, `no_fsync`, `no_lseek`).
+#[test]
+fn an_unimplemented_operation_is_logged_once_not_per_call() {
+    use std::os::fd::AsRawFd;
+    let scratch = Scratch::new().unwrap();
+    let tracks = library(&scratch, 1, false);
+    let daemon = start(&scratch);
+    let track = scratch.mnt().join(tracks[0].expected_tag_path().unwrap());
+    let path = std::ffi::CString::new(track.as_os_str().as_encoded_bytes()).unwrap();
+    for _ in 0..12 {
+        let file = std::fs::File::open(&track).unwrap();
+        let mut buf = [0u8; 64];
+        // SAFETY: each call gets a valid NUL-terminated path or an open descriptor and a buffer of the length
+        // passed.
+        unsafe {
+            libc::getxattr(path.as_ptr(), c"user.musicfs".as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+            libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+            libc::fsync(file.as_raw_fd());
+            libc::lseek(file.as_raw_fd(), 0, libc::SEEK_DATA);
+        }
+    }
+    let log = daemon.log();
+    for op in ["getxattr", "listxattr", "fsync", "lseek"] {
+        let lines = log.lines().filter(|l| l.contains(&format!("[Not Implemented] {op}("))).count();
+        // Once: it reached the daemon (so this test sees the path), and the kernel did not ask again.
+        assert_eq!(lines, 1, "{op} logged {lines} times for 12 calls:\n{log}");
+    }
+    daemon.stop_cleanly();
+}
+
 /// The cache holds the library's metadata and cached audio: its directory is 0700 and its files 0600, so
 /// another local user reads neither, whatever the umask the daemon was started with.
 #[test]
