@@ -121,3 +121,32 @@ fn an_unprivileged_daemon_serves_the_helpers_mount_resumes_it_after_kill_9_and_l
     assert!(!is_fuse_mounted(&scratch.mnt()), "after-stop unmounted: {after_stop:?}");
     finished.store(true, Ordering::SeqCst);
 }
+
+/// The mount helper with nowhere to hand the connection (not under systemd, or a notify socket nobody
+/// reads) says why and leaves no mount behind: a dead mount at the mount point would fail every access.
+#[test]
+fn the_mount_helper_without_a_service_manager_says_why_and_leaves_no_mount() {
+    let scratch = Scratch::new().unwrap();
+    let helper = |notify: Option<&Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["mount-helper", "--unit", "musicfs-test.service", "--owner", "65534"])
+            .arg("--origin")
+            .arg(scratch.lib())
+            .arg("--cache-dir")
+            .arg(scratch.cache())
+            .arg(scratch.mnt())
+            .env_remove("NOTIFY_SOCKET");
+        if let Some(socket) = notify {
+            cmd.env("NOTIFY_SOCKET", socket);
+        }
+        cmd.output().unwrap()
+    };
+    let missing = helper(None);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("NOTIFY_SOCKET is not set"), "{missing:?}");
+    assert!(!is_fuse_mounted(&scratch.mnt()), "nothing mounted without a store");
+    let unread = helper(Some(&scratch.dir.path().join("nobody-listens.sock")));
+    assert!(!unread.status.success());
+    assert!(String::from_utf8_lossy(&unread.stderr).contains("no service manager"), "{unread:?}");
+    assert!(!is_fuse_mounted(&scratch.mnt()), "the mount that could not be handed over was taken down");
+}

@@ -115,6 +115,10 @@ pub fn run(mount_point: &Path, allow_other: bool, owner: Owner, unit: &str) -> R
             "2.11 the service manager holds the live FUSE connection: mount left alone, the daemon resumes it");
         return Ok(Outcome::KeptAlive);
     }
+    // Nowhere to hand the connection: say so before mounting, so that no dead mount is left behind.
+    if std::env::var_os("NOTIFY_SOCKET").is_none_or(|s| s.is_empty()) {
+        return Err(HelperError::Store(std::io::Error::other("NOTIFY_SOCKET is not set")));
+    }
     let cleared = fuse_mounted && mounts::clear_stale_fuse_mount(mount_point);
     std::fs::create_dir_all(mount_point)
         .map_err(|source| HelperError::MountPoint { path: mount_point.to_owned(), source })?;
@@ -125,7 +129,11 @@ pub fn run(mount_point: &Path, allow_other: bool, owner: Owner, unit: &str) -> R
             "fs.fuse.default_request_timeout is set: a restart longer than it aborts the connection (2.11)"
         );
     }
-    store(fd.as_fd())?;
+    if let Err(e) = store(fd.as_fd()) {
+        // The connection ends with this process: take its mount down rather than leave it dead.
+        mounts::lazy_unmount(mount_point);
+        return Err(e);
+    }
     tracing::info!(mount_point = %mount_point.display(), uid = owner.uid, allow_other, cleared,
         "mounted for the unprivileged daemon; the connection waits in the service manager's store");
     Ok(Outcome::Mounted { cleared })
@@ -191,9 +199,6 @@ fn stored_descriptors(unit: &str) -> Option<u32> {
 /// right after, and systemd must not see its message only once the process is gone.
 fn store(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), HelperError> {
     use sd_notify::NotifyState;
-    if std::env::var_os("NOTIFY_SOCKET").is_none_or(|s| s.is_empty()) {
-        return Err(HelperError::Store(std::io::Error::other("NOTIFY_SOCKET is not set")));
-    }
     sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(handover::MOUNTED_FD_NAME)], &[fd])
         .map_err(HelperError::Store)?;
     crate::systemd::barrier(BARRIER_TIMEOUT).map_err(HelperError::Store)
