@@ -221,6 +221,10 @@ pub fn run(args: &Args) -> Result<()> {
         );
         page = page.replace("</body>", &format!("{paragraph}</body>"));
     }
+    if let Some(line) = exposure_line(&root) {
+        md += &format!("\n{line}\n");
+        page = page.replace("</body>", &format!("<p>{}</p></body>", esc(&line)));
+    }
     if root.join("target/mutants/report.md").is_file() {
         let link = if out.parent() == Some(root.join("target").as_path()) {
             "../mutants/report.md".to_owned()
@@ -254,6 +258,21 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("{} test(s) failed: {}", failures.len(), failures.join(", "));
     }
     Ok(())
+}
+
+/// The unit's exposure as the system layer's `security` scenario measured it on the live unit (issue 16),
+/// with what systemd still flags; None before `cargo xtask system-test` has run.
+fn exposure_line(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("target/system-test/results.json")).ok()?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
+    let security = rows.iter().find(|row| row["scenario"] == "security")?;
+    let flagged: Vec<&str> = security["flagged"].as_array()?.iter().filter_map(|f| f.as_str()).collect();
+    Some(format!(
+        "Unit exposure (systemd-analyze security on the live unit, system layer): {} (budget {}); still flagged: {}",
+        security["exposure"],
+        security["budget"],
+        flagged.join(", ")
+    ))
 }
 
 /// A link from the report in `out` to the one `cargo xtask bench --peers` wrote, if it has: relative when both
@@ -404,5 +423,19 @@ mod tests {
         assert_eq!(results["ok_test"].outcome, Outcome::Pass);
         assert_eq!(results["bad_test"].outcome, Outcome::Fail);
         assert!((results["bad_test"].seconds - 1.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_exposure_the_security_scenario_measured_is_reported() {
+        let root = std::env::temp_dir().join(format!("musicfs-exposure-{}", std::process::id()));
+        let results = root.join("target/system-test");
+        std::fs::create_dir_all(&results).unwrap();
+        assert_eq!(exposure_line(&root), None, "no results yet");
+        let rows = r#"[{"scenario":"sigterm","pass":true},
+            {"scenario":"security","pass":true,"exposure":1.3,"budget":2.0,"flagged":["PrivateNetwork=","IPAddressDeny="]}]"#;
+        std::fs::write(results.join("results.json"), rows).unwrap();
+        let line = exposure_line(&root).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(line.contains(": 1.3 (budget 2.0); still flagged: PrivateNetwork=, IPAddressDeny="), "{line}");
     }
 }
