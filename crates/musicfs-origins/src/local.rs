@@ -3,6 +3,7 @@
 use crate::{Origin, OriginEntry, OriginError, ReadSeek, is_safe_relative};
 use async_trait::async_trait;
 use bytes::Bytes;
+use musicfs_core::config::normalise;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -48,22 +49,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| OriginError::Unavailable(format!("blocking task failed: {e}")))?
 }
 
-/// `path` with `.` and `..` folded away by name alone, never asking the filesystem (a hung mount would block).
-fn lexical(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 #[async_trait]
 impl Origin for LocalOrigin {
     fn id(&self) -> &str {
@@ -80,7 +65,7 @@ impl Origin for LocalOrigin {
             // the path, and for a symlink on its target, without stat-ing inside such a mount.
             let musicfs_mounts = musicfs_core::mountinfo::musicfs_mount_points();
             let inside_musicfs = |entry: &walkdir::DirEntry| {
-                let within = |path: &Path| musicfs_mounts.iter().any(|m| lexical(path).starts_with(m));
+                let within = |path: &Path| musicfs_mounts.iter().any(|m| normalise(path).starts_with(m));
                 within(entry.path())
                     || entry.path_is_symlink()
                         && std::fs::read_link(entry.path()).is_ok_and(|target| {

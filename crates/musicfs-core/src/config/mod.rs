@@ -6,6 +6,7 @@
 
 pub mod origin;
 mod paths;
+pub use paths::normalise;
 
 use crate::units::{ByteSize, Seconds};
 use origin::OriginConfig;

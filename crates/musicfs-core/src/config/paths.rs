@@ -105,7 +105,9 @@ pub(crate) fn resolve(path: &Path) -> PathBuf {
     normalise(&rest.iter().rev().fold(base, |p, name| p.join(name)))
 }
 
-fn normalise(path: &Path) -> PathBuf {
+/// `path` with `.` and `..` folded away by name alone, never asking the filesystem (a hung mount would
+/// block a stat); also what a local origin's scan compares with the MusicFS mounts it must not enter.
+pub fn normalise(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for part in path.components() {
         match part {
