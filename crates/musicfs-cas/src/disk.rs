@@ -59,16 +59,61 @@ impl DiskPressure {
     }
 }
 
-/// The filesystem under the chunk store, as the store uses it: its free space and the chunk file reads and
-/// writes. [`RealDisk`] is statvfs and `std::fs`; a test double (`FaultyDisk` in musicfs-test-utils) reports
-/// the fullness and fails the I/O it is told to, so the 2.8 and 6.6 decisions run for real without a real
-/// full or failing disk.
+/// One entry of a directory, as [`CacheDisk::list`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: std::ffi::OsString,
+    pub is_dir: bool,
+    /// Bytes of a file (0 for a directory).
+    pub len: u64,
+}
+
+/// The filesystem under the chunk store, as the store uses it: its free space, the chunk files, their
+/// directories and the index. Every byte the store keeps goes through here, so a double can stand for the
+/// disk. [`RealDisk`] is statvfs, `std::fs` and a redb file; `FaultyDisk` (musicfs-test-utils) reports the
+/// fullness and fails the I/O it is told to, so the 2.8 and 6.6 decisions run for real without a real full or
+/// failing disk; `CrashDisk` (the store's tests) keeps what was written apart from what is durable, for the
+/// crash images of issue 13.
+///
+/// What is durable when: a file's bytes after [`CacheDisk::write_durable`]; a directory entry (a file
+/// created, renamed or removed, a directory made) only after [`CacheDisk::sync_dir`] of its directory. The
+/// methods with a body are the real filesystem's, for doubles that only change the first three.
 pub trait CacheDisk: Send + Sync + 'static {
     /// (free bytes, total bytes) of the filesystem holding `dir`, if it can be read.
     fn space(&self, dir: &Path) -> Option<(u64, u64)>;
-    /// Creates `path` holding `data`, synced to the disk.
+    /// Creates `path` holding `data`, its bytes synced to the disk (its name is not, see `sync_dir`).
     fn write_durable(&self, path: &Path, data: &[u8]) -> std::io::Result<()>;
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+
+    /// Renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+    /// Makes the entries of `dir` durable: the files created, renamed into or removed from it (fsync of the
+    /// directory).
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    /// The entries of `dir`, in no particular order.
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<DirEntry>> {
+        let mut entries = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let item = item?;
+            let Ok(meta) = item.metadata() else { continue };
+            entries.push(DirEntry { name: item.file_name(), is_dir: meta.is_dir(), len: meta.len() });
+        }
+        Ok(entries)
+    }
+    /// Opens (or creates) the chunk index kept in the file `path`.
+    fn open_index(&self, path: &Path) -> Result<redb::Database, redb::DatabaseError> {
+        redb::Database::create(path)
+    }
 }
 
 /// (free, total) bytes as df counts them: blocks reserved for root are neither free nor part of the total.
@@ -337,7 +382,7 @@ impl DiskGuard {
         let probe = format!("musicfs cache disk check {:?}", Instant::now());
         let written = self.disk.write_durable(&path, probe.as_bytes());
         let read_back = written.and_then(|()| self.disk.read(&path));
-        let _ = std::fs::remove_file(&path);
+        let _ = self.disk.remove(&path);
         match read_back {
             Ok(bytes) if bytes == probe.as_bytes() => {}
             Ok(_) => return Err("the probe file read back different bytes".to_owned()),

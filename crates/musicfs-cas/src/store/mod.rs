@@ -1,7 +1,7 @@
 //! The chunk store: one file per chunk under `<cache_dir>/chunks/v1/<2 hex>/<64 hex>`, indexed in redb.
 //!
-//! Writes go to `tmp/`, are fsynced, renamed into place, and only then indexed, so no partial chunk is ever
-//! visible (5.7). Reads re-hash the bytes; a chunk that fails its hash is removed and reported missing so the
+//! Writes go to `tmp/`, are fsynced, renamed into place, their directories fsynced, and only then indexed, so
+//! no partial chunk is ever visible (5.7) and the index never names a chunk a crash can take back. Reads re-hash the bytes; a chunk that fails its hash is removed and reported missing so the
 //! caller refetches it (6.4). Sizes are accounted exactly from the index, and least-recently-used chunks are
 //! evicted beyond `max_size` (3.10). Access times live in memory and are written back in batches.
 //!
@@ -188,10 +188,16 @@ impl ChunkStore {
     pub fn open_on(cache_dir: &Path, max_size: u64, disk: Arc<dyn CacheDisk>) -> Result<ChunkStore, StoreError> {
         let root = cache_dir.join("chunks").join(LAYOUT);
         let tmp = root.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        disk.create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        // Every shard directory exists from the start (its own entry synced below with the index's), so a
+        // chunk write is one rename into a directory that is already durable.
+        for shard in 0..=u8::MAX {
+            let dir = root.join(format!("{shard:02x}"));
+            disk.create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
         let mut leftovers = 0;
-        for item in std::fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
-            if std::fs::remove_file(item.path()).is_ok() {
+        for item in disk.list(&tmp).map_err(io_err(&tmp))? {
+            if disk.remove(&tmp.join(&item.name)).is_ok() {
                 leftovers += 1;
             }
         }
@@ -199,7 +205,9 @@ impl ChunkStore {
             tracing::info!(leftovers, "5.7 removed unfinished chunk writes left by an earlier crash");
         }
         let db_path = root.join("index.redb");
-        let opened = redb::Database::create(&db_path).map_err(index_err).and_then(|db| {
+        let opened = disk.open_index(&db_path).map_err(index_err).and_then(|db| {
+            // A new index file (or tmp/) is no use if a crash can take its name back.
+            disk.sync_dir(&root).map_err(io_err(&root))?;
             let store = ChunkStore::with_db(root.clone(), db, max_size, disk.clone());
             store.load_index().map(|()| store)
         });
@@ -209,9 +217,10 @@ impl ChunkStore {
                 // The chunk files are the truth; the index can always be rebuilt from them (3.5).
                 let aside = root.join(format!("index.redb.corrupt-{}", std::process::id()));
                 tracing::error!(error = %e, moved_to = %aside.display(), "3.5 chunk index unreadable; rebuilding it from the chunk files");
-                let _ = std::fs::rename(&db_path, &aside);
+                let _ = disk.rename(&db_path, &aside);
                 musicfs_core::aside::prune(&root, "index.redb.corrupt-");
-                let db = redb::Database::create(&db_path).map_err(index_err)?;
+                let db = disk.open_index(&db_path).map_err(index_err)?;
+                disk.sync_dir(&root).map_err(io_err(&root))?;
                 let store = ChunkStore::with_db(root, db, max_size, disk);
                 store.load_index()?;
                 store
@@ -255,20 +264,19 @@ impl ChunkStore {
     pub fn reconcile(&self) -> Result<ReconcileReport, StoreError> {
         let mut report = ReconcileReport::default();
         let mut on_disk: HashMap<ChunkHash, u64> = HashMap::new();
-        for shard in std::fs::read_dir(&self.root).map_err(io_err(&self.root))?.flatten() {
-            let name = shard.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.len() != 2 || !shard.path().is_dir() {
+        let disk = self.guard.disk();
+        for shard in disk.list(&self.root).map_err(io_err(&self.root))? {
+            if shard.name.len() != 2 || !shard.is_dir {
                 continue;
             }
-            for item in std::fs::read_dir(shard.path()).map_err(io_err(&shard.path()))?.flatten() {
-                let file_name = item.file_name();
-                match file_name.to_str().and_then(ChunkHash::from_hex) {
+            let dir = self.root.join(&shard.name);
+            for item in disk.list(&dir).map_err(io_err(&dir))? {
+                match item.name.to_str().and_then(ChunkHash::from_hex) {
                     Some(hash) => {
-                        on_disk.insert(hash, item.metadata().map_or(0, |m| m.len()));
+                        on_disk.insert(hash, item.len);
                     }
                     None => {
-                        let _ = std::fs::remove_file(item.path());
+                        let _ = disk.remove(&dir.join(&item.name));
                         report.orphans_removed += 1;
                     }
                 }
@@ -289,10 +297,10 @@ impl ChunkStore {
         let mut adopt = Vec::new();
         for hash in orphans {
             let path = self.chunk_path(&hash);
-            match std::fs::read(&path) {
+            match disk.read(&path) {
                 Ok(data) if ChunkHash::of(&data) == hash => adopt.push((hash, data.len() as u64)),
                 _ => {
-                    let _ = std::fs::remove_file(&path);
+                    let _ = disk.remove(&path);
                     report.orphans_removed += 1;
                 }
             }
@@ -483,14 +491,15 @@ impl ChunkStore {
         if ChunkHash::of(&data) != *hash {
             self.stats.corrupt_detected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(chunk = %hash, path = %path.display(), "6.4 chunk failed its hash check; removed, will refetch");
-            let _ = std::fs::remove_file(&path);
+            let _ = self.guard.disk().remove(&path);
             self.forget(&[*hash])?;
             return Ok(None);
         }
         Ok(Some(Bytes::from(data)))
     }
 
-    /// Stores chunks durably (tmp + fsync + rename, then one index transaction). Room is made first, by
+    /// Stores chunks durably (tmp + fsync + rename, one fsync per directory renamed into, then one index
+    /// transaction). Room is made first, by
     /// evicting least-recently-used chunks, so the bytes on disk never exceed `max_size`, even for a moment.
     /// Chunks already present are skipped. The caller guarantees each hash matches its bytes.
     ///
@@ -509,13 +518,14 @@ impl ChunkStore {
                 Err(StoreError::Index("failpoint cas::put::after_rename_before_index".into()))
             });
             let ticks: Vec<u64> = added.iter().map(|_| self.tick()).collect();
-            if let Err(e) = self.index_new_chunks(&added, &ticks) {
+            let indexed = self.sync_chunk_dirs(&added).and_then(|()| self.index_new_chunks(&added, &ticks));
+            if let Err(e) = indexed {
                 // The index lives on the same disk (6.6). The files cannot be found without it: remove them
                 // and give back their reservation, so the size accounting stays exact.
                 let mut index = self.lock();
                 for (hash, size) in &added {
                     index.reserved -= size;
-                    let _ = std::fs::remove_file(self.chunk_path(hash));
+                    let _ = self.guard.disk().remove(&self.chunk_path(hash));
                 }
                 drop(index);
                 self.stats.disk_errors.fetch_add(1, Ordering::Relaxed);
@@ -534,6 +544,17 @@ impl ChunkStore {
             }
         }
         result.map(|_| ())
+    }
+
+    /// Makes the renames of `added` durable before the index names them: without this a crash can keep the
+    /// index's commit and lose the rename (the index would name a chunk that is not there).
+    fn sync_chunk_dirs(&self, added: &[(ChunkHash, u64)]) -> Result<(), StoreError> {
+        let dirs: BTreeSet<PathBuf> =
+            added.iter().filter_map(|(hash, _)| self.chunk_path(hash).parent().map(Path::to_owned)).collect();
+        for dir in &dirs {
+            self.guard.disk().sync_dir(dir).map_err(io_err(dir))?;
+        }
+        Ok(())
     }
 
     fn index_new_chunks(&self, added: &[(ChunkHash, u64)], ticks: &[u64]) -> Result<(), StoreError> {
@@ -595,20 +616,27 @@ impl ChunkStore {
             path: tmp_path.clone(),
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         }));
-        if let Err(e) = self.guard.disk().write_durable(&tmp_path, data) {
+        let disk = self.guard.disk();
+        if let Err(e) = disk.write_durable(&tmp_path, data) {
             // A half-written temp file on a full disk would only make it fuller.
-            let _ = std::fs::remove_file(&tmp_path);
+            let _ = disk.remove(&tmp_path);
             return Err(StoreError::Io { path: tmp_path, source: e });
         }
         fail::fail_point!("cas::put::after_write_before_rename", |_| Err(StoreError::Io {
             path: tmp_path.clone(),
             source: std::io::Error::other("failpoint cas::put::after_write_before_rename"),
         }));
-        if let Some(dir) = final_path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut renamed = disk.rename(&tmp_path, &final_path);
+        if let (Err(e), Some(dir)) = (&renamed, final_path.parent())
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            // Someone removed the shard directory under a running store: make it again, durably.
+            disk.create_dir_all(dir).map_err(io_err(dir))?;
+            disk.sync_dir(&self.root).map_err(io_err(&self.root))?;
+            renamed = disk.rename(&tmp_path, &final_path);
         }
-        if let Err(e) = std::fs::rename(&tmp_path, &final_path) {
-            let _ = std::fs::remove_file(&tmp_path);
+        if let Err(e) = renamed {
+            let _ = disk.remove(&tmp_path);
             return Err(StoreError::Io { path: final_path, source: e });
         }
         Ok(())
@@ -627,7 +655,8 @@ impl ChunkStore {
         let mut index = self.lock();
         for hash in hashes {
             index.remove(hash);
-            let _ = std::fs::remove_file(self.chunk_path(hash));
+            // Not synced: a removal a crash takes back leaves an orphan, which the next open adopts.
+            let _ = self.guard.disk().remove(&self.chunk_path(hash));
         }
         Ok(())
     }
@@ -745,5 +774,9 @@ impl GuardedStore for ChunkStore {
     }
 }
 
+#[cfg(test)]
+mod crash_disk;
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;
