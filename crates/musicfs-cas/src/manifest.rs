@@ -57,23 +57,47 @@ impl Manifest {
         (idx < chunks.len() && chunks[idx].offset <= offset).then_some(idx)
     }
 
-    /// Compact encoding: per chunk, 4 bytes length (LE) + 32 bytes hash. Offsets are implied.
+    /// Compact encoding: per chunk, 4 bytes length (LE) + 32 bytes hash (offsets are implied), then the BLAKE3
+    /// of all of that. Each chunk's bytes are checked against its hash, but only the digest checks the list:
+    /// without it a damaged blob (records moved, a length changed where the total stays) would serve verified
+    /// chunks in the wrong place.
     pub fn encode_chunks(chunks: &[ChunkRef]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunks.len() * 36);
+        let mut out = Vec::with_capacity(chunks.len() * RECORD + DIGEST);
         for c in chunks {
             out.extend_from_slice(&c.len.to_le_bytes());
             out.extend_from_slice(&c.hash.0);
         }
+        let digest = blake3::hash(&out);
+        out.extend_from_slice(digest.as_bytes());
         out
     }
 
+    /// The chunk list of a blob [`Manifest::encode_chunks`] made, or None when it is damaged: the track is
+    /// then ingested again.
     pub fn decode_chunks(blob: &[u8]) -> Option<Vec<ChunkRef>> {
-        if !blob.len().is_multiple_of(36) {
+        if blob.len() % RECORD != DIGEST {
             return None;
         }
+        let (records, digest) = blob.split_at(blob.len() - DIGEST);
+        if blake3::hash(records).as_bytes().as_slice() != digest {
+            return None;
+        }
+        Manifest::records(records)
+    }
+
+    /// A blob written before manifests carried their digest (database schema 2), sealed with one as it is;
+    /// None for a blob that is not one.
+    pub fn seal_legacy(blob: &[u8]) -> Option<Vec<u8>> {
+        if !blob.len().is_multiple_of(RECORD) {
+            return None;
+        }
+        Manifest::records(blob).map(|chunks| Manifest::encode_chunks(&chunks))
+    }
+
+    fn records(records: &[u8]) -> Option<Vec<ChunkRef>> {
         let mut offset = 0u64;
-        let mut out = Vec::with_capacity(blob.len() / 36);
-        for rec in blob.chunks_exact(36) {
+        let mut out = Vec::with_capacity(records.len() / RECORD);
+        for rec in records.chunks_exact(RECORD) {
             let len = u32::from_le_bytes(rec[..4].try_into().ok()?);
             let hash = ChunkHash(rec[4..].try_into().ok()?);
             out.push(ChunkRef { offset, len, hash });
@@ -87,6 +111,11 @@ impl Manifest {
         self.chunks.last().map_or(0, ChunkRef::end)
     }
 }
+
+/// Bytes of one chunk's record in an encoded manifest: length and hash.
+const RECORD: usize = 4 + 32;
+/// Bytes of the digest that ends an encoded manifest.
+const DIGEST: usize = 32;
 
 /// Where manifests persist (SQLite in the daemon). Calls are blocking; the reader runs them off the runtime.
 pub trait ManifestStore: Send + Sync + 'static {
@@ -206,6 +235,11 @@ mod tests {
         let blob = Manifest::encode_chunks(&chunks);
         assert_eq!(Manifest::decode_chunks(&blob), Some(chunks.clone()));
         assert_eq!(Manifest::decode_chunks(&blob[1..]), None);
+        // Schema 2's blobs had no digest: refused as they are, decoded once sealed.
+        let legacy = &blob[..blob.len() - DIGEST];
+        assert_eq!(Manifest::decode_chunks(legacy), None);
+        assert_eq!(Manifest::seal_legacy(legacy), Some(blob.clone()));
+        assert_eq!(Manifest::seal_legacy(&blob), None);
         assert_eq!(Manifest::chunk_at(&chunks, 0), Some(0));
         assert_eq!(Manifest::chunk_at(&chunks, 9), Some(0));
         assert_eq!(Manifest::chunk_at(&chunks, 10), Some(1));

@@ -233,8 +233,18 @@ impl Reader {
         Ok(out.freeze())
     }
 
-    /// One chunk's bytes: from memory, else loaded once however many readers want it ([`Reader::load_chunk`]).
+    /// One chunk's bytes, as long as the manifest says (see [`Reader::any_chunk_bytes`]). The hash fixes the
+    /// bytes, the manifest only claims their length: a damaged one must not slice past them.
     async fn chunk_bytes(&self, file: &FileRef, c: &ChunkRef) -> Result<Bytes, ReadError> {
+        let data = self.any_chunk_bytes(file, c).await?;
+        if data.len() != c.len as usize {
+            return Err(ReadError::Changed);
+        }
+        Ok(data)
+    }
+
+    /// One chunk's bytes: from memory, else loaded once however many readers want it ([`Reader::load_chunk`]).
+    async fn any_chunk_bytes(&self, file: &FileRef, c: &ChunkRef) -> Result<Bytes, ReadError> {
         if let Some(data) = self.memory.get(&c.hash) {
             self.stats.chunk_hits.fetch_add(1, Ordering::Relaxed);
             // A chunk the store lost (evicted, or never written while the disk was full) is written back

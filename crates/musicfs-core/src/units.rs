@@ -29,7 +29,12 @@ impl ByteSize {
         if !number.is_finite() || number < 0.0 {
             return Err(format!("`{text}` is not a size like \"64MiB\""));
         }
-        Ok(ByteSize((number * factor as f64).round() as u64))
+        let bytes = (number * factor as f64).round();
+        if bytes >= u64::MAX as f64 {
+            // `as u64` would quietly make it 16 EiB.
+            return Err(format!("`{text}` is more than 16 EiB"));
+        }
+        Ok(ByteSize(bytes as u64))
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 /// 2: tracks and manifests carry the origin's version stamp (5.6), manifests whether they were made from a
 /// backup origin (4.2.6); version 1 databases are upgraded in place.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -149,20 +149,14 @@ impl Db {
             conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional()?;
         match version.and_then(|v| v.parse::<i64>().ok()) {
             Some(found) if found > SCHEMA_VERSION => return Err(DbError::TooNew { path: path.to_owned(), found }),
-            Some(1) => {
-                // Existing rows get version 0 ("unknown", which matches any stamp) and are stamped by the
-                // next sync without being read again.
-                let tx = conn.unchecked_transaction()?;
-                tx.execute_batch(
-                    "ALTER TABLE tracks ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
-                     ALTER TABLE manifests ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
-                     ALTER TABLE manifests ADD COLUMN from_backup INTEGER NOT NULL DEFAULT 0;
-                     UPDATE meta SET value = '2' WHERE key = 'schema';",
-                )?;
-                tx.commit()?;
-                tracing::info!("metadata database upgraded from schema 1 to 2 (5.6 version stamps)");
+            Some(found) => {
+                if found < 2 {
+                    upgrade_to_2(&conn)?;
+                }
+                if found < 3 {
+                    upgrade_to_3(&conn)?;
+                }
             }
-            Some(_) => {}
             None => {
                 conn.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
@@ -362,6 +356,56 @@ impl Db {
     }
 }
 
+/// Schema 1 → 2: existing rows get version 0 ("unknown", which matches any stamp) and are stamped by the next
+/// sync without being read again.
+fn upgrade_to_2(conn: &Connection) -> Result<(), DbError> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(
+        "ALTER TABLE tracks ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE manifests ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE manifests ADD COLUMN from_backup INTEGER NOT NULL DEFAULT 0;
+         UPDATE meta SET value = '2' WHERE key = 'schema';",
+    )?;
+    tx.commit()?;
+    tracing::info!("metadata database upgraded from schema 1 to 2 (5.6 version stamps)");
+    Ok(())
+}
+
+/// Manifests read per step of [`upgrade_to_3`], so a large cache is sealed in bounded memory.
+const SEAL_BATCH: i64 = 1000;
+
+/// Schema 2 → 3: every manifest blob gets the digest that lets a damaged one be told apart
+/// (`Manifest::encode_chunks`), trusting it as schema 2 did; a blob that is not a chunk list is dropped (its
+/// track is ingested again). One transaction: a crash midway leaves schema 2, and the upgrade runs again.
+fn upgrade_to_3(conn: &Connection) -> Result<(), DbError> {
+    let tx = conn.unchecked_transaction()?;
+    let (mut sealed, mut dropped, mut after) = (0u64, 0u64, i64::MIN);
+    loop {
+        let rows: Vec<(i64, Vec<u8>)> = tx
+            .prepare("SELECT track_id, chunks FROM manifests WHERE track_id > ?1 ORDER BY track_id LIMIT ?2")?
+            .query_map(params![after, SEAL_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let Some((last, _)) = rows.last() else { break };
+        after = *last;
+        for (track_id, blob) in rows {
+            match Manifest::seal_legacy(&blob) {
+                Some(blob) => {
+                    tx.execute("UPDATE manifests SET chunks = ?1 WHERE track_id = ?2", params![blob, track_id])?;
+                    sealed += 1;
+                }
+                None => {
+                    tx.execute("DELETE FROM manifests WHERE track_id = ?1", [track_id])?;
+                    dropped += 1;
+                }
+            }
+        }
+    }
+    tx.execute("UPDATE meta SET value = '3' WHERE key = 'schema'", [])?;
+    tx.commit()?;
+    tracing::info!(sealed, dropped, "metadata database upgraded from schema 2 to 3 (manifest digests)");
+    Ok(())
+}
+
 impl ManifestStore for Db {
     fn load(&self, track_id: i64) -> Result<Option<Manifest>, ManifestError> {
         let conn = self.conn();
@@ -448,6 +492,38 @@ mod tests {
             inodes["A/B/a.flac"]
         );
         assert_eq!(db.load(ids[0]).unwrap(), Some(m));
+    }
+
+    #[test]
+    fn a_schema_2_database_seals_its_manifests_and_drops_only_what_is_not_a_chunk_list() {
+        use musicfs_cas::{ChunkHash, ChunkRef};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let chunks = vec![
+            ChunkRef { offset: 0, len: 10, hash: ChunkHash::of(b"a") },
+            ChunkRef { offset: 10, len: 5, hash: ChunkHash::of(b"b") },
+        ];
+        let m = Manifest { fingerprint: Fingerprint { size: 15, mtime_ns: 5, version: 0 }, chunks, from_backup: false };
+        let ids = {
+            let db = Db::open(&path).unwrap();
+            let added = vec![track("a.flac", "A/B/a.flac"), track("b.flac", "A/B/b.flac")];
+            let ids = db.apply(&Changes { added, ..Default::default() }).unwrap();
+            db.save(ids[0], &m).unwrap();
+            db.save(ids[1], &m).unwrap();
+            // As schema 2 wrote them: the records alone; and one blob that is no chunk list at all.
+            let records = &Manifest::encode_chunks(&m.chunks)[..2 * 36];
+            let conn = db.conn();
+            conn.execute("UPDATE manifests SET chunks = ?1 WHERE track_id = ?2", params![records, ids[0]]).unwrap();
+            conn.execute("UPDATE manifests SET chunks = X'0102' WHERE track_id = ?1", [ids[1]]).unwrap();
+            conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'", []).unwrap();
+            ids
+        };
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.load(ids[0]).unwrap(), Some(m), "a schema 2 manifest is kept, with its digest");
+        assert_eq!(db.load(ids[1]).unwrap(), None, "a blob that is not a chunk list is dropped");
+        let schema: String =
+            db.conn().query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
+        assert_eq!(schema, "3");
     }
 
     #[test]

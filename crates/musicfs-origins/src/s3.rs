@@ -272,8 +272,9 @@ fn version(meta: &object_store::ObjectMeta) -> i64 {
     meta.e_tag.as_deref().map_or(0, |tag| crate::stamp(&[tag.trim_matches('"').as_bytes()]))
 }
 
-/// The relative path for an object key, or None if the key is outside the prefix, is the prefix itself, or
-/// could escape the origin root (`..`, `.`, empty segments, an absolute path).
+/// The relative path for an object key, or None if the key is outside the prefix, is the prefix itself,
+/// could escape the origin root (`..`, `.`, empty segments, an absolute path), or could not be asked for again
+/// by the same key (a NUL, say: a track listed that no read can fetch).
 pub fn key_to_rel(prefix: Option<&str>, key: &str) -> Option<PathBuf> {
     let rest = match prefix {
         Some(prefix) => key.strip_prefix(prefix)?.strip_prefix('/')?,
@@ -283,7 +284,8 @@ pub fn key_to_rel(prefix: Option<&str>, key: &str) -> Option<PathBuf> {
         return None;
     }
     let rel = PathBuf::from(rest);
-    is_safe_relative(&rel).then_some(rel)
+    let fetchable = rel_to_key(prefix, &rel).is_some_and(|back| back.as_ref() == key);
+    (is_safe_relative(&rel) && fetchable).then_some(rel)
 }
 
 /// The object key for a relative path: `prefix/rel`, or None for an unsafe or non-UTF-8 path.

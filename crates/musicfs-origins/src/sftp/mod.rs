@@ -271,7 +271,7 @@ fn entry(rel: PathBuf, stat: &FileStat) -> OriginEntry {
 }
 
 /// Whether a name from a directory listing is one plain path component (no `/`, not `.` or `..`, not empty).
-fn is_one_name(name: &Path) -> bool {
+pub fn is_one_name(name: &Path) -> bool {
     let mut parts = name.components();
     matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None))
         && !name.as_os_str().as_encoded_bytes().contains(&b'/')
