@@ -198,6 +198,8 @@ in
       # A changed config restarts the daemon: SIGHUP applies only some keys live (3.6).
       restartTriggers = [ configFile ];
       unitConfig.RequiresMountsFor = [ cacheDir ];
+      # 2.11: a crash loop past the start limit ends unmounted, not with a dead mount.
+      onFailure = [ "musicfs-unmount.service" ];
 
       environment = {
         MUSICFS_CONFIG = configPath;
@@ -284,6 +286,19 @@ in
         SystemCallErrorNumber = "EPERM";
         # The cache and the control socket are the service user's alone (the daemon sets umask 077 too).
         UMask = "0077";
+      };
+    };
+
+    # dist/musicfs-unmount.service: run by musicfs.service's OnFailure=. Its own ExecStopPost= keeps the
+    # mount after each failed attempt (systemd starts it again and resumes the mount); once the restarts
+    # stop, this unmounts. It leaves the mount alone while musicfs.service waits to start again.
+    systemd.services.musicfs-unmount = {
+      description = "MusicFS: unmount the library of a musicfs.service that has failed";
+      documentation = [ "man:systemd.unit(5)" ];
+      environment.MUSICFS_MOUNT_POINT = mountPoint;
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${exe} after-stop --unit musicfs.service ${mountPoint}";
       };
     };
   };

@@ -86,12 +86,32 @@ expect_unit = {
     "Documentation": unit["documentation"],
     "Wants": [" ".join(unit["wants"])],
     "After": [" ".join(unit["after"])],
+    "OnFailure": [" ".join(unit.get("onFailure", []))],
 }
 for key, values in sections["Unit"].items():
     if expect_unit.get(key) != values:
         problems.append(f"[Unit] {key}: dist {values} != module {expect_unit.get(key)}")
 if sections["Install"]["WantedBy"] != unit["wantedBy"]:
     problems.append(f"[Install] WantedBy: dist {sections['Install']['WantedBy']} != module {unit['wantedBy']}")
+# The unit musicfs.service's OnFailure= starts (2.11), setting for setting.
+unmount = out["unmountUnit"]
+dist_unmount = {}
+for line in open(dist_path.replace("musicfs.service", "musicfs-unmount.service")):
+    line = line.strip()
+    if line and not line.startswith("#") and not line.startswith("[") and "=" in line:
+        key, value = line.split("=", 1)
+        for old, new in to_store.items():
+            value = value.replace(old, new)
+        dist_unmount[key] = value
+module_unmount = {
+    "Description": unmount["description"],
+    "Documentation": " ".join(unmount["documentation"]),
+    "Environment": " ".join(f"{k}={v}" for k, v in unmount["environment"].items()),
+    "Type": unmount["serviceConfig"]["Type"],
+    "ExecStart": unmount["serviceConfig"]["ExecStart"],
+}
+if dist_unmount != module_unmount:
+    problems.append(f"musicfs-unmount.service: dist {dist_unmount} != module {module_unmount}")
 # The privilege split (issue 16): the daemon holds nothing to mount with; the root steps are the "+" ones.
 if service.get("CapabilityBoundingSet") != "" or "@mount" in " ".join(norm(service.get("SystemCallFilter", []))):
     problems.append("the daemon may mount: CapabilityBoundingSet must be empty and SystemCallFilter without @mount")

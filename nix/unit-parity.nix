@@ -104,6 +104,7 @@ in
   programs = out.programs or { };
   tmpfiles = out.systemd.tmpfiles.rules;
   unit = out.systemd.services.musicfs;
+  unmountUnit = out.systemd.services.musicfs-unmount;
   configFile = out.environment.etc."musicfs/musicfs.toml".source;
   inherit (cfg) settings;
 }

@@ -154,7 +154,7 @@ pkgs.testers.runNixOSTest {
         probe("restart")
         recover()
 
-    with subtest("a crash loop past the start limit releases the waiting reader; the next start serves"):
+    with subtest("a crash loop past the start limit releases the waiting reader and unmounts; the next start serves"):
         probe("crash-loop")
         recover()
 

@@ -44,8 +44,9 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         unit: Option<String>,
     },
-    /// As ExecStopPost= of a systemd unit (`--unit %n`): unmount MOUNT_POINT unless systemd is about to start
-    /// the daemon again, which resumes the mount (2.11); reads $SERVICE_RESULT and $EXIT_STATUS.
+    /// As ExecStopPost= of a systemd unit (`--unit %n`), or as the unit its OnFailure= starts: unmount
+    /// MOUNT_POINT unless systemd is about to start the daemon again, which resumes the mount (2.11); reads
+    /// $SERVICE_RESULT and $EXIT_STATUS.
     AfterStop {
         #[arg(long, value_name = "NAME")]
         unit: String,
@@ -286,7 +287,10 @@ fn after_stop(unit: &str, mount_point: &std::path::Path) -> Result<(), Failure> 
     let result = std::env::var("SERVICE_RESULT").ok();
     let exit_status = std::env::var("EXIT_STATUS").ok();
     let mounted = musicfs_daemon::mounts::mounted_fstype(mount_point).is_some_and(|t| t.starts_with("fuse"));
-    if musicfs_daemon::handover::keep_mount_after_stop(&jobs, result.as_deref(), exit_status.as_deref()) {
+    if musicfs_daemon::handover::unit_sub_state(unit).as_deref() == Some("auto-restart") {
+        // Run by OnFailure= (musicfs-unmount.service) while systemd waits to start the daemon again.
+        println!("2.11 {unit} is about to start again: mount kept");
+    } else if musicfs_daemon::handover::keep_mount_after_stop(&jobs, result.as_deref(), exit_status.as_deref()) {
         println!("2.11 {unit} starts again (jobs {jobs:?}, result {result:?}, exit {exit_status:?}): mount kept");
     } else if mounted {
         musicfs_daemon::mounts::lazy_unmount(mount_point);

@@ -177,6 +177,18 @@ pub fn unit_jobs(unit: &str) -> Vec<String> {
     }
 }
 
+/// The unit's sub-state (`auto-restart` while systemd waits `RestartSec=` to start it again), if systemd
+/// answers.
+pub fn unit_sub_state(unit: &str) -> Option<String> {
+    let out = std::process::Command::new("systemctl")
+        .args(["show", "--property=SubState", "--value", unit])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !state.is_empty()).then_some(state)
+}
+
 /// `systemctl list-jobs --no-legend` rows are `ID UNIT TYPE STATE`.
 fn jobs_of(listing: &str, unit: &str) -> Vec<String> {
     listing

@@ -9,7 +9,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 fn unit() -> HashMap<String, Vec<String>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/musicfs.service");
+    unit_named("musicfs.service")
+}
+
+fn unit_named(name: &str) -> HashMap<String, Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist").join(name);
     let text = std::fs::read_to_string(&path).unwrap();
     let mut keys: HashMap<String, Vec<String>> = HashMap::new();
     for line in text.lines().map(str::trim) {
@@ -27,6 +31,27 @@ fn one<'a>(unit: &'a HashMap<String, Vec<String>>, key: &str) -> &'a str {
         Some([value]) => value,
         other => panic!("{key}: expected exactly one value, got {other:?}"),
     }
+}
+
+/// A crash loop ends unmounted: past the start limit no ExecStopPost= is left to unmount (each failed attempt
+/// kept the mount for the next), so OnFailure= starts a unit that does, with the same mount point.
+/// Proves L1: 2.11
+#[test]
+fn a_unit_that_fails_for_good_is_unmounted_by_its_on_failure_unit() {
+    let u = unit();
+    assert_eq!(one(&u, "OnFailure"), "musicfs-unmount.service");
+    let cleanup = unit_named("musicfs-unmount.service");
+    assert_eq!(one(&cleanup, "Type"), "oneshot");
+    assert_eq!(
+        one(&cleanup, "ExecStart"),
+        "/usr/local/bin/musicfs after-stop --unit musicfs.service ${MUSICFS_MOUNT_POINT}",
+        "not `+`: the unit runs as root already, in the host's mount namespace"
+    );
+    let mount_point = |u: &HashMap<String, Vec<String>>| {
+        u["Environment"].iter().find(|e| e.starts_with("MUSICFS_MOUNT_POINT=")).cloned()
+    };
+    assert_eq!(mount_point(&cleanup), mount_point(&u), "both units name the same mount point");
+    assert!(mount_point(&u).is_some());
 }
 
 /// Proves L1: 3.7, 2.10, 3.1, 2.7, 2.11

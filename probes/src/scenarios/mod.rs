@@ -118,6 +118,7 @@ pub fn crash_loop(m: &Machine) -> Result<Value> {
     std::thread::sleep(Duration::from_millis(300));
     // Every start fails from now on (its config is gone), while the killed daemon's connection is kept.
     m.dropin("probe", "[Service]\nEnvironment=MUSICFS_CONFIG=/etc/musicfs/missing.toml\n")?;
+    let since = now_epoch();
     let killed = Instant::now();
     m.systemctl(&["kill", "-s", "SIGKILL"])?;
     m.wait_until(Duration::from_secs(60), "the unit failing at its start limit", || m.prop("ActiveState") == "failed")?;
@@ -129,9 +130,21 @@ pub fn crash_loop(m: &Machine) -> Result<Value> {
         stream.errors.load(std::sync::atomic::Ordering::SeqCst) > errors_at_failure
     })?;
     let released = failed_at.elapsed();
+    // OnFailure= (musicfs-unmount.service) takes the dead mount down: no mount is left behind.
+    m.wait_until(Duration::from_secs(10), "the mount gone after the start limit", || {
+        m.mount_state() == MountState::Absent
+    })?;
+    let unmounted = failed_at.elapsed();
     let left = m.mount_state();
-    ensure!(left != MountState::Serving, "nothing serves, yet the mount reads {left:?}");
-    // Mended, the next start clears the dead mount (2.7) and serves.
+    let (_, journal) = m.run(
+        "journalctl",
+        &["-u", "musicfs-unmount.service", "--since", &format!("@{since}"), "-o", "cat", "--no-pager"],
+    )?;
+    ensure!(
+        journal.contains("musicfs.service stopped") && journal.contains("unmounted"),
+        "musicfs-unmount.service did not say it unmounted:\n{journal}"
+    );
+    // Mended, the next start mounts anew and serves.
     m.remove_dropin("probe")?;
     m.run("systemctl", &["reset-failed", &m.unit])?;
     m.systemctl(&["start"])?;
@@ -140,6 +153,7 @@ pub fn crash_loop(m: &Machine) -> Result<Value> {
     Ok(json!({
         "kill_to_failed_seconds": secs(to_failed),
         "failed_to_reader_released_seconds": secs(released),
+        "failed_to_unmounted_seconds": secs(unmounted),
         "mount_after_start_limit": format!("{left:?}"),
         "restart_to_serving_seconds": secs(serving),
         "streamed_bytes": streamed,

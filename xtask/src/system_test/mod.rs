@@ -99,7 +99,9 @@ fn install(root: &Path, workspace: &Path, target: &Path) -> Result<usize> {
         std::fs::create_dir_all(dest.parent().context("bin dir")?)?;
         std::fs::copy(target.join(bin), &dest).with_context(|| format!("installing {bin}"))?;
     }
-    std::fs::copy(workspace.join("dist/musicfs.service"), root.join("etc/systemd/system/musicfs.service"))?;
+    for unit in ["musicfs.service", "musicfs-unmount.service"] {
+        std::fs::copy(workspace.join("dist").join(unit), root.join("etc/systemd/system").join(unit))?;
+    }
     write(
         &root.join("etc/systemd/system/musicfs.service.d/10-system-test.conf"),
         "# Short timings so the scenarios finish in seconds; the origin servers start first; secrets from a\n\
