@@ -291,14 +291,15 @@ in
 
     # dist/musicfs-unmount.service: run by musicfs.service's OnFailure=. Its own ExecStopPost= keeps the
     # mount after each failed attempt (systemd starts it again and resumes the mount); once the restarts
-    # stop, this unmounts. It leaves the mount alone while musicfs.service waits to start again.
+    # stop, this unmounts. OnFailure= fires on every failed attempt, a restart's hand-over (exit 75)
+    # included: --on-failure unmounts only when the unit stays failed with nothing queued.
     systemd.services.musicfs-unmount = {
       description = "MusicFS: unmount the library of a musicfs.service that has failed";
       documentation = [ "man:systemd.unit(5)" ];
       environment.MUSICFS_MOUNT_POINT = mountPoint;
       serviceConfig = {
         Type = "oneshot";
-        ExecStart = "${exe} after-stop --unit musicfs.service ${mountPoint}";
+        ExecStart = "${exe} after-stop --on-failure --unit musicfs.service ${mountPoint}";
       };
     };
   };

@@ -50,6 +50,10 @@ enum Command {
     AfterStop {
         #[arg(long, value_name = "NAME")]
         unit: String,
+        /// Run by the unit's OnFailure= (musicfs-unmount.service): unmount only if the unit stays failed
+        /// with nothing queued to start it again (the start limit).
+        #[arg(long)]
+        on_failure: bool,
         mount_point: PathBuf,
     },
     /// As ExecStartPre=+ of a systemd unit whose daemon runs unprivileged: mount the library's FUSE
@@ -201,7 +205,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => mount(args),
         Command::Status { target, json } => status(target, json),
         Command::Shutdown { target, drain_timeout, restart, unit } => shutdown(target, drain_timeout, restart, unit),
-        Command::AfterStop { unit, mount_point } => after_stop(&unit, &mount_point),
+        Command::AfterStop { unit, on_failure, mount_point } => after_stop(&unit, &mount_point, on_failure),
         Command::MountHelper { mount, unit, owner } => mount_helper(mount, &unit, &owner),
         Command::AfterStart { mount_point } => {
             let raised = musicfs_daemon::mount_helper::after_start(&mount_point);
@@ -279,7 +283,7 @@ fn mount_helper(args: MountArgs, unit: &str, owner: &str) -> Result<(), Failure>
     Ok(())
 }
 
-fn after_stop(unit: &str, mount_point: &std::path::Path) -> Result<(), Failure> {
+fn after_stop(unit: &str, mount_point: &std::path::Path, on_failure: bool) -> Result<(), Failure> {
     // The mount lives in the host's mount namespace (mount-helper); an unmount in the unit's own would not
     // reach it. Not root (no sandboxed unit): nothing to enter.
     let _ = musicfs_daemon::mount_helper::enter_host_mount_namespace();
@@ -287,10 +291,15 @@ fn after_stop(unit: &str, mount_point: &std::path::Path) -> Result<(), Failure> 
     let result = std::env::var("SERVICE_RESULT").ok();
     let exit_status = std::env::var("EXIT_STATUS").ok();
     let mounted = musicfs_daemon::mounts::mounted_fstype(mount_point).is_some_and(|t| t.starts_with("fuse"));
-    if musicfs_daemon::handover::unit_sub_state(unit).as_deref() == Some("auto-restart") {
-        // Run by OnFailure= (musicfs-unmount.service) while systemd waits to start the daemon again.
-        println!("2.11 {unit} is about to start again: mount kept");
-    } else if musicfs_daemon::handover::keep_mount_after_stop(&jobs, result.as_deref(), exit_status.as_deref()) {
+    let keep = if on_failure {
+        // OnFailure= fires on every failed attempt, `systemctl restart`'s hand-over (exit 75) included: only
+        // a unit that stays failed, with nothing queued to start it again, is down for good.
+        let state = musicfs_daemon::handover::unit_property(unit, "ActiveState");
+        state.as_deref() != Some("failed") || !jobs.is_empty()
+    } else {
+        musicfs_daemon::handover::keep_mount_after_stop(&jobs, result.as_deref(), exit_status.as_deref())
+    };
+    if keep {
         println!("2.11 {unit} starts again (jobs {jobs:?}, result {result:?}, exit {exit_status:?}): mount kept");
     } else if mounted {
         musicfs_daemon::mounts::lazy_unmount(mount_point);

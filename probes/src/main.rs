@@ -48,8 +48,12 @@ enum Scenario {
     /// systemctl restart while a reader streams: the connection is handed over, no read fails, no remount;
     /// systemctl stop then still leaves no mount.
     Restart,
+    /// An upgrade while a reader streams: a new build replaces the binary and the unit restarts into it;
+    /// the connection is handed over and resumed by the new build, no read fails, no remount.
+    Upgrade,
     /// A crash loop past the start limit while a reader waits on the kept mount: systemd closes the stored
-    /// connection, the reader gets an error instead of hanging, and the next start serves again.
+    /// connection, the reader gets an error instead of hanging, OnFailure= unmounts, and the next start
+    /// serves again.
     CrashLoop,
     /// A frozen daemon (SIGSTOP) and a stalled self-check are restarted by the watchdog.
     Watchdog,
@@ -93,10 +97,11 @@ enum Scenario {
 type Run = fn(&machine::Machine) -> anyhow::Result<serde_json::Value>;
 
 /// Every scenario by its [`Scenario`] name, in the order `all` runs them.
-const SCENARIOS: [(&str, Run); 18] = [
+const SCENARIOS: [(&str, Run); 19] = [
     ("sigterm", scenarios::sigterm),
     ("kill9", scenarios::kill9),
     ("restart", scenarios::restart),
+    ("upgrade", scenarios::upgrade),
     ("crash-loop", scenarios::crash_loop),
     ("watchdog", scenarios::watchdog),
     ("execstop", scenarios::execstop),

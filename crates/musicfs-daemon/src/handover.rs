@@ -177,11 +177,11 @@ pub fn unit_jobs(unit: &str) -> Vec<String> {
     }
 }
 
-/// The unit's sub-state (`auto-restart` while systemd waits `RestartSec=` to start it again), if systemd
+/// One property of the unit as `systemctl show` gives it (`ActiveState`: `active`, `failed`, …), if systemd
 /// answers.
-pub fn unit_sub_state(unit: &str) -> Option<String> {
+pub fn unit_property(unit: &str, name: &str) -> Option<String> {
     let out = std::process::Command::new("systemctl")
-        .args(["show", "--property=SubState", "--value", unit])
+        .args(["show", &format!("--property={name}"), "--value", unit])
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;

@@ -44,7 +44,7 @@ fn a_unit_that_fails_for_good_is_unmounted_by_its_on_failure_unit() {
     assert_eq!(one(&cleanup, "Type"), "oneshot");
     assert_eq!(
         one(&cleanup, "ExecStart"),
-        "/usr/local/bin/musicfs after-stop --unit musicfs.service ${MUSICFS_MOUNT_POINT}",
+        "/usr/local/bin/musicfs after-stop --on-failure --unit musicfs.service ${MUSICFS_MOUNT_POINT}",
         "not `+`: the unit runs as root already, in the host's mount namespace"
     );
     let mount_point = |u: &HashMap<String, Vec<String>>| {

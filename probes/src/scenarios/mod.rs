@@ -111,6 +111,69 @@ pub fn restart(m: &Machine) -> Result<Value> {
     }))
 }
 
+/// The unit's daemon binary, from its ExecStart= (`{ path=/usr/local/bin/musicfs ; argv[]=… }`).
+fn unit_binary(m: &Machine) -> Result<std::path::PathBuf> {
+    let exec = m.prop("ExecStart");
+    let path = exec.split("path=").nth(1).and_then(|rest| rest.split([' ', ';']).next()).unwrap_or("");
+    ensure!(!path.is_empty(), "no binary in ExecStart: {exec}");
+    Ok(path.into())
+}
+
+/// Replaces `bin` the way a package manager does: the new file written beside it, then renamed over it.
+fn replace_file(bin: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let staged = bin.with_file_name(".musicfs.probe-upgrade");
+    std::fs::write(&staged, bytes)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&staged, bin)?;
+    Ok(())
+}
+
+/// An upgrade while a reader streams: a new build is installed over the binary and the unit restarted; the
+/// new binary resumes the same connection. The new build is this one with bytes appended (an ELF file
+/// runs the same with a tail): a different file on disk, which the restarted daemon must be running. What
+/// it cannot show is a change of control protocol between versions (see the README).
+/// Proves L4: 2.11
+pub fn upgrade(m: &Machine) -> Result<Value> {
+    m.wait_serving(Duration::from_secs(30))?;
+    let bin = unit_binary(m)?;
+    let original = std::fs::read(&bin)?;
+    let mut next = original.clone();
+    next.extend_from_slice(b"\0musicfs-probe upgrade: a different build\n");
+    replace_file(&bin, &next)?;
+    let since = now_epoch();
+    let pid = m.main_pid();
+    let stream = Streamer::start(m)?;
+    let longest = stream.longest_wait_us.clone();
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    let restarted = m.systemctl(&["restart"]);
+    let serving = restarted.and_then(|_| m.wait_serving(Duration::from_secs(60)));
+    let upgraded = asked.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let finished = stream.finish();
+    let running = std::fs::read(format!("/proc/{}/exe", m.main_pid())).unwrap_or_default();
+    // The original back on disk, whatever happened; the daemon runs the upgraded copy until its next start.
+    replace_file(&bin, &original)?;
+    let serving = serving?;
+    let (streamed, errors) = finished?;
+    ensure!(m.main_pid() != pid, "the upgrade left the old daemon running");
+    ensure!(running == next, "the restarted daemon does not run the upgraded binary");
+    let journal = m.journal_since(since);
+    ensure!(journal.contains("2.11 handed over"), "the old daemon did not hand the connection over:\n{journal}");
+    ensure!(journal.contains("2.11 resumed the FUSE connection"), "the new build did not resume it:\n{journal}");
+    ensure!(!journal.contains("Mounting "), "the upgrade remounted:\n{journal}");
+    ensure!(errors == 0, "2.11: {errors} reads failed across the upgrade");
+    ensure!(m.mount_state() == MountState::Serving, "the mount is {:?} after the upgrade", m.mount_state());
+    Ok(json!({
+        "upgrade_restart_seconds": secs(upgraded),
+        "after_restart_wait_seconds": secs(serving),
+        "streamed_bytes": streamed,
+        "read_errors_during_upgrade": errors,
+        "longest_read_wait_seconds": longest.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1e6,
+    }))
+}
+
 /// Proves L4: 2.11
 pub fn crash_loop(m: &Machine) -> Result<Value> {
     m.wait_serving(Duration::from_secs(30))?;
