@@ -88,9 +88,17 @@ pub struct Changes {
 /// finds another track's bytes behind the file it opened. The leading `/` keeps these keys apart from the
 /// directories' (relative) paths; `load_tree` computes the same key in SQL (`hex()` is upper case).
 pub fn file_inode_key(origin: &str, rel_path: &Path) -> String {
-    let mut key = format!("/{origin}/");
-    for byte in rel_path.as_os_str().as_bytes() {
-        key.push_str(&format!("{byte:02X}"));
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = rel_path.as_os_str().as_bytes();
+    let mut key = String::with_capacity(origin.len() + 2 + 2 * bytes.len());
+    key.push('/');
+    key.push_str(origin);
+    key.push('/');
+    // Upper-case hex, two digits a byte (stored: it must never change). Built by hand: a `format!` per
+    // byte was 3% of a first scan's time.
+    for byte in bytes {
+        key.push(char::from(HEX[usize::from(byte >> 4)]));
+        key.push(char::from(HEX[usize::from(byte & 0xF)]));
     }
     key
 }
@@ -492,6 +500,14 @@ mod tests {
             inodes["A/B/a.flac"]
         );
         assert_eq!(db.load(ids[0]).unwrap(), Some(m));
+    }
+
+    #[test]
+    fn a_file_inode_key_is_the_origin_and_the_path_bytes_in_upper_case_hex() {
+        // Stored in the inodes table: a key that changed would give every file a new inode number.
+        let path = Path::new(std::ffi::OsStr::from_bytes(b"A/\xff\x00z"));
+        assert_eq!(file_inode_key("nas", path), "/nas/412FFF007A");
+        assert_eq!(file_inode_key("o", Path::new("")), "/o/");
     }
 
     #[test]

@@ -222,12 +222,18 @@ pub async fn sync_if_changed(
 
     // Tags are read and committed batch by batch, so an interrupted scan resumes where it stopped (2.5):
     // committed tracks match the origin's size and mtime next time and are not read again. New tracks
-    // are committed without a path; names are assigned once every batch is in.
+    // are committed without a path; names are assigned once every batch is in. A batch's tags are read
+    // while the batch before it commits.
     let progress = Progress::new(to_read.len(), show_progress);
     let mut queue = to_read.into_iter().peekable();
+    let mut committing: Option<Commit> = None;
     while queue.peek().is_some() {
         let batch: Vec<_> = queue.by_ref().take(SYNC_BATCH).collect();
-        let read = read_all_tags(origins, batch, &progress).await?;
+        let read = read_all_tags(origins, batch, &progress).await;
+        if let Some(commit) = committing.take() {
+            committed(commit, &mut keep).await?;
+        }
+        let read = read?;
         let mut changes = Changes::default();
         for (idx, entry, old, tags) in read {
             let (id, vpath) = old.map_or((None, String::new()), |(id, vpath)| (Some(id), vpath));
@@ -246,15 +252,10 @@ pub async fn sync_if_changed(
         report.added += changes.added.len();
         report.changed += changes.changed.len();
         let db2 = db.clone();
-        let (ids, changes) = tokio::task::spawn_blocking(move || db2.apply(&changes).map(|ids| (ids, changes)))
-            .await
-            .map_err(|e| SyncError::Task(e.to_string()))??;
-        let Changes { mut added, changed, .. } = changes;
-        for (t, id) in added.iter_mut().zip(ids) {
-            t.id = id;
-        }
-        keep.extend(changed.into_iter().chain(added));
-        fail::fail_point!("meta::sync::after_batch");
+        committing = Some(tokio::task::spawn_blocking(move || db2.apply(&changes).map(|ids| (ids, changes))));
+    }
+    if let Some(commit) = committing.take() {
+        committed(commit, &mut keep).await?;
     }
     progress.finish();
 
@@ -285,6 +286,21 @@ pub async fn sync_if_changed(
     .map_err(|e| SyncError::Task(e.to_string()))??;
     report.total = tree.1;
     Ok((report, Some(tree.0)))
+}
+
+/// A batch of a scan being committed: the ids of its new tracks, and the batch.
+type Commit = tokio::task::JoinHandle<Result<(Vec<i64>, Changes), DbError>>;
+
+/// Waits for a batch's commit; its tracks, the new ones with the ids the database gave them, join `keep`.
+async fn committed(commit: Commit, keep: &mut Vec<Track>) -> Result<(), SyncError> {
+    let (ids, changes) = commit.await.map_err(|e| SyncError::Task(e.to_string()))??;
+    let Changes { mut added, changed, .. } = changes;
+    for (t, id) in added.iter_mut().zip(ids) {
+        t.id = id;
+    }
+    keep.extend(changed.into_iter().chain(added));
+    fail::fail_point!("meta::sync::after_batch");
+    Ok(())
 }
 
 /// What the database held for a changed track: its id and its path, kept until names are assigned again.

@@ -58,6 +58,11 @@ impl<R: std::io::Seek> std::io::Seek for Budgeted<R> {
     fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
         self.inner.seek(to)
     }
+
+    // The default asks `seek(Current(0))`, which the inner reader may pay for with a system call.
+    fn stream_position(&mut self) -> std::io::Result<u64> {
+        self.inner.stream_position()
+    }
 }
 
 /// Reads the primary tag (or the first one found). Errors are logged at debug and give empty tags; so does a

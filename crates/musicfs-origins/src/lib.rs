@@ -4,6 +4,7 @@
 //! file names that are not UTF-8 still work. [`memory::MemoryOrigin`] is the in-memory test double.
 
 pub mod configured;
+pub mod file_reader;
 pub mod health;
 pub mod local;
 pub mod memory;

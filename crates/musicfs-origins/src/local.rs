@@ -1,5 +1,6 @@
 //! The local origin: a directory on this machine (a disk, or an NFS/SMB mount point).
 
+use crate::file_reader::FileReader;
 use crate::{Origin, OriginEntry, OriginError, ReadSeek, is_safe_relative};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -132,7 +133,15 @@ impl Origin for LocalOrigin {
     fn open_blocking(&self, rel: &Path) -> Result<Box<dyn ReadSeek>, OriginError> {
         let full = self.full(rel)?;
         let file = std::fs::File::open(&full).map_err(|e| OriginError::from_io(e, rel))?;
-        Ok(Box::new(std::io::BufReader::new(file)))
+        let len = file.metadata().map_err(|e| OriginError::from_io(e, rel))?.len();
+        Ok(Box::new(FileReader::new(file, len)))
+    }
+
+    fn open_sized(&self, rel: &Path, size: u64) -> Result<Box<dyn ReadSeek>, OriginError> {
+        // The listing's size: no stat of a file the scan just listed.
+        let full = self.full(rel)?;
+        let file = std::fs::File::open(&full).map_err(|e| OriginError::from_io(e, rel))?;
+        Ok(Box::new(FileReader::new(file, size)))
     }
 
     async fn health_check(&self) -> Result<(), OriginError> {
