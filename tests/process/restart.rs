@@ -213,3 +213,50 @@ fn kill_9_and_a_planned_restart_fail_no_read_while_readers_stream_and_list() {
     third.stop_cleanly();
     finished.store(true, Ordering::SeqCst);
 }
+
+/// Sets `fs.fuse.default_request_timeout` (Linux ≥ 6.14) for the life of the guard, then puts the old value
+/// back, even if the test fails. Only connections mounted meanwhile get the timeout; 600 s is far above any
+/// request a test holds, so a test mounting beside this one is not disturbed.
+struct KernelRequestTimeout(String);
+
+const REQUEST_TIMEOUT: &str = "/proc/sys/fs/fuse/default_request_timeout";
+
+impl KernelRequestTimeout {
+    fn set(seconds: u32) -> KernelRequestTimeout {
+        let before = std::fs::read_to_string(REQUEST_TIMEOUT)
+            .expect("fs.fuse.default_request_timeout: this suite needs Linux ≥ 6.14 and root");
+        std::fs::write(REQUEST_TIMEOUT, seconds.to_string()).expect("setting fs.fuse.default_request_timeout");
+        KernelRequestTimeout(before)
+    }
+}
+
+impl Drop for KernelRequestTimeout {
+    fn drop(&mut self) {
+        let _ = std::fs::write(REQUEST_TIMEOUT, self.0.trim());
+    }
+}
+
+/// With a kernel request timeout set, a request that waits longer aborts the whole connection, restart or
+/// not: the daemon names the limit at mount, so whoever sets it knows a restart must stay well below it.
+/// Without one, it says nothing.
+/// Proves L2: 2.11
+#[test]
+fn a_kernel_request_timeout_is_named_at_mount_and_silence_without_one() {
+    let scratch = Scratch::new().unwrap();
+    std::fs::write(scratch.lib().join("a.wav"), pseudo_random_bytes(4096, 3)).unwrap();
+    let warning = "fs.fuse.default_request_timeout";
+    let log = {
+        let _timeout = KernelRequestTimeout::set(600);
+        let daemon = Daemon::start(Path::new(BIN), &scratch.args()).unwrap();
+        daemon.log()
+    };
+    let line = log.lines().find(|l| l.contains(warning)).unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(line.contains("600s") && line.contains("WARN"), "{line}");
+    let quiet = {
+        let _timeout = KernelRequestTimeout::set(0);
+        let scratch = Scratch::new().unwrap();
+        std::fs::write(scratch.lib().join("a.wav"), pseudo_random_bytes(4096, 3)).unwrap();
+        Daemon::start(Path::new(BIN), &scratch.args()).unwrap().log()
+    };
+    assert!(!quiet.contains(warning), "a warning with no timeout set:\n{quiet}");
+}

@@ -45,7 +45,9 @@ fn build_tree(db: &Db, tracks: Vec<Track>) -> Result<Tree, DbError> {
     let keys: Vec<String> = tracks.iter().map(|t| crate::db::file_inode_key(&t.origin, &t.rel_path)).collect();
     let mut wanted: Vec<(&str, bool)> = dirs.iter().map(|d| (d.as_str(), true)).collect();
     wanted.extend(keys.iter().map(|k| (k.as_str(), false)));
+    let started = std::time::Instant::now();
     let inodes = db.inodes_for(&wanted)?;
+    tracing::debug!(paths = wanted.len(), elapsed_ms = started.elapsed().as_millis() as u64, "sync: inode numbers");
     drop(wanted);
     drop(dirs);
     let rows = tracks.into_iter().zip(&keys).map(|(t, key)| TreeRow {
@@ -278,9 +280,19 @@ pub async fn sync_if_changed(
 
     let db2 = db.clone();
     let tree = tokio::task::spawn_blocking(move || -> Result<(Tree, usize), DbError> {
+        let started = std::time::Instant::now();
+        let renamed_count = renamed.len();
         db2.apply(&Changes { removed, renamed, restamped, ..Default::default() })?;
+        let stored = started.elapsed();
         let total = keep.len();
-        Ok((build_tree(&db2, keep)?, total))
+        let tree = build_tree(&db2, keep)?;
+        tracing::debug!(
+            renamed = renamed_count,
+            names_stored_ms = stored.as_millis() as u64,
+            tree_built_ms = (started.elapsed() - stored).as_millis() as u64,
+            "sync: names stored, tree built"
+        );
+        Ok((tree, total))
     })
     .await
     .map_err(|e| SyncError::Task(e.to_string()))??;
