@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 
+mod common;
 use bytes::Bytes;
+use common::read_all;
 use musicfs_cas::manifest::MemoryManifests;
 use musicfs_cas::{ChunkParams, ChunkStore, FileRef, Fingerprint, ManifestStore, Reader};
 use musicfs_origins::memory::MemoryOrigin;
@@ -33,17 +35,6 @@ fn file(id: i64, rel: &str, len: usize, origin: &Arc<MemoryOrigin>, backup: &Arc
     }
 }
 
-async fn read_all(reader: &Arc<Reader>, file: &FileRef) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let got = reader.read(file, out.len() as u64, 128 << 10).await.unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend_from_slice(&got);
-    }
-}
-
 /// Proves L1: N2, 4.2.6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_origin_is_hedged_by_its_backup_marked_slow_and_trusted_again_once_it_answers() {
@@ -61,7 +52,7 @@ async fn a_late_origin_is_hedged_by_its_backup_marked_slow_and_trusted_again_onc
     // The origin answers each read only after 3 s: late, not dead.
     origin.set_latency(Duration::from_secs(3));
     let started = Instant::now();
-    assert_eq!(read_all(&reader, &file(1, "one.flac", one.len(), &origin, &backup)).await, one);
+    assert_eq!(read_all(&reader, &file(1, "one.flac", one.len(), &origin, &backup), 128 << 10).await, one);
     let took = started.elapsed();
     eprintln!("2 MiB read with the origin 3 s late: {took:?}");
     // The backup was asked within the hedge's ceiling (1.5 s), not after half the timeout (5 s), and once it
@@ -82,7 +73,7 @@ async fn a_late_origin_is_hedged_by_its_backup_marked_slow_and_trusted_again_onc
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let from_backup = reader.stats.backup_reads.load(Ordering::Relaxed);
-    assert_eq!(read_all(&reader, &file(2, "two.flac", two.len(), &origin, &backup)).await, two);
+    assert_eq!(read_all(&reader, &file(2, "two.flac", two.len(), &origin, &backup), 128 << 10).await, two);
     assert_eq!(reader.stats.backup_reads.load(Ordering::Relaxed), from_backup, "read from the backup again");
     assert_eq!(reader.backup_served_count(), 1, "only the first track is flagged");
 }

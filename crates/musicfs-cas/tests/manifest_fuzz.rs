@@ -7,7 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 
+mod common;
 use bytes::Bytes;
+use common::read_all;
 use musicfs_cas::{ChunkParams, ChunkStore, FileRef, Fingerprint, Manifest, ManifestError, ManifestStore, Reader};
 use musicfs_origins::memory::MemoryOrigin;
 use proptest::prelude::*;
@@ -151,17 +153,6 @@ struct Track {
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-async fn read_all(reader: &Arc<Reader>, file: &FileRef, step: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let got = reader.read(file, out.len() as u64, step).await.unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend_from_slice(&got);
-    }
 }
 
 /// A track read once (ingested: chunks cached, manifest saved as a blob).

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a panic is a failed test
 
+mod common;
 use bytes::Bytes;
+use common::read_all;
 use musicfs_cas::manifest::MemoryManifests;
 use musicfs_cas::{ChunkParams, ChunkStore, FileRef, Fingerprint, ManifestStore, Reader};
 use musicfs_origins::memory::MemoryOrigin;
@@ -53,17 +55,6 @@ impl Fixture {
             rel_path: PathBuf::from("t.flac"),
             fingerprint: Fingerprint { size: self.data.len() as u64, mtime_ns: 1, version: 0 },
         }
-    }
-}
-
-async fn read_all(reader: &Arc<Reader>, file: &FileRef, step: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let got = reader.read(file, out.len() as u64, step).await.unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend_from_slice(&got);
     }
 }
 

@@ -76,8 +76,17 @@ pub fn kill9(m: &Machine) -> Result<Value> {
     }))
 }
 
-/// Proves L4: 2.11
-pub fn restart(m: &Machine) -> Result<Value> {
+/// What a `systemctl restart` while a reader streams measured.
+struct Restarted {
+    command: Duration,
+    serving: Duration,
+    streamed: u64,
+    longest_read_wait: f64,
+}
+
+/// `systemctl restart` while a reader streams: the old daemon hands the connection over, the new one resumes
+/// it, nothing remounts and no read fails (2.11). `what` names the restart in the errors.
+fn restart_while_streaming(m: &Machine, what: &str) -> Result<Restarted> {
     m.wait_serving(Duration::from_secs(30))?;
     let since = now_epoch();
     let pid = m.main_pid();
@@ -85,29 +94,37 @@ pub fn restart(m: &Machine) -> Result<Value> {
     let longest = stream.longest_wait_us.clone();
     std::thread::sleep(Duration::from_millis(300));
     let asked = Instant::now();
-    m.systemctl(&["restart"])?;
-    let restarted = asked.elapsed();
-    ensure!(m.main_pid() != pid, "systemctl restart left the same daemon running");
-    let serving = m.wait_serving(Duration::from_secs(60))?;
+    let restarted = m.systemctl(&["restart"]);
+    let command = asked.elapsed();
+    let serving = restarted.and_then(|_| m.wait_serving(Duration::from_secs(60)));
     std::thread::sleep(Duration::from_millis(500));
     let (streamed, errors) = stream.finish()?;
+    let serving = serving?;
+    ensure!(m.main_pid() != pid, "{what} left the same daemon running");
     let journal = m.journal_since(since);
     ensure!(journal.contains("2.11 handed over"), "the old daemon did not hand the connection over:\n{journal}");
     ensure!(journal.contains("2.11 resumed the FUSE connection"), "the new daemon did not resume it:\n{journal}");
-    ensure!(!journal.contains("Mounting "), "systemctl restart remounted:\n{journal}");
-    ensure!(errors == 0, "2.11: {errors} reads failed across systemctl restart");
-    ensure!(m.mount_state() == MountState::Serving, "the mount is {:?} after the restart", m.mount_state());
+    ensure!(!journal.contains("Mounting "), "{what} remounted:\n{journal}");
+    ensure!(errors == 0, "2.11: {errors} reads failed across {what}");
+    ensure!(m.mount_state() == MountState::Serving, "the mount is {:?} after {what}", m.mount_state());
+    let longest_read_wait = longest.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1e6;
+    Ok(Restarted { command, serving, streamed, longest_read_wait })
+}
+
+/// Proves L4: 2.11
+pub fn restart(m: &Machine) -> Result<Value> {
+    let r = restart_while_streaming(m, "systemctl restart")?;
     // A real stop still leaves no mount, and a start after it mounts anew.
     m.systemctl(&["stop"])?;
     ensure!(m.mount_state() == MountState::Absent, "systemctl stop left the mount: {:?}", m.mount_state());
     m.systemctl(&["start"])?;
     m.wait_serving(Duration::from_secs(60))?;
     Ok(json!({
-        "restart_command_seconds": secs(restarted),
-        "after_restart_wait_seconds": secs(serving),
-        "streamed_bytes": streamed,
-        "read_errors_during_restart": errors,
-        "longest_read_wait_seconds": longest.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1e6,
+        "restart_command_seconds": secs(r.command),
+        "after_restart_wait_seconds": secs(r.serving),
+        "streamed_bytes": r.streamed,
+        "read_errors_during_restart": 0,
+        "longest_read_wait_seconds": r.longest_read_wait,
     }))
 }
 
@@ -141,36 +158,18 @@ pub fn upgrade(m: &Machine) -> Result<Value> {
     let mut next = original.clone();
     next.extend_from_slice(b"\0musicfs-probe upgrade: a different build\n");
     replace_file(&bin, &next)?;
-    let since = now_epoch();
-    let pid = m.main_pid();
-    let stream = Streamer::start(m)?;
-    let longest = stream.longest_wait_us.clone();
-    std::thread::sleep(Duration::from_millis(300));
-    let asked = Instant::now();
-    let restarted = m.systemctl(&["restart"]);
-    let serving = restarted.and_then(|_| m.wait_serving(Duration::from_secs(60)));
-    let upgraded = asked.elapsed();
-    std::thread::sleep(Duration::from_millis(500));
-    let finished = stream.finish();
+    let restarted = restart_while_streaming(m, "the upgrade");
     let running = std::fs::read(format!("/proc/{}/exe", m.main_pid())).unwrap_or_default();
     // The original back on disk, whatever happened; the daemon runs the upgraded copy until its next start.
     replace_file(&bin, &original)?;
-    let serving = serving?;
-    let (streamed, errors) = finished?;
-    ensure!(m.main_pid() != pid, "the upgrade left the old daemon running");
+    let r = restarted?;
     ensure!(running == next, "the restarted daemon does not run the upgraded binary");
-    let journal = m.journal_since(since);
-    ensure!(journal.contains("2.11 handed over"), "the old daemon did not hand the connection over:\n{journal}");
-    ensure!(journal.contains("2.11 resumed the FUSE connection"), "the new build did not resume it:\n{journal}");
-    ensure!(!journal.contains("Mounting "), "the upgrade remounted:\n{journal}");
-    ensure!(errors == 0, "2.11: {errors} reads failed across the upgrade");
-    ensure!(m.mount_state() == MountState::Serving, "the mount is {:?} after the upgrade", m.mount_state());
     Ok(json!({
-        "upgrade_restart_seconds": secs(upgraded),
-        "after_restart_wait_seconds": secs(serving),
-        "streamed_bytes": streamed,
-        "read_errors_during_upgrade": errors,
-        "longest_read_wait_seconds": longest.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1e6,
+        "upgrade_restart_seconds": secs(r.command),
+        "after_restart_wait_seconds": secs(r.serving),
+        "streamed_bytes": r.streamed,
+        "read_errors_during_upgrade": 0,
+        "longest_read_wait_seconds": r.longest_read_wait,
     }))
 }
 
