@@ -175,10 +175,17 @@ impl Ingests {
         let mut deferred = Deferred::default();
         let mut reads = InFlight::new(file.origin.reads_in_flight().clamp(1, MAX_READS_IN_FLIGHT));
         reads.fill(self, file, size, want);
+        // Where the ingest's time goes, logged at debug when it ends: waiting for the origin, or cutting.
+        let started = std::time::Instant::now();
+        let (mut first_block, mut waited, mut cutting, mut blocks) = (None, Duration::ZERO, Duration::ZERO, 0u32);
         loop {
             // An empty file asks for nothing.
             let Some((asked, read)) = reads.next() else { break };
+            let wait = std::time::Instant::now();
             let (block, source, took) = read.await??;
+            waited += wait.elapsed();
+            first_block.get_or_insert(started.elapsed());
+            blocks += 1;
             from_backup |= source == Source::Backup;
             read_pos += block.len() as u64;
             let eof = block.len() < asked || read_pos >= size;
@@ -200,7 +207,9 @@ impl Ingests {
                 p.covered = covered;
                 p.uncut = uncut.clone();
             });
+            let cut_started = std::time::Instant::now();
             let Cut { buf, chunks: cut, pressure } = self.cut(uncut, eof).await?;
+            cutting += cut_started.elapsed();
             // Readers get the chunks first; only then does the ingest wait for room in the write queue.
             let mut at = 0;
             let first_new = chunks.len();
@@ -223,6 +232,16 @@ impl Ingests {
                 break;
             }
         }
+        tracing::debug!(
+            track = file.track_id,
+            bytes = covered,
+            blocks,
+            first_block_ms = first_block.unwrap_or_default().as_secs_f64() * 1e3,
+            waited_ms = waited.as_secs_f64() * 1e3,
+            cutting_ms = cutting.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "ingest read the track"
+        );
         if covered != size {
             return Err(ReadError::Changed);
         }

@@ -38,6 +38,9 @@ pub struct Args {
     /// With --peers: how many times each system is measured, in alternation; every figure is the median.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub pairs: u32,
+    /// With --peers: measure only the groups of these origins (repeat or separate by commas) [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub origin: Vec<systems::Origin>,
     /// Skip part 2 (library scale) of the target check.
     #[arg(long)]
     pub skip_scale: bool,
@@ -71,6 +74,7 @@ pub fn run(args: &Args) -> Result<()> {
             size_mib: args.size_mib.unwrap_or(256),
             tracks: args.tracks.unwrap_or(20_000),
             pairs: args.pairs as usize,
+            origins: args.origin.clone(),
             workdir,
             binary,
             json: args.json.clone(),

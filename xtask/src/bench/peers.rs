@@ -27,6 +27,8 @@ pub struct Options {
     pub size_mib: usize,
     pub tracks: usize,
     pub pairs: usize,
+    /// The origin groups measured; empty: all.
+    pub origins: Vec<Origin>,
     pub workdir: PathBuf,
     pub binary: PathBuf,
     pub json: Option<PathBuf>,
@@ -56,6 +58,9 @@ pub fn run(options: &Options) -> Result<()> {
         (Origin::Sftp, sftp_title(&servers), [System::Sshfs, System::RcloneSftp]),
         (Origin::S3, s3_title(&servers), [System::S3fs, System::RcloneS3]),
     ] {
+        if !options.origins.is_empty() && !options.origins.contains(&origin) {
+            continue;
+        }
         let systems = [System::MusicFs(origin), peers[0], peers[1]];
         let mut columns: Vec<Column> = systems.iter().map(|s| Column::new(s.name())).collect();
         let server_missing = match origin {

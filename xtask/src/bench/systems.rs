@@ -23,7 +23,7 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(600);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where a group of systems reads the files from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Origin {
     Local,
     Sftp,
@@ -194,6 +194,10 @@ fn command(
             std::fs::write(&config, text).context("writing musicfs.toml")?;
             let mut cmd = Command::new(binary);
             cmd.arg("mount").arg("--config").arg(config).env_remove("RUST_LOG");
+            // To see where a run's time goes: its log stays in the slot until the next run of that system.
+            if let Ok(filter) = std::env::var("MUSICFS_BENCH_LOG") {
+                cmd.env("RUST_LOG", filter);
+            }
             cmd
         }
         System::Bindfs => {
