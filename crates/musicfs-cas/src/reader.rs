@@ -28,10 +28,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-/// Reads that start within this distance of what the ingest has fetched wait for it: they are a sequential
-/// reader (and the kernel's read-ahead) at its front. Reads further on, a seek or a random read, fetch their
-/// own range from the origin at once rather than queue behind the stream; the ingest still caches those
-/// bytes when it reaches them.
+/// Reads that start within this distance of what the ingest has fetched, and of where the track's last read
+/// ended, wait for it: they are a sequential reader (and the kernel's read-ahead, whose requests may arrive
+/// out of order) at its front. Other reads, a seek or a random read, fetch their own range from the origin at
+/// once rather than queue behind a block of up to 8 MiB on its way; the ingest still caches those bytes when
+/// it reaches them.
 const NEAR_FRONT: u64 = 2 << 20;
 /// How far ahead of a sequential reader of a cached track its chunks are loaded (read and verified) into
 /// memory, so the next request finds them there: the disk read and the hash check of the next chunk overlap
@@ -49,7 +50,8 @@ pub struct Reader {
     ingests: Arc<Ingests>,
     /// Chunks being loaded now, so concurrent readers of one chunk load it once.
     loading: Mutex<HashMap<ChunkHash, Arc<OnceCell<Bytes>>>>,
-    /// Where the last read of each track ended: a read starting there is sequential ([`READ_AHEAD`]).
+    /// Where the last read of each track ended: a read starting there is sequential ([`READ_AHEAD`]); one
+    /// starting near there follows on ([`NEAR_FRONT`]).
     read_ends: Mutex<HashMap<i64, u64>>,
     pub stats: Arc<ReaderStats>,
 }
@@ -107,6 +109,7 @@ impl Reader {
             return Ok(Bytes::new());
         }
         let end = (offset + len as u64).min(size);
+        let last_end = self.note_read_end(file.track_id, end);
         let manifest = match self.manifests.current(file.track_id, &file.fingerprint).await {
             Ok(manifest) => manifest,
             // No manifest means no chunk list, not no data: the track is re-ingested or read from the origin.
@@ -116,7 +119,7 @@ impl Reader {
             }
         };
         if let Some(manifest) = manifest {
-            if self.is_sequential(file.track_id, offset, end) {
+            if last_end == Some(offset) {
                 self.load_ahead(file, &manifest, end);
             }
             match self.read_chunks(file, &manifest.chunks, offset, end).await {
@@ -127,17 +130,19 @@ impl Reader {
                 other => return other,
             }
         }
-        self.read_while_ingesting(file, offset, end).await
+        // A first read of the track counts as following on: it is where a player starts.
+        let follows_on = last_end.is_none_or(|last| last.abs_diff(offset) < NEAR_FRONT);
+        self.read_while_ingesting(file, offset, end, follows_on).await
     }
 
-    /// Whether this read starts where the track's last one ended; remembers where it ends.
-    fn is_sequential(&self, track: i64, offset: u64, end: u64) -> bool {
+    /// Remembers where this read of the track ends; returns where the last one ended.
+    fn note_read_end(&self, track: i64, end: u64) -> Option<u64> {
         // Single inserts: a poisoned map is still consistent (2.9).
         let mut ends = lock_or_recover(&self.read_ends);
         if ends.len() >= READ_ENDS_KEPT && !ends.contains_key(&track) {
             ends.clear();
         }
-        ends.insert(track, end) == Some(offset)
+        ends.insert(track, end)
     }
 
     /// Loads the chunks in [`READ_AHEAD`] after `end` into memory in the background, those not there yet.
@@ -165,7 +170,14 @@ impl Reader {
         })
     }
 
-    async fn read_while_ingesting(&self, file: &FileRef, offset: u64, end: u64) -> Result<Bytes, ReadError> {
+    /// `follows_on`: the read starts near where the track's last read ended (see [`NEAR_FRONT`]).
+    async fn read_while_ingesting(
+        &self,
+        file: &FileRef,
+        offset: u64,
+        end: u64,
+        follows_on: bool,
+    ) -> Result<Bytes, ReadError> {
         let mut progress = self.ingests.start_or_join(file);
         loop {
             let now = progress.borrow_and_update().clone();
@@ -176,7 +188,8 @@ impl Reader {
             if fetched >= end {
                 return self.read_uncut(file, &now, offset, end).await;
             }
-            if now.finished || offset >= fetched + NEAR_FRONT || progress.changed().await.is_err() {
+            let at_front = follows_on && offset < fetched + NEAR_FRONT;
+            if now.finished || !at_front || progress.changed().await.is_err() {
                 return self.passthrough(file, offset, end).await;
             }
         }

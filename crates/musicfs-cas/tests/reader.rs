@@ -142,6 +142,28 @@ async fn an_ingest_keeps_as_many_reads_in_flight_as_its_origin_asks_and_the_byte
     assert_eq!(fx.origin.reads(), reads, "served from the {} chunks cached", chunks.len());
 }
 
+/// A random read that happens to land just ahead of the ingest's front, far from where the track's last read
+/// ended, is not a reader at the front: it fetches its own range at once instead of waiting for the blocks
+/// on their way (up to 8 MiB each; on SFTP that wait was the random-read p99).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_read_near_the_ingest_front_does_not_wait_for_it() {
+    let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    fx.origin.set_latency(Duration::from_millis(200));
+    let reader = fx.reader();
+    for offset in [10u64 << 20, 1 << 20] {
+        let got = reader.read(&fx.file(), offset, 4096).await.unwrap();
+        assert_eq!(&got[..], &fx.data[offset as usize..offset as usize + 4096]);
+    }
+    assert_eq!(reader.stats.passthrough_reads.load(Ordering::Relaxed), 2, "both fetched at once");
+    // A reader that goes on from there waits for the ingest at its front, as before.
+    let next = (1 << 20) + 4096;
+    let got = reader.read(&fx.file(), next, 4096).await.unwrap();
+    assert_eq!(&got[..], &fx.data[next as usize..next as usize + 4096]);
+    assert_eq!(reader.stats.passthrough_reads.load(Ordering::Relaxed), 2, "the sequential read waited");
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(read_all(&reader, &fx.file(), 1 << 20).await, fx.data);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_a_few_mib_ahead_of_the_ingest_fetches_its_own_range_at_once() {
     // A remote-like origin: the ingest has fetched little when the second read comes.
