@@ -2,7 +2,7 @@
 //! require, and returns the figures it measured; any failed check is an error naming what went wrong.
 
 use crate::machine::{Machine, MountState, Streamer, now_epoch};
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -40,15 +40,37 @@ pub fn sigterm(m: &Machine) -> Result<Value> {
     )
 }
 
+/// How long the track mpv plays through the kill is, and how far into it the kill lands.
+const LIVE_TRACK_SECONDS: u32 = 6;
+const KILL_AFTER: Duration = Duration::from_secs(2);
+
+/// kill -9 while a reader streams and mpv plays a track in real time: systemd restarts the unit, the new
+/// daemon resumes the stored connection, no read fails and mpv plays to the end without a warning.
 /// Proves L4: 2.7, 2.11
 pub fn kill9(m: &Machine) -> Result<Value> {
     m.wait_serving(Duration::from_secs(30))?;
+    let live_track = m.origin.join(format!("probe-live-{}.wav", now_epoch()));
+    let live_bytes = crate::player::write_wav(&live_track, LIVE_TRACK_SECONDS)?;
+    let played = kill9_under_player(m, &live_track, &live_bytes);
+    std::fs::remove_file(&live_track)?;
+    m.run("musicfs", &["sync", "--config", &m.config])?;
+    played
+}
+
+fn kill9_under_player(m: &Machine, live_track: &std::path::Path, live_bytes: &[u8]) -> Result<Value> {
+    let (ok, synced) = m.run("musicfs", &["sync", "--config", &m.config])?;
+    ensure!(ok, "musicfs sync failed: {synced}");
+    let in_mount = crate::player::find_in_mount(&m.mount_point, live_bytes)
+        .with_context(|| format!("{} is not in the mount after a sync", live_track.display()))?;
+    m.drop_kernel_pages()?;
     let since = now_epoch();
     let before = m.restarts();
     let pid = m.main_pid();
     let stream = Streamer::start(m)?;
     let longest = stream.longest_wait_us.clone();
-    std::thread::sleep(Duration::from_millis(300));
+    let mut player = crate::player::LivePlayer::start(&in_mount)?;
+    std::thread::sleep(KILL_AFTER);
+    ensure!(player.playing(), "mpv ended before the kill: the kill would not land under it");
     let killed = Instant::now();
     m.systemctl(&["kill", "-s", "SIGKILL"])?;
     m.wait_until(Duration::from_secs(30), "systemd restarting the killed daemon", || {
@@ -66,7 +88,21 @@ pub fn kill9(m: &Machine) -> Result<Value> {
         "the new daemon did not resume the connection:\n{journal}"
     );
     ensure!(errors == 0, "2.11: {errors} reads failed across kill -9 (the connection should have been resumed)");
+    let mpv = player.finish(Duration::from_secs(60))?;
+    ensure!(
+        mpv.clean(),
+        "2.11: mpv playing {} through kill -9: exit {}, {:?}",
+        in_mount.display(),
+        mpv.exit_code,
+        mpv.warnings
+    );
+    ensure!(
+        mpv.took >= Duration::from_secs(LIVE_TRACK_SECONDS.into()) - Duration::from_millis(500),
+        "mpv ended after {:?}: it did not play the {LIVE_TRACK_SECONDS} s track in real time",
+        mpv.took
+    );
     Ok(json!({
+        "mpv_played_through_kill_seconds": secs(mpv.took),
         "kill_to_serving_seconds": secs(to_serving),
         "after_restart_wait_seconds": secs(serving),
         "restarts": m.restarts() - before,
