@@ -146,11 +146,11 @@ pkgs.testers.runNixOSTest {
         probe("sigterm")
         recover()
 
-    with subtest("kill -9: systemd restarts it and resumes the kept FUSE connection: no read fails"):
+    with subtest("kill -9: systemd restarts it and resumes the kept FUSE connection: no read fails, mpv plays on"):
         probe("kill9")
         recover()
 
-    with subtest("systemctl restart hands the connection over: no read fails, no remount; stop unmounts"):
+    with subtest("systemctl restart hands the connection over: no read fails, mpv plays on, no remount; stop unmounts"):
         probe("restart")
         recover()
 
