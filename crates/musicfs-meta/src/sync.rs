@@ -146,8 +146,11 @@ pub async fn sync_if_changed(
     let mut report = SyncReport::default();
     let mut listings: Vec<(usize, Vec<OriginEntry>)> = Vec::new();
     for (idx, origin) in origins.iter().enumerate() {
+        let listing = std::time::Instant::now();
         match tokio::time::timeout(options.list_timeout, origin.list()).await {
             Ok(Ok(entries)) => {
+                let elapsed_ms = listing.elapsed().as_millis() as u64;
+                tracing::debug!(origin = origin.id(), files = entries.len(), elapsed_ms, "sync: origin listed");
                 listings.push((idx, entries.into_iter().filter(|e| tags::is_audio(&e.rel_path)).collect()))
             }
             Ok(Err(e)) => {

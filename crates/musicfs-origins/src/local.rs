@@ -44,6 +44,25 @@ fn entry(rel: PathBuf, meta: &std::fs::Metadata) -> OriginEntry {
     OriginEntry { rel_path: rel, size: meta.len(), mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(), version }
 }
 
+/// Listings with fewer files than this stat them on the listing's own thread.
+const STAT_ALONE: usize = 4096;
+/// Threads a big listing stats its files on: a stat waits on the disk or the network (NFS) as much as on a core.
+const STAT_THREADS: usize = 4;
+
+/// The entries of `files` (full paths under `root`), in order; a file without metadata is skipped and logged.
+fn stat_files(root: &Path, files: &[PathBuf]) -> Vec<OriginEntry> {
+    let mut out = Vec::with_capacity(files.len());
+    for path in files {
+        let Ok(rel) = path.strip_prefix(root) else { continue };
+        // Followed, as the walk follows links: a link's entry is its target's.
+        match std::fs::metadata(path) {
+            Ok(meta) => out.push(entry(rel.to_owned(), &meta)),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "skipping file without metadata"),
+        }
+    }
+    out
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, OriginError> + Send + 'static,
 ) -> Result<T, OriginError> {
@@ -74,6 +93,7 @@ impl Origin for LocalOrigin {
                         })
             };
             let walk = walkdir::WalkDir::new(&root).follow_links(true).sort_by_file_name().into_iter();
+            let mut files = Vec::new();
             for item in walk.filter_entry(|entry| {
                 let skip = inside_musicfs(entry);
                 if skip {
@@ -81,24 +101,24 @@ impl Origin for LocalOrigin {
                 }
                 !skip
             }) {
-                let item = match item {
-                    Ok(item) => item,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "skipping unreadable entry in local origin");
-                        continue;
-                    }
-                };
-                if !item.file_type().is_file() {
-                    continue;
-                }
-                let Ok(rel) = item.path().strip_prefix(&root) else { continue };
-                match item.metadata() {
-                    Ok(meta) => out.push(entry(rel.to_owned(), &meta)),
-                    Err(e) => {
-                        tracing::warn!(path = %item.path().display(), error = %e, "skipping file without metadata")
-                    }
+                match item {
+                    Ok(item) if item.file_type().is_file() => files.push(item.into_path()),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "skipping unreadable entry in local origin"),
                 }
             }
+            // The walk reads directories only; one stat per file is most of a big listing's time, so the
+            // stats run on a few threads, each over a run of the files in order.
+            let threads = if files.len() < STAT_ALONE { 1 } else { STAT_THREADS };
+            let per_thread = files.len().div_ceil(threads).max(1);
+            let root = &root;
+            std::thread::scope(|scope| {
+                let runs: Vec<_> =
+                    files.chunks(per_thread).map(|run| scope.spawn(move || stat_files(root, run))).collect();
+                for run in runs {
+                    out.extend(run.join().unwrap_or_default());
+                }
+            });
             Ok(out)
         })
         .await
@@ -172,6 +192,29 @@ mod tests {
         assert_eq!(&bytes[..], b"3456");
         let tail = origin.read_range(Path::new("a/b/x.flac"), 8, 100).await.unwrap();
         assert_eq!(&tail[..], b"89");
+    }
+
+    /// A listing big enough to stat on several threads has every file once, in the walk's order (directories
+    /// depth first, names sorted), each with its own size.
+    #[tokio::test]
+    async fn a_big_listing_stats_on_threads_and_keeps_every_file_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut expected = Vec::new();
+        for d in 0..7 {
+            std::fs::create_dir_all(dir.path().join(format!("artist {d}/album"))).unwrap();
+            for f in 0..(STAT_ALONE / 6) {
+                let rel = PathBuf::from(format!("artist {d}/album/{f:05}.flac"));
+                std::fs::write(dir.path().join(&rel), vec![0u8; (d * 31 + f) % 97]).unwrap();
+                expected.push(rel);
+            }
+        }
+        assert!(expected.len() >= STAT_ALONE);
+        let list = LocalOrigin::new("o", dir.path()).list().await.unwrap();
+        let listed: Vec<&Path> = list.iter().map(|e| e.rel_path.as_path()).collect();
+        assert_eq!(listed, expected.iter().map(PathBuf::as_path).collect::<Vec<_>>());
+        for e in &list {
+            assert_eq!(e.size, std::fs::metadata(dir.path().join(&e.rel_path)).unwrap().len(), "{e:?}");
+        }
     }
 
     #[tokio::test]
