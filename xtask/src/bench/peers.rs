@@ -150,12 +150,12 @@ fn measure(
     (round, tree): (usize, bool),
 ) -> Result<(Figures, Option<anyhow::Error>)> {
     if system == System::Direct {
-        let mut figures = probe::read_figures(system, &data.read_set.dir, data, buf, round)?;
+        let mut figures = probe::read_figures(system, &data.read_set.dir, data, buf, round, &|| None)?;
         figures.extend(probe::tree_figures(&data.library.dir, data.tracks)?);
         return Ok((figures, None));
     }
     let mounted = systems::mount(system, &data.read_set, data, servers, &options.binary)?;
-    let read = probe::read_figures(system, &mounted.mount_point, data, buf, round);
+    let read = probe::read_figures(system, &mounted.mount_point, data, buf, round, &|| mounted.cpu_secs());
     let mut figures =
         read.with_context(|| format!("{} on the read set; its log:\n{}", system.name(), mounted.log()))?;
     figures.insert(Metric::MountRead, mounted.mount_secs * 1e3);

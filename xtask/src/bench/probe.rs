@@ -46,12 +46,24 @@ pub fn drop_caches() -> Result<()> {
 
 /// The read-set figures of `system`, whose files show under `root` (a mount point, or the origin directory
 /// for direct reads). Round `round` picks the random offsets, the same for every system in that round.
-pub fn read_figures(system: System, root: &Path, data: &Data, buf: &mut [u8], round: usize) -> Result<Figures> {
+/// `cpu` says how much CPU time the system's processes have used so far (seconds; None for direct reads).
+pub fn read_figures(
+    system: System,
+    root: &Path,
+    data: &Data,
+    buf: &mut [u8],
+    round: usize,
+    cpu: &dyn Fn() -> Option<f64>,
+) -> Result<Figures> {
     let mut figures = Figures::new();
     drop_caches()?;
     let sequential = system.path_of(root, SEQUENTIAL);
     for (metric, what) in [(Metric::Cold, "cold"), (Metric::Cached, "cached")] {
+        let cpu_before = cpu();
         let read = timed_read(&sequential, buf).with_context(|| format!("{what} sequential read"))?;
+        if let (Metric::Cold, Some(before), Some(after)) = (metric, cpu_before, cpu()) {
+            figures.insert(Metric::ColdCpu, after - before);
+        }
         if read.hash != data.sequential_hash {
             let why = format!(
                 "{what} read of {}: BLAKE3 {} != origin {}",

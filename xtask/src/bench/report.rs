@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
     Cold,
+    ColdCpu,
     Cached,
     FirstByte,
     RandomP50,
@@ -25,8 +26,9 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 11] = [
         Metric::Cold,
+        Metric::ColdCpu,
         Metric::Cached,
         Metric::FirstByte,
         Metric::RandomP50,
@@ -41,6 +43,7 @@ impl Metric {
     pub fn label(self) -> &'static str {
         match self {
             Metric::Cold => "cold sequential read (GB/s)",
+            Metric::ColdCpu => "client CPU for the cold read (s: user + system, the mount's processes)",
             Metric::Cached => "cached sequential read, same mount (GB/s)",
             Metric::FirstByte => "time to first byte: open + 64 KiB (ms)",
             Metric::RandomP50 => "random 4 KiB read, p50 (ms)",
@@ -56,6 +59,7 @@ impl Metric {
     fn key(self) -> &'static str {
         match self {
             Metric::Cold => "cold_gbps",
+            Metric::ColdCpu => "cold_cpu_secs",
             Metric::Cached => "cached_gbps",
             Metric::FirstByte => "first_byte_ms",
             Metric::RandomP50 => "random_p50_ms",

@@ -304,6 +304,21 @@ impl Mounted {
         Ok(total_kib * 1024.0 / 1e6)
     }
 
+    /// User plus system CPU time used so far by the program and every process it started, in seconds
+    /// (`/proc/PID/stat`; a process that has exited no longer counts).
+    pub fn cpu_secs(&self) -> Option<f64> {
+        // SAFETY: sysconf has no memory effects.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let mut total = 0u64;
+        for pid in process_tree(self.child.id()) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // utime and stime are fields 14 and 15; after the command name's last ')' they are the 12th and 13th.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            total += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        }
+        (ticks > 0.0).then(|| total as f64 / ticks)
+    }
+
     /// Unmounts with SIGTERM; MusicFS must exit 0 and leave no mount behind.
     pub fn stop(mut self) -> Result<()> {
         let status = self.shut_down();
