@@ -30,6 +30,8 @@ pub struct Sshd {
     user: String,
     host_public_key: String,
     process: Option<ServerProcess>,
+    /// The only ciphers the server offers (sshd's `Ciphers`), when not its defaults.
+    ciphers: Option<String>,
     /// How long the last start took (until the SSH banner arrived).
     pub started_in: Duration,
 }
@@ -37,6 +39,11 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd serving `serve_dir` over SFTP and returns once it sends its SSH banner.
     pub fn start(serve_dir: impl AsRef<Path>) -> Result<Sshd> {
+        Self::start_with_ciphers(serve_dir, None)
+    }
+
+    /// [`Sshd::start`], offering only `ciphers` (a comma-separated list, as sshd_config's `Ciphers`).
+    pub fn start_with_ciphers(serve_dir: impl AsRef<Path>, ciphers: Option<&str>) -> Result<Sshd> {
         let serve_dir = std::fs::canonicalize(serve_dir.as_ref())
             .with_context(|| format!("served directory {}", serve_dir.as_ref().display()))?;
         if serve_dir.to_string_lossy().contains(char::is_whitespace) {
@@ -68,6 +75,7 @@ impl Sshd {
             user: current_user()?,
             host_public_key,
             process: None,
+            ciphers: ciphers.map(str::to_owned),
             started_in: Duration::ZERO,
         };
         let mut last_err = None;
@@ -119,6 +127,9 @@ impl Sshd {
         );
         if penalties_option {
             config.push_str("PerSourcePenalties no\n");
+        }
+        if let Some(ciphers) = &self.ciphers {
+            config.push_str(&format!("Ciphers {ciphers}\n"));
         }
         config
     }
