@@ -28,12 +28,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-/// Reads that start within this distance of what the ingest has fetched, and of where the track's last read
-/// ended, wait for it: they are a sequential reader (and the kernel's read-ahead, whose requests may arrive
-/// out of order) at its front. Other reads, a seek or a random read, fetch their own range from the origin at
-/// once rather than queue behind a block of up to 8 MiB on its way; the ingest still caches those bytes when
-/// it reaches them.
+/// Reads that start within this distance of what the ingest has fetched, and within [`FOLLOWS_ON`] of where
+/// the track's last read ended, wait for it: they are a sequential reader at its front. Other reads, a seek or
+/// a random read, fetch their own range from the origin at once rather than queue behind a block of up to
+/// 8 MiB on its way; the ingest still caches those bytes when it reaches them.
 const NEAR_FRONT: u64 = 2 << 20;
+/// How far from where the track's last read ended a read may start and still follow on from it: the
+/// kernel's read-ahead has several 1 MiB requests out at once, and two threads may take them out of order.
+const FOLLOWS_ON: u64 = 8 << 20;
 /// How far ahead of a sequential reader of a cached track its chunks are loaded (read and verified) into
 /// memory, so the next request finds them there: the disk read and the hash check of the next chunk overlap
 /// the reader's use of this one. At most a quarter of the memory cache, so loaded chunks stay until used.
@@ -51,7 +53,7 @@ pub struct Reader {
     /// Chunks being loaded now, so concurrent readers of one chunk load it once.
     loading: Mutex<HashMap<ChunkHash, Arc<OnceCell<Bytes>>>>,
     /// Where the last read of each track ended: a read starting there is sequential ([`READ_AHEAD`]); one
-    /// starting near there follows on ([`NEAR_FRONT`]).
+    /// starting near there follows on ([`FOLLOWS_ON`]).
     read_ends: Mutex<HashMap<i64, u64>>,
     pub stats: Arc<ReaderStats>,
 }
@@ -131,7 +133,7 @@ impl Reader {
             }
         }
         // A first read of the track counts as following on: it is where a player starts.
-        let follows_on = last_end.is_none_or(|last| last.abs_diff(offset) < NEAR_FRONT);
+        let follows_on = last_end.is_none_or(|last| last.abs_diff(offset) < FOLLOWS_ON);
         self.read_while_ingesting(file, offset, end, follows_on).await
     }
 
@@ -170,7 +172,7 @@ impl Reader {
         })
     }
 
-    /// `follows_on`: the read starts near where the track's last read ended (see [`NEAR_FRONT`]).
+    /// `follows_on`: the read starts near where the track's last read ended (see [`FOLLOWS_ON`]).
     async fn read_while_ingesting(
         &self,
         file: &FileRef,
