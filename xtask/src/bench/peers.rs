@@ -114,7 +114,7 @@ pub fn run(options: &Options) -> Result<()> {
     }
     let setup = format!(
         "{} MiB sequential file, {} MiB first-byte file, {} MiB random-read file, {}-track library; {} run(s) \
-         per system; binary {}",
+         per system; binary {}. {TAG_TREE}",
         options.size_mib,
         (data.sequential_bytes.clamp(64 << 10, 16 << 20)) >> 20,
         options.size_mib,
@@ -209,6 +209,12 @@ fn sftp_title(servers: &Servers) -> String {
         Err(_) => "SFTP origin".into(),
     }
 }
+
+/// Seen with `find -type d` on a MusicFS mount of the 20 000-track library: 7 501 directories, where the origin
+/// has 5.
+const TAG_TREE: &str = "MusicFS shows the library by its tags: a directory per artist and album (7 501 for the \
+    default 20 000 tracks), where the origin, and the peers that mirror it, have 5, so the `find` and `ls -lR` \
+    rows time walks of differently shaped trees.";
 
 /// Measured here (strace of the daemon, curl): s3s-fs answers without TCP_NODELAY, so on a connection that
 /// is reused the last segment of each response waits for the client's delayed ACK.
