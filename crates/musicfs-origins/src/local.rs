@@ -112,14 +112,18 @@ impl Origin for LocalOrigin {
             let threads = if files.len() < STAT_ALONE { 1 } else { STAT_THREADS };
             let per_thread = files.len().div_ceil(threads).max(1);
             let root = &root;
+            // A run whose thread died is an unfinished listing, not files gone: the sync must keep the tracks.
             std::thread::scope(|scope| {
                 let runs: Vec<_> =
                     files.chunks(per_thread).map(|run| scope.spawn(move || stat_files(root, run))).collect();
                 for run in runs {
-                    out.extend(run.join().unwrap_or_default());
+                    let run = run.join().map_err(|_| {
+                        OriginError::Unavailable("a thread stat-ing the local origin's files failed".into())
+                    })?;
+                    out.extend(run);
                 }
-            });
-            Ok(out)
+                Ok(out)
+            })
         })
         .await
     }
