@@ -1,14 +1,15 @@
 //! `cargo xtask mutants`: how many of the bugs cargo-mutants plants in the resilience code the L1 tests
 //! catch. It runs cargo-mutants on the chosen crates (default: musicfs-cas, musicfs-origins, musicfs-meta
-//! and musicfs-daemon; `--file` narrows it to some files), each mutant tested by its crate's own tests
-//! with every feature on (the failpoint tests included), then writes `target/mutants/report.md`: caught,
-//! missed, timeouts and unviable per crate, the score (caught and timeouts of all tested), and every
-//! missed mutant's location, which says what test is missing. The resilience report links it.
+//! and musicfs-daemon; `--file` narrows it to some files), each mutant tested by the L1 tests: its crate's
+//! own and the in-process suites `tests/resilience` and `tests/failpoints`, every feature on. Then it
+//! writes `target/mutants/report.md`: caught, missed, timeouts and unviable per crate, the score (caught
+//! and timeouts of all tested), and every missed mutant's location, which says what test is missing. The
+//! resilience report links it.
 //!
-//! All of it is about 2 000 mutants at 10–30 s each on two cores, so a run can be one shard of it
-//! (`--shard k/n`, cargo-mutants' round-robin split, so every shard samples every crate). Each run keeps
-//! its results in `target/mutants/runs/<name>/`, and the report sums every run there by mutant name, the
-//! newest result winning, and says how many of all the mutants it covers and at which commits.
+//! All of it is about 2 000 mutants at tens of seconds each on two cores, so a run can be one shard of
+//! each crate's mutants (`--shard k/n`, cargo-mutants' round-robin split). Each run keeps its results in
+//! `target/mutants/runs/<crate>-<shard>/`, and the report sums every run there by mutant name, the newest
+//! result winning, and says how many of all the mutants it covers and at which commits.
 //!
 //! Mutants are tested in a worktree of the committed HEAD (`target/mutants/tree`) with its own target
 //! directory kept between runs, so a shard costs one incremental build rather than a copy and a full one,
@@ -40,28 +41,45 @@ pub fn run(args: &Args) -> Result<()> {
     let commit = git(&root, &["rev-parse", "HEAD"])?;
     prepare_tree(&root, &tree, &commit)?;
 
-    let name = match (&args.shard, args.files.is_empty()) {
+    let suffix = match (&args.shard, args.files.is_empty()) {
         (Some(shard), _) => format!("shard-{}", shard.replace('/', "-of-")),
         (None, true) => "all".to_owned(),
         (None, false) => {
             format!("files-{}", blake3::hash(args.files.join(" ").as_bytes()).to_hex().get(..8).unwrap_or(""))
         }
     };
+    for package in &args.packages {
+        run_package(&base, &tree, &commit, package, &suffix, args)?;
+    }
+
+    let runs = read_runs(&base.join("runs"))?;
+    let total = count_all_mutants(&tree, &args.packages)?;
+    let report = render(&runs, total);
+    std::fs::write(base.join("report.md"), &report)?;
+    print!("{report}");
+    Ok(())
+}
+
+/// One cargo-mutants run over `package`'s mutants, tested by the L1 tests: the crate's own and the
+/// workspace's in-process suites (`tests/resilience`, `tests/failpoints`), which prove most of what the
+/// crate does against faults. Not the L2/L3 suites: they start the binary and servers, minutes a mutant.
+fn run_package(base: &Path, tree: &Path, commit: &str, package: &str, suffix: &str, args: &Args) -> Result<()> {
+    let name = format!("{package}-{suffix}");
     let out = base.join("runs").join(&name);
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("commit"), format!("{commit}\n"))?;
-
+    let filter = format!("package({package}) | binary(resilience) | binary(failpoints)");
     let mut command = Command::new(env!("CARGO"));
     command
-        .current_dir(&tree)
+        .current_dir(tree)
         .env("CARGO_TARGET_DIR", base.join("target"))
         .args(["mutants", "--in-place", "--no-shuffle", "--all-features", "--test-tool", "nextest"])
-        // A mutant that hangs is killed after a minute at least (the baseline sets the bound above that).
-        .args(["--minimum-test-timeout", "60", "--output"])
+        .args(["--package", package, "--test-package", package, "--test-package", "musicfs"])
+        .args(["--cargo-test-arg=-E", &format!("--cargo-test-arg={filter}")])
+        // A mutant that hangs is killed after four minutes at least: the machine is shared, and a test starved
+        // of CPU for a minute is not a hang (a timeout counts as caught).
+        .args(["--minimum-test-timeout", "240", "--output"])
         .arg(&out);
-    for package in &args.packages {
-        command.args(["--package", package]);
-    }
     for file in &args.files {
         command.args(["--file", file]);
     }
@@ -69,22 +87,15 @@ pub fn run(args: &Args) -> Result<()> {
         command.args(["--shard", shard]);
     }
     println!(
-        "== cargo mutants on {} {} ({name}, commit {})",
-        args.packages.join(", "),
+        "== cargo mutants on {package} {} ({name}, commit {})",
         args.files.join(" "),
-        &commit[..12]
+        commit.get(..12).unwrap_or(commit)
     );
     let started = Instant::now();
     let status = command.status().context("running cargo mutants (cargo install --locked cargo-mutants)")?;
     // cargo-mutants exits 2 when mutants were missed and 3 on timeouts: both are results, not failures.
-    ensure!(matches!(status.code(), Some(0 | 2 | 3)), "cargo mutants failed: {status}");
+    ensure!(matches!(status.code(), Some(0 | 2 | 3)), "cargo mutants on {package} failed: {status}");
     println!("== {name} took {:.0} s", started.elapsed().as_secs_f64());
-
-    let runs = read_runs(&base.join("runs"))?;
-    let total = count_all_mutants(&tree, &args.packages)?;
-    let report = render(&runs, total);
-    std::fs::write(base.join("report.md"), &report)?;
-    print!("{report}");
     Ok(())
 }
 
