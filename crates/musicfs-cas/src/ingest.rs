@@ -141,6 +141,11 @@ impl Ingests {
         rx
     }
 
+    /// Whether an ingest of the track runs now.
+    pub fn is_running(&self, track_id: i64) -> bool {
+        self.running().contains_key(&track_id)
+    }
+
     /// Waits for the track's running ingest, if one runs, to finish.
     pub async fn finish(&self, track_id: i64) {
         let running = self.running().get(&track_id).cloned();

@@ -2,8 +2,9 @@
 //!
 //! A track with a manifest ([`ManifestCache`]) is served chunk by chunk: memory → chunk store
 //! (hash-verified) → origin range ([`OriginReads`]; verified against the manifest hash, then queued for the
-//! store on the [`WriteQueue`]). A track without one is ingested on first read ([`Ingests`]); reads near the
-//! ingest front wait for it, reads further ahead go straight to the origin ([`NEAR_FRONT`]).
+//! store on the [`WriteQueue`]). A track without one is ingested when a player reads it ([`Ingests`],
+//! [`Reader::plays`]); reads near the ingest front wait for it, reads further ahead and random reads go
+//! straight to the origin ([`NEAR_FRONT`]).
 //!
 //! Imports run one way: the reader uses ingests, origin reads, the write queue and the manifests; none of
 //! them knows the reader.
@@ -42,6 +43,17 @@ const FOLLOWS_ON: u64 = 8 << 20;
 const READ_AHEAD: u64 = 2 << 20;
 /// Tracks whose last read end is remembered to tell sequential readers from random ones.
 const READ_ENDS_KEPT: usize = 1024;
+/// Reads in a row, each starting where the one before ended, that make a reader of an uncached track a player
+/// and start its ingest when its first read was not at the start ([`Reader::plays`]).
+const PLAYING_RUN: u32 = 2;
+
+/// Where the last read of a track ended, and how many reads before it in a row started where the one before
+/// them ended.
+#[derive(Clone, Copy, Debug)]
+struct LastRead {
+    end: u64,
+    run: u32,
+}
 
 pub struct Reader {
     store: Arc<dyn ChunkBackend>,
@@ -54,7 +66,7 @@ pub struct Reader {
     loading: Mutex<HashMap<ChunkHash, Arc<OnceCell<Bytes>>>>,
     /// Where the last read of each track ended: a read starting there is sequential ([`READ_AHEAD`]); one
     /// starting near there follows on ([`FOLLOWS_ON`]).
-    read_ends: Mutex<HashMap<i64, u64>>,
+    read_ends: Mutex<HashMap<i64, LastRead>>,
     pub stats: Arc<ReaderStats>,
 }
 
@@ -111,7 +123,8 @@ impl Reader {
             return Ok(Bytes::new());
         }
         let end = (offset + len as u64).min(size);
-        let last_end = self.note_read_end(file.track_id, end);
+        let last = self.note_read(file.track_id, offset, end);
+        let last_end = last.map(|l| l.end);
         let manifest = match self.manifests.current(file.track_id, &file.fingerprint).await {
             Ok(manifest) => manifest,
             // No manifest means no chunk list, not no data: the track is re-ingested or read from the origin.
@@ -132,19 +145,39 @@ impl Reader {
                 other => return other,
             }
         }
+        if !Self::plays(last, offset) && !self.ingests.is_running(file.track_id) {
+            return self.passthrough(file, offset, end).await;
+        }
         // A first read of the track counts as following on: it is where a player starts.
         let follows_on = last_end.is_none_or(|last| last.abs_diff(offset) < FOLLOWS_ON);
         self.read_while_ingesting(file, offset, end, follows_on).await
     }
 
-    /// Remembers where this read of the track ends; returns where the last one ended.
-    fn note_read_end(&self, track: i64, end: u64) -> Option<u64> {
+    /// Whether a read of an uncached track comes from a player, which is worth an ingest (the whole track,
+    /// cached from its start): a first read at the start, or the last of [`PLAYING_RUN`] reads in a row each
+    /// starting where the one before ended (a player that began mid-track). Random reads fetch only their
+    /// own ranges: an ingest would read the whole track and slow every one of them down while it runs.
+    fn plays(last: Option<LastRead>, offset: u64) -> bool {
+        match last {
+            None => offset < NEAR_FRONT,
+            Some(last) => last.end == offset && last.run + 1 >= PLAYING_RUN,
+        }
+    }
+
+    /// Remembers where this read of the track ends; returns the last read's.
+    fn note_read(&self, track: i64, offset: u64, end: u64) -> Option<LastRead> {
         // Single inserts: a poisoned map is still consistent (2.9).
         let mut ends = lock_or_recover(&self.read_ends);
         if ends.len() >= READ_ENDS_KEPT && !ends.contains_key(&track) {
             ends.clear();
         }
-        ends.insert(track, end)
+        let last = ends.get(&track).copied();
+        let run = match last {
+            Some(last) if last.end == offset => last.run.saturating_add(1),
+            _ => 0,
+        };
+        ends.insert(track, LastRead { end, run });
+        last
     }
 
     /// Loads the chunks in [`READ_AHEAD`] after `end` into memory in the background, those not there yet.

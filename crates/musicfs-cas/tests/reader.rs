@@ -150,6 +150,8 @@ async fn a_random_read_near_the_ingest_front_does_not_wait_for_it() {
     let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
     fx.origin.set_latency(Duration::from_millis(200));
     let reader = fx.reader();
+    // A player starts the ingest at the start of the track.
+    assert_eq!(&reader.read(&fx.file(), 0, 4096).await.unwrap()[..], &fx.data[..4096]);
     for offset in [10u64 << 20, 1 << 20] {
         let got = reader.read(&fx.file(), offset, 4096).await.unwrap();
         assert_eq!(&got[..], &fx.data[offset as usize..offset as usize + 4096]);
@@ -162,6 +164,35 @@ async fn a_random_read_near_the_ingest_front_does_not_wait_for_it() {
     assert_eq!(reader.stats.passthrough_reads.load(Ordering::Relaxed), 2, "the sequential read waited");
     reader.flush(Duration::from_secs(30)).await.unwrap();
     assert_eq!(read_all(&reader, &fx.file(), 1 << 20).await, fx.data);
+}
+
+/// Random reads of an uncached track fetch their own ranges and start no ingest: an ingest reads the whole
+/// track, and on two cores it slowed every random read down while it ran (the SFTP random-read p99). A reader
+/// that starts mid-track and goes on reading is a player: its second read in a row that starts where the
+/// last one ended starts the ingest, which then caches the whole track.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_reads_start_no_ingest_and_a_player_starting_mid_track_does() {
+    let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let reader = fx.reader();
+    for offset in [10u64 << 20, 3 << 20, (3 << 20) + 8192, 7 << 20, 12 << 20] {
+        let got = reader.read(&fx.file(), offset, 4096).await.unwrap();
+        assert_eq!(&got[..], &fx.data[offset as usize..offset as usize + 4096]);
+    }
+    // An ingest, had one started, would have read much of the track by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fx.origin.bytes_read(), 5 * 4096, "only the random reads' own ranges were fetched");
+    assert_eq!(reader.stats.passthrough_reads.load(Ordering::Relaxed), 5);
+
+    // A player resuming at 5 MiB: its first two reads are fetched by range, its third starts the ingest.
+    let mut at = 5u64 << 20;
+    for _ in 0..2 {
+        assert_eq!(&reader.read(&fx.file(), at, 65536).await.unwrap()[..], &fx.data[at as usize..at as usize + 65536]);
+        at += 65536;
+    }
+    assert_eq!(fx.origin.bytes_read(), 5 * 4096 + 2 * 65536, "no ingest yet");
+    reader.read(&fx.file(), at, 65536).await.unwrap();
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    assert!(reader.is_cached(&fx.file()).await.unwrap(), "the ingest cached the whole track");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
