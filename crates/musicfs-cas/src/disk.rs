@@ -395,6 +395,103 @@ impl DiskGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A healthy disk with room (the real filesystem under a temporary directory) that counts its writes.
+    #[derive(Default)]
+    struct CountingDisk {
+        writes: AtomicUsize,
+    }
+
+    impl CacheDisk for CountingDisk {
+        fn space(&self, _dir: &Path) -> Option<(u64, u64)> {
+            Some((1 << 30, 2 << 30))
+        }
+        fn write_durable(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            std::fs::write(path, data)
+        }
+        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+            std::fs::read(path)
+        }
+    }
+
+    /// A store with nothing in it, whose index commits.
+    struct EmptyStore;
+
+    impl GuardedStore for EmptyStore {
+        fn bytes_on_disk(&self) -> u64 {
+            0
+        }
+        fn indexed_bytes(&self) -> u64 {
+            0
+        }
+        fn evict_to(&self, _limit: u64) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn commit_index(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    /// Log lines at warn and above written while `f` runs.
+    fn warnings_during(f: impl FnOnce()) -> String {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let lines = lines.clone();
+            move || LineSink(lines.clone())
+        };
+        let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_writer(writer).finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8_lossy(&lines.lock().unwrap()).into_owned()
+    }
+
+    struct LineSink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LineSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// 6.6: a disk in passthrough is probed again only once [`DISK_RECHECK`] has passed since it failed, not
+    /// on every chunk write meanwhile (each probe writes, syncs and reads a file on a failing disk).
+    #[test]
+    fn a_failed_disk_is_probed_again_only_once_the_recheck_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let disk = Arc::new(CountingDisk::default());
+        let guard = DiskGuard::new(dir.path().to_owned(), disk.clone());
+        guard.note_trouble(TroubleKind::Failed, "EIO");
+        assert!(!guard.writable(&EmptyStore), "no writes before the recheck is due");
+        assert_eq!(disk.writes.load(Ordering::Relaxed), 0, "and no probe of the disk");
+        std::thread::sleep(DISK_RECHECK + Duration::from_millis(100));
+        assert!(guard.writable(&EmptyStore), "the due probe passes on a healthy disk");
+        assert_eq!(disk.writes.load(Ordering::Relaxed), 1);
+        assert!(!guard.passthrough(), "passthrough ends");
+    }
+
+    /// 2.8 and 6.6 each say once that caching stopped, however many writes fail after, and a different
+    /// trouble says so again (4.2.3: a summary, not a line per chunk).
+    #[test]
+    fn caching_stopped_is_logged_once_per_kind_of_trouble() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = DiskGuard::new(dir.path().to_owned(), Arc::new(CountingDisk::default()));
+        let log = warnings_during(|| {
+            for _ in 0..3 {
+                guard.note_trouble(TroubleKind::Full, "ENOSPC");
+            }
+            for _ in 0..3 {
+                guard.note_trouble(TroubleKind::Failed, "EIO");
+            }
+        });
+        assert_eq!(log.matches("2.8 cache writes stopped").count(), 1, "{log}");
+        assert_eq!(log.matches("6.6 cache disk failing").count(), 1, "{log}");
+    }
 
     #[test]
     fn blocks_reserved_for_root_do_not_count_as_used() {
