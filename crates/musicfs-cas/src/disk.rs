@@ -397,15 +397,19 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    /// A healthy disk with room (the real filesystem under a temporary directory) that counts its writes.
+    /// A healthy disk (the real filesystem under a temporary directory) that counts its writes, with as much
+    /// room as the test says (half of 2 GiB free until it says otherwise).
     #[derive(Default)]
     struct CountingDisk {
         writes: AtomicUsize,
+        /// Free bytes of 2 GiB; 0 means 1 GiB.
+        free: AtomicU64,
     }
 
     impl CacheDisk for CountingDisk {
         fn space(&self, _dir: &Path) -> Option<(u64, u64)> {
-            Some((1 << 30, 2 << 30))
+            let free = self.free.load(Ordering::Relaxed);
+            Some((if free == 0 { 1 << 30 } else { free }, 2 << 30))
         }
         fn write_durable(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
             self.writes.fetch_add(1, Ordering::Relaxed);
@@ -473,6 +477,21 @@ mod tests {
         assert!(guard.writable(&EmptyStore), "the due probe passes on a healthy disk");
         assert_eq!(disk.writes.load(Ordering::Relaxed), 1);
         assert!(!guard.passthrough(), "passthrough ends");
+    }
+
+    /// 2.8: a full disk's check passes only once the disk is back under 99 %, and then caching resumes.
+    #[test]
+    fn a_full_disk_passes_its_check_only_under_the_stop_writes_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(CountingDisk::default());
+        let guard = DiskGuard::new(dir.path().to_owned(), disk.clone());
+        disk.free.store((2 << 30) / 200, Ordering::Relaxed);
+        guard.note_trouble(TroubleKind::Full, "ENOSPC");
+        assert!(!guard.check(&EmptyStore), "99.5 % used: still full");
+        assert!(guard.write_failure().is_some(), "caching stays stopped");
+        disk.free.store(1 << 30, Ordering::Relaxed);
+        assert!(guard.check(&EmptyStore), "50 % used: room again");
+        assert!(guard.write_failure().is_none(), "caching resumes");
     }
 
     /// 2.8 and 6.6 each say once that caching stopped, however many writes fail after, and a different
