@@ -145,7 +145,7 @@ impl Reader {
                 other => return other,
             }
         }
-        if !Self::plays(last, offset) && !self.ingests.is_running(file.track_id) {
+        if !Self::plays(last, offset) && !file.origin.random_reads_ingest() && !self.ingests.is_running(file.track_id) {
             return self.passthrough(file, offset, end).await;
         }
         // A first read of the track counts as following on: it is where a player starts.
@@ -156,7 +156,9 @@ impl Reader {
     /// Whether a read of an uncached track comes from a player, which is worth an ingest (the whole track,
     /// cached from its start): a first read at the start, or the last of [`PLAYING_RUN`] reads in a row each
     /// starting where the one before ended (a player that began mid-track). Random reads fetch only their
-    /// own ranges: an ingest would read the whole track and slow every one of them down while it runs.
+    /// own ranges, unless the origin says a random read is worth an ingest
+    /// ([`random_reads_ingest`](musicfs_origins::Origin::random_reads_ingest)): an ingest would read the whole
+    /// track and slow every one of them down while it runs.
     fn plays(last: Option<LastRead>, offset: u64) -> bool {
         match last {
             None => offset < NEAR_FRONT,

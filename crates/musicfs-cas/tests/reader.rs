@@ -195,6 +195,19 @@ async fn random_reads_start_no_ingest_and_a_player_starting_mid_track_does() {
     assert!(reader.is_cached(&fx.file()).await.unwrap(), "the ingest cached the whole track");
 }
 
+/// An object store asks for the ingest on any read: a random read there costs a round trip of tens of ms and a
+/// request, and one pass over the track makes every later read a cache hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_object_store_a_random_read_starts_the_ingest() {
+    let fx = Fixture::with_params(4 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    fx.origin.set_random_reads_ingest(true);
+    let reader = fx.reader();
+    let offset = 3u64 << 20;
+    assert_eq!(&reader.read(&fx.file(), offset, 4096).await.unwrap()[..], &fx.data[offset as usize..][..4096]);
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    assert!(reader.is_cached(&fx.file()).await.unwrap(), "the random read's ingest cached the whole track");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_a_few_mib_ahead_of_the_ingest_fetches_its_own_range_at_once() {
     // A remote-like origin: the ingest has fetched little when the second read comes.

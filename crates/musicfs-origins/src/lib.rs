@@ -126,6 +126,16 @@ pub trait Origin: Send + Sync + 'static {
         1
     }
 
+    /// Whether a random read of an uncached track starts its ingest (the whole track read and cached from its
+    /// start), as a player's first read does. An object store answers each request after a round trip of
+    /// tens of milliseconds and counts every request: one pass over the track, after which every read is a
+    /// cache hit, beats a request per random read (s3fs and rclone fetch ahead for the same reason). A disk
+    /// or a file server answering within a millisecond serves random reads best alone: an ingest beside
+    /// them only takes their CPU and connections.
+    fn random_reads_ingest(&self) -> bool {
+        false
+    }
+
     /// A cheap check that the origin answers.
     async fn health_check(&self) -> Result<(), OriginError>;
 }

@@ -25,6 +25,8 @@ pub struct MemoryOrigin {
     latency_us: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// What [`Origin::random_reads_ingest`] answers.
+    random_reads_ingest: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryOrigin {
@@ -62,6 +64,11 @@ impl MemoryOrigin {
     /// Asks ingests to keep `n` reads of a file in flight, as a remote origin does.
     pub fn set_reads_in_flight(&self, n: usize) {
         self.in_flight_wanted.store(n, Ordering::SeqCst);
+    }
+
+    /// Asks for an ingest on a random read of an uncached track, as an object store does.
+    pub fn set_random_reads_ingest(&self, yes: bool) {
+        self.random_reads_ingest.store(yes, Ordering::SeqCst);
     }
 
     /// `read_range` calls running now.
@@ -115,6 +122,10 @@ impl Origin for MemoryOrigin {
             0 => 1,
             n => n,
         }
+    }
+
+    fn random_reads_ingest(&self) -> bool {
+        self.random_reads_ingest.load(Ordering::SeqCst)
     }
 
     async fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError> {

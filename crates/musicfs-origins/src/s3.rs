@@ -424,6 +424,10 @@ impl Origin for S3Origin {
         self.reads_in_flight
     }
 
+    fn random_reads_ingest(&self) -> bool {
+        true
+    }
+
     async fn health_check(&self) -> Result<(), OriginError> {
         // One list request of the prefix, at most one key: cheap, and it checks bucket and credentials.
         let prefix = self.list_prefix();

@@ -167,6 +167,10 @@ impl Origin for FaultyOrigin {
         self.inner.reads_in_flight()
     }
 
+    fn random_reads_ingest(&self) -> bool {
+        self.inner.random_reads_ingest()
+    }
+
     async fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError> {
         let gate = self.gate(true).await?;
         let data = self.inner.read_range(rel, offset, len).await?;
