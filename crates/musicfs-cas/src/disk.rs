@@ -404,6 +404,10 @@ mod tests {
         writes: AtomicUsize,
         /// Free bytes of 2 GiB; 0 means 1 GiB.
         free: AtomicU64,
+        /// Writes fail with EIO.
+        failing: AtomicBool,
+        /// Reads return other bytes than were written.
+        garbling: AtomicBool,
     }
 
     impl CacheDisk for CountingDisk {
@@ -413,10 +417,19 @@ mod tests {
         }
         fn write_durable(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
             self.writes.fetch_add(1, Ordering::Relaxed);
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
             std::fs::write(path, data)
         }
         fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-            std::fs::read(path)
+            let mut bytes = std::fs::read(path)?;
+            if self.garbling.load(Ordering::Relaxed)
+                && let Some(b) = bytes.first_mut()
+            {
+                *b ^= 0xff;
+            }
+            Ok(bytes)
         }
     }
 
@@ -479,6 +492,28 @@ mod tests {
         assert!(!guard.passthrough(), "passthrough ends");
     }
 
+    /// 6.6: the check of a failed disk writes, reads back and compares a probe file; a disk that still fails
+    /// to write, or reads back other bytes, stays in passthrough and counts a failed check. Only a sound one
+    /// ends passthrough.
+    #[test]
+    fn a_failed_disk_passes_its_check_only_when_it_writes_and_reads_back_sound_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let disk = Arc::new(CountingDisk::default());
+        let guard = DiskGuard::new(dir.path().to_owned(), disk.clone());
+        guard.note_trouble(TroubleKind::Failed, "EIO");
+        disk.failing.store(true, Ordering::Relaxed);
+        assert!(!guard.check(&EmptyStore), "writes still fail");
+        disk.failing.store(false, Ordering::Relaxed);
+        disk.garbling.store(true, Ordering::Relaxed);
+        assert!(!guard.check(&EmptyStore), "reads come back wrong");
+        assert!(guard.passthrough(), "still in passthrough");
+        assert_eq!(guard.failed_checks.load(Ordering::Relaxed), 2);
+        disk.garbling.store(false, Ordering::Relaxed);
+        assert!(guard.check(&EmptyStore), "a sound disk passes");
+        assert!(!guard.passthrough());
+    }
+
     /// 2.8: a full disk's check passes only once the disk is back under 99 %, and then caching resumes.
     #[test]
     fn a_full_disk_passes_its_check_only_under_the_stop_writes_watermark() {
@@ -489,6 +524,7 @@ mod tests {
         guard.note_trouble(TroubleKind::Full, "ENOSPC");
         assert!(!guard.check(&EmptyStore), "99.5 % used: still full");
         assert!(guard.write_failure().is_some(), "caching stays stopped");
+        assert_eq!(guard.failed_checks.load(Ordering::Relaxed), 0, "a full disk is not a failing one (6.6)");
         disk.free.store(1 << 30, Ordering::Relaxed);
         assert!(guard.check(&EmptyStore), "50 % used: room again");
         assert!(guard.write_failure().is_none(), "caching resumes");
