@@ -38,7 +38,7 @@ async fn is_cached(fx: &InProcessFs, track: usize) -> bool {
 
 /// Reads `len` bytes of `track` at `offset` through the filesystem and checks them against the origin's.
 async fn read_checked(fx: &InProcessFs, track: usize, offset: u64, len: u32) {
-    let got = fx.fs.read(fx.ino(track).unwrap(), offset, len).await.unwrap();
+    let got = fx.fs.read(fx.ino(track).unwrap(), offset, len).await.unwrap().into_bytes();
     let want = track_bytes(track, TRACK);
     assert_eq!(&got[..], &want[offset as usize..offset as usize + len as usize], "track {track} at {offset}");
 }

@@ -17,10 +17,11 @@ use crate::ingest::{Ingests, Progress};
 use crate::manifest::{ChunkRef, Manifest, ManifestCache, ManifestStore};
 use crate::memory::MemoryCache;
 use crate::origin_read::{FileRef, OriginReads};
+use crate::pieces::Pieces;
 use crate::stats::ReaderStats;
 use crate::store::ChunkBackend;
 use crate::write_queue::WriteQueue;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use musicfs_core::sync_util::lock_or_recover;
 use musicfs_origins::OriginError;
 use std::collections::HashMap;
@@ -116,11 +117,16 @@ impl Reader {
         &self.origin.failures
     }
 
-    /// Up to `len` bytes of the track at `offset` (short only at end of file).
+    /// Up to `len` bytes of the track at `offset` (short only at end of file), in one buffer.
     pub async fn read(self: &Arc<Self>, file: &FileRef, offset: u64, len: u32) -> Result<Bytes, ReadError> {
+        Ok(self.read_pieces(file, offset, len).await?.into_bytes())
+    }
+
+    /// [`Reader::read`] in the buffers that hold the bytes (a slice of each chunk the range spans), unjoined.
+    pub async fn read_pieces(self: &Arc<Self>, file: &FileRef, offset: u64, len: u32) -> Result<Pieces, ReadError> {
         let size = file.fingerprint.size;
         if offset >= size || len == 0 {
-            return Ok(Bytes::new());
+            return Ok(Pieces::default());
         }
         let end = (offset + len as u64).min(size);
         let last = self.note_read(file.track_id, offset, end);
@@ -146,7 +152,7 @@ impl Reader {
             }
         }
         if !Self::plays(last, offset) && !file.origin.random_reads_ingest() && !self.ingests.is_running(file.track_id) {
-            return self.passthrough(file, offset, end).await;
+            return Ok(self.passthrough(file, offset, end).await?.into());
         }
         // A first read of the track counts as following on: it is where a player starts.
         let follows_on = last_end.is_none_or(|last| last.abs_diff(offset) < FOLLOWS_ON);
@@ -214,7 +220,7 @@ impl Reader {
         offset: u64,
         end: u64,
         follows_on: bool,
-    ) -> Result<Bytes, ReadError> {
+    ) -> Result<Pieces, ReadError> {
         let mut progress = self.ingests.start_or_join(file);
         loop {
             let now = progress.borrow_and_update().clone();
@@ -227,24 +233,22 @@ impl Reader {
             }
             let at_front = follows_on && offset < fetched + NEAR_FRONT;
             if now.finished || !at_front || progress.changed().await.is_err() {
-                return self.passthrough(file, offset, end).await;
+                return Ok(self.passthrough(file, offset, end).await?.into());
             }
         }
     }
 
     /// A range the ingest has read from the origin but not cut yet, in part or whole: its start may still lie
     /// in the chunks already cut.
-    async fn read_uncut(&self, file: &FileRef, now: &Progress, offset: u64, end: u64) -> Result<Bytes, ReadError> {
+    async fn read_uncut(&self, file: &FileRef, now: &Progress, offset: u64, end: u64) -> Result<Pieces, ReadError> {
         now.served.fetch_max(end, Ordering::Relaxed);
         let tail = now.uncut.slice((offset.max(now.covered) - now.covered) as usize..(end - now.covered) as usize);
         if offset >= now.covered {
-            return Ok(tail);
+            return Ok(tail.into());
         }
-        let head = self.read_chunks(file, &now.chunks, offset, now.covered).await?;
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&tail);
-        Ok(out.freeze())
+        let mut pieces = self.read_chunks(file, &now.chunks, offset, now.covered).await?;
+        pieces.push(tail);
+        Ok(pieces)
     }
 
     /// Reads the range straight from the origin, without chunks.
@@ -259,15 +263,9 @@ impl Reader {
         chunks: &[ChunkRef],
         offset: u64,
         end: u64,
-    ) -> Result<Bytes, ReadError> {
+    ) -> Result<Pieces, ReadError> {
         let first = Manifest::chunk_at(chunks, offset).ok_or(ReadError::Changed)?;
-        let c = chunks[first];
-        if end <= c.end() {
-            // The common case: the whole read inside one chunk, no copy.
-            let data = self.chunk_bytes(file, &c).await?;
-            return Ok(data.slice((offset - c.offset) as usize..(end - c.offset) as usize));
-        }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        let mut pieces = Pieces::default();
         for c in &chunks[first..] {
             if c.offset >= end {
                 break;
@@ -275,12 +273,12 @@ impl Reader {
             let data = self.chunk_bytes(file, c).await?;
             let from = offset.max(c.offset) - c.offset;
             let to = end.min(c.end()) - c.offset;
-            out.extend_from_slice(&data[from as usize..to as usize]);
+            pieces.push(data.slice(from as usize..to as usize));
         }
-        if (out.len() as u64) < end - offset {
+        if (pieces.len() as u64) < end - offset {
             return Err(ReadError::Changed);
         }
-        Ok(out.freeze())
+        Ok(pieces)
     }
 
     /// One chunk's bytes, as long as the manifest says (see [`Reader::any_chunk_bytes`]). The hash fixes the

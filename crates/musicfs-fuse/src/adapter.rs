@@ -245,7 +245,7 @@ impl fuser::Filesystem for FuseAdapter {
             let result = fs.read(ino.0, offset, size).await;
             fs.stats.record_read(started.elapsed(), result.is_ok());
             match result {
-                Ok(data) => reply.data(&data),
+                Ok(pieces) => reply.data_vectored(&pieces.slices().collect::<Vec<_>>()),
                 Err(e) => {
                     tracing::debug!(ino = ino.0, offset, size, error = %e, "read failed");
                     reply.error(errno(&e))

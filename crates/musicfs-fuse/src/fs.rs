@@ -2,8 +2,7 @@
 //! blocked by an origin); reads go through the chunk reader, each bounded by the read timeout.
 
 use crate::error::FsError;
-use bytes::Bytes;
-use musicfs_cas::{FileRef, Fingerprint, Reader};
+use musicfs_cas::{FileRef, Fingerprint, Pieces, Reader};
 use musicfs_core::sync_util::{read_or_recover, write_or_recover};
 use musicfs_meta::tree::{FileNode, NodeKind, ROOT_INO};
 use musicfs_meta::{Node, Tree};
@@ -229,11 +228,12 @@ impl MusicFs {
     }
 
     /// Reads up to `size` bytes at `offset`, or fails within the read timeout.
-    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+    /// Up to `size` bytes of the file at `offset`, in the buffers that hold them (see [`Pieces`]).
+    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Pieces, FsError> {
         let _ticket = self.gate.enter().ok_or(FsError::ShuttingDown)?;
         let file = self.file(ino)?;
         let limit = self.read_timeout();
-        match tokio::time::timeout(limit, self.reader.read(&file, offset, size)).await {
+        match tokio::time::timeout(limit, self.reader.read_pieces(&file, offset, size)).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(FsError::TimedOut(limit)),
         }

@@ -90,7 +90,7 @@ impl InProcessFs {
     pub async fn read_all(&self, ino: u64, step: u32) -> Result<Vec<u8>, musicfs_fuse::FsError> {
         let mut out = Vec::new();
         loop {
-            let got = self.fs.read(ino, out.len() as u64, step).await?;
+            let got = self.fs.read(ino, out.len() as u64, step).await?.into_bytes();
             if got.is_empty() {
                 return Ok(out);
             }

@@ -209,6 +209,12 @@ impl ReplyData {
         self.reply.send_ll(&ll::ResponseSlice(data));
     }
 
+    /// Reply to a request with the given pieces of data, in order, in one vectored write: data held in
+    /// separate buffers is sent without first being joined into one.
+    pub fn data_vectored(self, pieces: &[&[u8]]) {
+        self.reply.send_ll(&ll::ResponseSlices(pieces));
+    }
+
     /// Reply to a request with the given error code
     pub fn error(self, err: Errno) {
         self.reply.error(err);

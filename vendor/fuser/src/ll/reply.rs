@@ -61,6 +61,15 @@ impl Response for ResponseSlice<'_> {
     }
 }
 
+/// Data in several pieces, sent in order as one reply.
+pub(crate) struct ResponseSlices<'a>(pub(crate) &'a [&'a [u8]]);
+
+impl Response for ResponseSlices<'_> {
+    fn payload(&self) -> SmallVec<[IoSlice<'_>; 4]> {
+        self.0.iter().filter(|piece| !piece.is_empty()).map(|piece| IoSlice::new(piece)).collect()
+    }
+}
+
 pub(crate) struct ResponseEmpty;
 
 impl Response for ResponseEmpty {
