@@ -161,6 +161,13 @@ fn measure(
     figures.insert(Metric::MountRead, mounted.mount_secs * 1e3);
     figures.insert(Metric::Rss, mounted.rss_mb()?);
     mounted.stop()?;
+    let again = systems::remount(system, &data.read_set, data, servers, &options.binary)?;
+    let warm = probe::warm_read(system, &again.mount_point, data, buf);
+    figures.insert(
+        Metric::Warm,
+        warm.with_context(|| format!("{} after a remount; its log:\n{}", system.name(), again.log()))?,
+    );
+    again.stop()?;
     if !tree {
         return Ok((figures, None));
     }
@@ -193,9 +200,11 @@ fn measure(
 fn summary(figures: &Figures) -> String {
     let get = |m: Metric| figures.get(&m).copied().unwrap_or(f64::NAN);
     format!(
-        "cold {:.3} GB/s, cached {:.3} GB/s, first byte {:.1} ms, random p50/p99 {:.2}/{:.1} ms, find {:.2} s",
+        "cold {:.3} GB/s, cached {:.3} GB/s, warm {:.3} GB/s, first byte {:.1} ms, random p50/p99 {:.2}/{:.1} ms, \
+         find {:.2} s",
         get(Metric::Cold),
         get(Metric::Cached),
+        get(Metric::Warm),
         get(Metric::FirstByte),
         get(Metric::RandomP50),
         get(Metric::RandomP99),

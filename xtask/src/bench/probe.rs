@@ -82,6 +82,18 @@ pub fn read_figures(
     Ok(figures)
 }
 
+/// The sequential file read through a new mount of `system` over the cache an earlier mount filled, without
+/// dropping the page cache: MusicFS serves it from its chunk store, a peer without a disk cache from its origin
+/// again (GB/s; the bytes checked).
+pub fn warm_read(system: System, root: &Path, data: &Data, buf: &mut [u8]) -> Result<f64> {
+    let read = timed_read(&system.path_of(root, SEQUENTIAL), buf).context("warm sequential read")?;
+    if read.hash != data.sequential_hash {
+        let why = format!("warm read of {SEQUENTIAL}: BLAKE3 {} != origin {}", read.hash, data.sequential_hash);
+        return Err(WrongBytes(why).into());
+    }
+    Ok(read.gbps)
+}
+
 /// Open plus the first [`FIRST_BYTES`] of `path`, in ms.
 fn first_byte_ms(path: &Path, data: &Data) -> Result<f64> {
     let mut first = vec![0u8; FIRST_BYTES];

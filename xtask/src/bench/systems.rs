@@ -105,6 +105,23 @@ pub struct Mounted {
 
 /// Mounts `system` over `set` with an empty cache in `slot` (recreated) and waits until the mount answers.
 pub fn mount(system: System, set: &DataSet, data: &Data, servers: &Servers, binary: &Path) -> Result<Mounted> {
+    mount_over(system, set, data, servers, binary, false)
+}
+
+/// Mounts `system` over `set` again, keeping the cache (and the config) its last [`mount`] left: what a restart
+/// finds. Peers without a disk cache start as they always do.
+pub fn remount(system: System, set: &DataSet, data: &Data, servers: &Servers, binary: &Path) -> Result<Mounted> {
+    mount_over(system, set, data, servers, binary, true)
+}
+
+fn mount_over(
+    system: System,
+    set: &DataSet,
+    data: &Data,
+    servers: &Servers,
+    binary: &Path,
+    keep_cache: bool,
+) -> Result<Mounted> {
     ensure!(system != System::Direct, "direct reads are not mounted");
     if let Some((program, package)) = system.program() {
         find_program(program)
@@ -115,7 +132,7 @@ pub fn mount(system: System, set: &DataSet, data: &Data, servers: &Servers, bina
     if is_fuse_mounted(&mount_point) {
         force_unmount(&mount_point);
     }
-    if slot.exists() {
+    if slot.exists() && !keep_cache {
         std::fs::remove_dir_all(&slot).with_context(|| format!("removing {}", slot.display()))?;
     }
     for dir in [&mount_point, &cache] {
@@ -124,7 +141,7 @@ pub fn mount(system: System, set: &DataSet, data: &Data, servers: &Servers, bina
     let mut cmd = command(system, set, servers, binary, &slot, &mount_point, &cache)?;
     // Loopback only: never through a proxy the environment may name.
     cmd.env("NO_PROXY", "127.0.0.1,localhost").env("no_proxy", "127.0.0.1,localhost");
-    let log_path = slot.join("log");
+    let log_path = slot.join(if keep_cache { "log.remount" } else { "log" });
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     let clock = Instant::now();
