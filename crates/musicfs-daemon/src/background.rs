@@ -1,8 +1,8 @@
 //! The daemon's background work, as three loops the supervisor runs (and restarts) and one cancellation
 //! token stops: the origin health monitor, the library watcher (delta sync, on its interval and on
 //! `musicfs sync`), and cache upkeep (access-time write-back, the chunk scrubber of 6.4, the descriptor watch
-//! of 5.3). The first two announce what they find on the event bus (3.3). One round of the health monitor
-//! is in `health.rs`.
+//! of 5.3, memory handed back after reads). The first two announce what they find on the event bus (3.3).
+//! One round of the health monitor is in `health.rs`.
 
 use crate::control::protocol::SyncReport;
 use crate::events::Event;
@@ -101,6 +101,7 @@ impl Background {
         let mut scrub = tokio::time::interval(SCRUB_EVERY);
         let mut resources = tokio::time::interval(process::RESOURCE_CHECK_EVERY);
         let (mut scrub_cursor, mut warned) = (None, process::Warned::default());
+        let mut trim = process::TrimAfterReads::default();
         flush.tick().await;
         scrub.tick().await;
         loop {
@@ -111,7 +112,12 @@ impl Background {
                 }
                 _ = flush.tick() => self.flush_access_times().await,
                 _ = scrub.tick() => scrub_cursor = self.scrub(scrub_cursor).await,
-                _ = resources.tick() => warned = process::watch_resources(warned),
+                _ = resources.tick() => {
+                    warned = process::watch_resources(warned);
+                    if trim.check(self.shared.fs.stats.count(musicfs_fuse::stats::Op::Read)) {
+                        tracing::debug!(rss_bytes = process::rss_bytes(), "reads stopped: freed memory handed back");
+                    }
+                }
             }
         }
     }

@@ -61,6 +61,33 @@ pub fn release_freed_memory() {
     }
 }
 
+/// Hands back the memory a burst of reads left behind, once the reads have stopped. A cold read of a 512 MiB
+/// track left the daemon at 302 MB resident, where `malloc_trim` brought it to 108 MB (the chunk memory
+/// cache is 64 MiB of that): glibc keeps freed blocks for reuse. Only between reads, never during them:
+/// trimming walks the heap under the allocator's lock.
+#[derive(Debug, Default)]
+pub struct TrimAfterReads {
+    /// Reads served at the last check.
+    seen: u64,
+    /// Reads served when memory was last handed back.
+    trimmed: u64,
+}
+
+impl TrimAfterReads {
+    /// Called every [`RESOURCE_CHECK_EVERY`] with the reads served so far: hands memory back when reads were
+    /// served since it last did and none since the last check. Returns whether it did.
+    pub fn check(&mut self, reads: u64) -> bool {
+        let quiet = reads == self.seen;
+        self.seen = reads;
+        if !quiet || reads == self.trimmed {
+            return false;
+        }
+        self.trimmed = reads;
+        release_freed_memory();
+        true
+    }
+}
+
 /// One malloc arena for the whole process, unless `MALLOC_ARENA_MAX` says otherwise. glibc gives threads
 /// arenas of their own (up to eight per core), and memory freed in one stays fragmented there even after
 /// `malloc_trim`: at 100 000 tracks the idle daemon held 62 MB with the default, 54 MB with two arenas and
@@ -117,6 +144,24 @@ pub fn watch_resources(warned: Warned) -> Warned {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_is_handed_back_once_after_each_burst_of_reads_when_they_have_stopped() {
+        let mut trim = TrimAfterReads::default();
+        // No reads yet: nothing to hand back.
+        assert!(!trim.check(0));
+        assert!(!trim.check(0));
+        // Reads going on: never during them.
+        assert!(!trim.check(40));
+        assert!(!trim.check(90));
+        // A check with no new reads: once.
+        assert!(trim.check(90));
+        assert!(!trim.check(90));
+        assert!(!trim.check(90));
+        // The next burst, then quiet again.
+        assert!(!trim.check(91));
+        assert!(trim.check(91));
+    }
 
     #[test]
     fn this_process_has_descriptors_memory_and_a_limit() {
