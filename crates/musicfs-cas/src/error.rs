@@ -38,6 +38,10 @@ pub enum ReadError {
     /// A blocking task of the read path panicked or was cancelled (the runtime is shutting down).
     #[error("internal error: a blocking task of the read path failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// An ingest ended at its leash: no reader went on past the start of the track (a tag scanner). Readers
+    /// never see it: they read from the origin once the ingest has finished.
+    #[error("no reader went on past the start of the track; the ingest ended early")]
+    NotPlayed,
     /// A failpoint (`cas::…`) failed the read on purpose.
     #[error("internal error: failpoint {0}")]
     Failpoint(&'static str),

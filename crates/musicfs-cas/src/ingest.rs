@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 /// The first origin read of an ingest. Later reads grow while the origin keeps up, up to [`MAX_BLOCK`]: a
@@ -36,6 +36,17 @@ use tokio::task::JoinHandle;
 const FIRST_BLOCK: usize = 128 << 10;
 /// The largest origin read of an ingest.
 const MAX_BLOCK: usize = 8 << 20;
+/// How much of a track an ingest fetches before a reader has shown it is playing the track: reading on past
+/// [`PLAYING_FROM`]. A tag scanner (MPD's first scan, beets) reads the first 64 KiB of every track and goes;
+/// unleashed, each of those reads fetched and cached the whole track (a 64 KiB read of a 512 MiB file left
+/// 279 MB in the cache), so a scan of a remote library downloaded all of it.
+const UNTIL_PLAYING: u64 = 4 << 20;
+/// How far readers must read on from the start (or the origin ask for the ingest on any read) before the
+/// ingest fetches the rest of the track: past the kernel's first read-ahead of a scanner's 64 KiB read.
+const PLAYING_FROM: u64 = 2 << 20;
+/// How long a leashed ingest waits for its reader to go on before it ends. A player that goes on later starts
+/// a new one, which finds the chunks already cut in the store.
+const LEASH_WAIT: Duration = Duration::from_secs(2);
 /// The most origin reads one ingest keeps in flight, whatever its origin asks.
 const MAX_READS_IN_FLIGHT: usize = 8;
 /// Chunks an ingest holds for the store while the write queue is full (a cache disk slower than the origin),
@@ -64,8 +75,48 @@ pub struct Progress {
     /// disk is too full to cache ahead (2.8), the chunks cut from those bytes are still cached, as readers used
     /// them.
     pub served: Arc<AtomicU64>,
+    /// How far the track's readers have read on from its start: the ingest's leash ([`UNTIL_PLAYING`]).
+    pub reach: Arc<Reach>,
     /// No more progress will come (done or failed).
     pub finished: bool,
+}
+
+/// How far readers have read a track on from its start, shared by an ingest and its readers.
+#[derive(Debug, Default)]
+pub struct Reach {
+    end: AtomicU64,
+    moved: Notify,
+}
+
+impl Reach {
+    /// A reader that follows on from the start has read up to `end`.
+    pub fn note(&self, end: u64) {
+        if self.end.fetch_max(end, Ordering::Relaxed) < end {
+            self.moved.notify_waiters();
+        }
+    }
+
+    /// Whether a reader has shown it plays the track, so the ingest fetches all of it.
+    fn playing(&self) -> bool {
+        self.end.load(Ordering::Relaxed) >= PLAYING_FROM
+    }
+
+    /// Waits up to [`LEASH_WAIT`] for a reader to show it plays the track; whether one did.
+    async fn wait_for_player(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + LEASH_WAIT;
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            // Registered before the check, so a note in between is not missed.
+            moved.as_mut().enable();
+            if self.playing() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                return self.playing();
+            }
+        }
+    }
 }
 
 /// The running ingests, and what they need: the origin, the chunk memory, the write queue, the manifests.
@@ -111,7 +162,8 @@ impl Ingests {
         lock_or_recover(&self.running)
     }
 
-    /// Returns a receiver for the track's ingest, starting one if none runs.
+    /// Returns a receiver for the track's ingest, starting one if none runs. The ingest fetches the first
+    /// [`UNTIL_PLAYING`] bytes, then the rest once a reader shows it plays the track ([`Reach`]).
     pub fn start_or_join(self: &Arc<Self>, file: &FileRef) -> watch::Receiver<Progress> {
         let mut running = self.running();
         if let Some(rx) = running.get(&file.track_id) {
@@ -128,6 +180,10 @@ impl Ingests {
                     Err(e) => tracing::warn!(track, error = %e, "could not save manifest"),
                 },
                 // Origin failures are in the reader's summary (4.2.3); one line per track would be log spam.
+                Err(ReadError::NotPlayed) => {
+                    ingests.stats.ingests_not_played.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(track, path = %file.rel_path.display(), "no reader went on; ingest ended at its leash")
+                }
                 Err(e @ ReadError::Origin(_)) => {
                     tracing::debug!(track, path = %file.rel_path.display(), error = %e, "ingest failed; reads go to the origin")
                 }
@@ -138,6 +194,13 @@ impl Ingests {
             tx.send_modify(|p| p.finished = true);
             ingests.running().remove(&track);
         });
+        rx
+    }
+
+    /// [`Ingests::start_or_join`] for the whole track, whoever reads it: a re-validation (4.2.6).
+    pub fn start_or_join_whole(self: &Arc<Self>, file: &FileRef) -> watch::Receiver<Progress> {
+        let rx = self.start_or_join(file);
+        rx.borrow().reach.note(u64::MAX);
         rx
     }
 
@@ -179,11 +242,20 @@ impl Ingests {
         let mut want = FIRST_BLOCK;
         let mut deferred = Deferred::default();
         let mut reads = InFlight::new(file.origin.reads_in_flight().clamp(1, MAX_READS_IN_FLIGHT));
-        reads.fill(self, file, size, want);
+        let reach = tx.borrow().reach.clone();
+        let limit = |reach: &Reach| if reach.playing() { size } else { size.min(UNTIL_PLAYING) };
+        reads.fill(self, file, limit(&reach), want);
         // Where the ingest's time goes, logged at debug when it ends: waiting for the origin, or cutting.
         let started = std::time::Instant::now();
         let (mut first_block, mut waited, mut cutting, mut blocks) = (None, Duration::ZERO, Duration::ZERO, 0u32);
         loop {
+            if reads.is_empty() && reads.asked_to < size {
+                // At the leash: go on only for a player.
+                if !reach.wait_for_player().await {
+                    return Err(ReadError::NotPlayed);
+                }
+                reads.fill(self, file, size, want);
+            }
             // An empty file asks for nothing.
             let Some((asked, read)) = reads.next() else { break };
             let wait = std::time::Instant::now();
@@ -202,7 +274,7 @@ impl Ingests {
             // short block (the end, or a file that shrank) the reads behind it are moot.
             match eof {
                 true => reads.abort(),
-                false => reads.fill(self, file, size, want),
+                false => reads.fill(self, file, limit(&reach), want),
             }
             pending.extend_from_slice(&block);
             drop(block);
@@ -342,10 +414,11 @@ impl InFlight {
         InFlight { depth, asked_to: 0, reads: VecDeque::new() }
     }
 
-    /// Starts reads of `want` bytes (less at the end of the file) until `depth` are in flight.
-    fn fill(&mut self, ingests: &Ingests, file: &FileRef, size: u64, want: usize) {
-        while self.reads.len() < self.depth && self.asked_to < size {
-            let len = (want as u64).min(size - self.asked_to) as usize;
+    /// Starts reads of `want` bytes (less at `to`, the end of the file or the leash) until `depth` are in
+    /// flight.
+    fn fill(&mut self, ingests: &Ingests, file: &FileRef, to: u64, want: usize) {
+        while self.reads.len() < self.depth && self.asked_to < to {
+            let len = (want as u64).min(to - self.asked_to) as usize;
             let (origin, file, offset) = (ingests.origin.clone(), file.clone(), self.asked_to);
             self.reads.push_back((
                 len,
@@ -357,6 +430,10 @@ impl InFlight {
             ));
             self.asked_to += len as u64;
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.reads.is_empty()
     }
 
     /// The oldest read and how many bytes it asked for.

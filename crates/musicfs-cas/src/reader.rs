@@ -222,6 +222,11 @@ impl Reader {
         follows_on: bool,
     ) -> Result<Pieces, ReadError> {
         let mut progress = self.ingests.start_or_join(file);
+        // A reader following on from the start, or any reader where the origin wants the whole track, lets
+        // the ingest go on past its leash.
+        if follows_on || file.origin.random_reads_ingest() {
+            progress.borrow().reach.note(end);
+        }
         loop {
             let now = progress.borrow_and_update().clone();
             if now.covered >= end {
@@ -387,7 +392,7 @@ impl Reader {
         let served = self.manifests.load(file.track_id).await?;
         self.manifests.forget(file.track_id).await;
         let own = FileRef { backup: None, ..file.clone() };
-        let mut progress = self.ingests.start_or_join(&own);
+        let mut progress = self.ingests.start_or_join_whole(&own);
         let _ = progress.wait_for(|p| p.finished).await;
         let now = self.manifests.current(own.track_id, &own.fingerprint).await?.ok_or(ReadError::Origin(
             OriginError::Unavailable("the origin could not be read to re-validate the track".into()),

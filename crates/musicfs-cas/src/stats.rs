@@ -21,4 +21,6 @@ pub struct ReaderStats {
     /// Chunks a read used but did not queue for the store because the write queue was full: the reader does
     /// not wait for the disk; the chunk is offered again when next used.
     pub writes_deferred: AtomicU64,
+    /// Ingests that ended at their leash because no reader went on past the start (a tag scanner).
+    pub ingests_not_played: AtomicU64,
 }

@@ -195,6 +195,26 @@ async fn random_reads_start_no_ingest_and_a_player_starting_mid_track_does() {
     assert!(reader.is_cached(&fx.file()).await.unwrap(), "the ingest cached the whole track");
 }
 
+/// A tag scanner (MPD's first scan, beets) reads the first 64 KiB of each track and goes. The ingest that read
+/// starts fetches the first few MiB and ends when no reader goes on, instead of fetching the whole track;
+/// a player that then reads the track through has all of it cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_scanner_reading_the_start_of_a_track_does_not_fetch_all_of_it() {
+    let fx = Fixture::with_params(32 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let reader = fx.reader();
+    assert_eq!(&reader.read(&fx.file(), 0, 65536).await.unwrap()[..], &fx.data[..65536]);
+    // Waits for the ingest, which ends at its leash once no reader has gone on for a while.
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    let fetched = fx.origin.bytes_read();
+    assert!(fetched <= 5 << 20, "{fetched} bytes fetched for a 64 KiB read of a 32 MiB track");
+    assert_eq!(reader.stats.ingests_not_played.load(Ordering::Relaxed), 1);
+    assert!(!reader.is_cached(&fx.file()).await.unwrap());
+
+    assert_eq!(read_all(&reader, &fx.file(), 1 << 20).await, fx.data);
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    assert!(reader.is_cached(&fx.file()).await.unwrap(), "the player's reads cached the whole track");
+}
+
 /// An object store asks for the ingest on any read: a random read there costs a round trip of tens of ms and a
 /// request, and one pass over the track makes every later read a cache hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
