@@ -94,3 +94,32 @@ async fn a_file_missing_from_its_origin_is_not_found_even_when_its_backup_has_it
     assert!(err.to_string().contains("not found") || err.to_string().contains("No such"), "{err}");
     assert_eq!(reader.stats.backup_reads.load(Ordering::Relaxed), 0);
 }
+
+/// Proves L1: 4.2.6. Re-validation waits for an ingest the backup still feeds, so it compares the backup's
+/// copy with the origin's rather than joining that ingest and "re-validating" the backup against itself (a
+/// mutant that skipped the wait answered "nothing was cached from the backup").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revalidation_waits_for_the_ingest_the_backup_feeds_and_compares_it_with_the_origin() {
+    let one = track(2 << 20, 4);
+    let (origin, backup) = (Arc::new(MemoryOrigin::named("nas")), Arc::new(MemoryOrigin::named("mirror")));
+    origin.insert("one.flac", one.clone(), 1);
+    backup.insert("one.flac", one.clone(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ChunkStore::open(dir.path(), 1 << 30).unwrap());
+    let manifests: Arc<dyn ManifestStore> = Arc::new(MemoryManifests::default());
+    let reader = Reader::new(store, manifests, PARAMS, 8 << 20, TIMEOUT);
+    let file = file(1, "one.flac", one.len(), &origin, &backup);
+
+    // The origin is late, so the track is read from the backup; at 100 ms a block, its ingest takes a while.
+    origin.set_latency(Duration::from_secs(3));
+    backup.set_latency(Duration::from_millis(100));
+    assert_eq!(&reader.read(&file, 0, 4096).await.unwrap()[..], &one[..4096]);
+    assert_eq!(reader.backup_served_count(), 1);
+
+    // The origin answers again (the health monitor says so) while the backup's ingest still runs.
+    origin.set_latency(Duration::ZERO);
+    reader.origin_is_back("nas");
+    let same = reader.revalidate(&file).await.unwrap();
+    assert_eq!(same, Some(true), "the backup's copy, cached, compared with the origin's");
+    assert_eq!(read_all(&reader, &file, 128 << 10).await, one);
+}
