@@ -95,9 +95,10 @@ async fn a_file_missing_from_its_origin_is_not_found_even_when_its_backup_has_it
     assert_eq!(reader.stats.backup_reads.load(Ordering::Relaxed), 0);
 }
 
-/// Proves L1: 4.2.6. Re-validation waits for an ingest the backup still feeds, so it compares the backup's
-/// copy with the origin's rather than joining that ingest and "re-validating" the backup against itself (a
-/// mutant that skipped the wait answered "nothing was cached from the backup").
+/// Re-validation waits for an ingest the backup still feeds, so it compares the backup's copy with the
+/// origin's rather than joining that ingest and "re-validating" the backup against itself (a mutant that
+/// skipped the wait answered "nothing was cached from the backup").
+/// Proves L1: 4.2.6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revalidation_waits_for_the_ingest_the_backup_feeds_and_compares_it_with_the_origin() {
     let one = track(2 << 20, 4);
