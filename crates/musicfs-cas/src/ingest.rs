@@ -191,8 +191,10 @@ impl Ingests {
                     tracing::warn!(track, path = %file.rel_path.display(), error = %e, "ingest failed; reads go to the origin")
                 }
             }
-            tx.send_modify(|p| p.finished = true);
+            // Out of the running map before it says it has finished: whoever waited for it to finish
+            // (`finish`, a re-validation) and then starts an ingest must start a new one, not join this one.
             ingests.running().remove(&track);
+            tx.send_modify(|p| p.finished = true);
         });
         rx
     }

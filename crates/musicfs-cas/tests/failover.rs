@@ -124,3 +124,25 @@ async fn revalidation_waits_for_the_ingest_the_backup_feeds_and_compares_it_with
     assert_eq!(same, Some(true), "the backup's copy, cached, compared with the origin's");
     assert_eq!(read_all(&reader, &file, 128 << 10).await, one);
 }
+
+/// A track the origin served alone is not flagged as cached from the backup, even when it has one: its
+/// re-validation finds nothing to compare (a mutant flagging origin blocks as the backup's went unnoticed).
+/// Proves L1: 4.2.6
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_the_origin_served_alone_is_not_flagged_as_the_backups() {
+    let one = track(1 << 20, 5);
+    let (origin, backup) = (Arc::new(MemoryOrigin::named("nas")), Arc::new(MemoryOrigin::named("mirror")));
+    origin.insert("one.flac", one.clone(), 1);
+    backup.insert("one.flac", one.clone(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ChunkStore::open(dir.path(), 1 << 30).unwrap());
+    let manifests: Arc<dyn ManifestStore> = Arc::new(MemoryManifests::default());
+    let reader = Reader::new(store, manifests, PARAMS, 8 << 20, TIMEOUT);
+    let file = file(1, "one.flac", one.len(), &origin, &backup);
+
+    assert_eq!(read_all(&reader, &file, 128 << 10).await, one);
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    assert!(reader.is_cached(&file).await.unwrap());
+    assert_eq!(backup.reads(), 0, "the backup was never asked");
+    assert_eq!(reader.revalidate(&file).await.unwrap(), None, "nothing was cached from the backup");
+}
