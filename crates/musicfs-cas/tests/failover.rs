@@ -95,6 +95,27 @@ async fn a_file_missing_from_its_origin_is_not_found_even_when_its_backup_has_it
     assert_eq!(reader.stats.backup_reads.load(Ordering::Relaxed), 0);
 }
 
+/// One track, "one.flac", on an origin ("nas") and on its backup ("mirror"), and a reader over an empty cache.
+struct Mirrored {
+    origin: Arc<MemoryOrigin>,
+    backup: Arc<MemoryOrigin>,
+    reader: Arc<Reader>,
+    file: FileRef,
+    _dir: tempfile::TempDir,
+}
+
+fn mirrored(data: &Bytes) -> Mirrored {
+    let (origin, backup) = (Arc::new(MemoryOrigin::named("nas")), Arc::new(MemoryOrigin::named("mirror")));
+    origin.insert("one.flac", data.clone(), 1);
+    backup.insert("one.flac", data.clone(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ChunkStore::open(dir.path(), 1 << 30).unwrap());
+    let manifests: Arc<dyn ManifestStore> = Arc::new(MemoryManifests::default());
+    let reader = Reader::new(store, manifests, PARAMS, 8 << 20, TIMEOUT);
+    let file = file(1, "one.flac", data.len(), &origin, &backup);
+    Mirrored { origin, backup, reader, file, _dir: dir }
+}
+
 /// Re-validation waits for an ingest the backup still feeds, so it compares the backup's copy with the
 /// origin's rather than joining that ingest and "re-validating" the backup against itself (a mutant that
 /// skipped the wait answered "nothing was cached from the backup").
@@ -102,14 +123,7 @@ async fn a_file_missing_from_its_origin_is_not_found_even_when_its_backup_has_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revalidation_waits_for_the_ingest_the_backup_feeds_and_compares_it_with_the_origin() {
     let one = track(2 << 20, 4);
-    let (origin, backup) = (Arc::new(MemoryOrigin::named("nas")), Arc::new(MemoryOrigin::named("mirror")));
-    origin.insert("one.flac", one.clone(), 1);
-    backup.insert("one.flac", one.clone(), 1);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ChunkStore::open(dir.path(), 1 << 30).unwrap());
-    let manifests: Arc<dyn ManifestStore> = Arc::new(MemoryManifests::default());
-    let reader = Reader::new(store, manifests, PARAMS, 8 << 20, TIMEOUT);
-    let file = file(1, "one.flac", one.len(), &origin, &backup);
+    let Mirrored { origin, backup, reader, file, _dir } = mirrored(&one);
 
     // The origin is late, so the track is read from the backup; at 100 ms a block, its ingest takes a while.
     origin.set_latency(Duration::from_secs(3));
@@ -131,14 +145,7 @@ async fn revalidation_waits_for_the_ingest_the_backup_feeds_and_compares_it_with
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_track_the_origin_served_alone_is_not_flagged_as_the_backups() {
     let one = track(1 << 20, 5);
-    let (origin, backup) = (Arc::new(MemoryOrigin::named("nas")), Arc::new(MemoryOrigin::named("mirror")));
-    origin.insert("one.flac", one.clone(), 1);
-    backup.insert("one.flac", one.clone(), 1);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ChunkStore::open(dir.path(), 1 << 30).unwrap());
-    let manifests: Arc<dyn ManifestStore> = Arc::new(MemoryManifests::default());
-    let reader = Reader::new(store, manifests, PARAMS, 8 << 20, TIMEOUT);
-    let file = file(1, "one.flac", one.len(), &origin, &backup);
+    let Mirrored { backup, reader, file, _dir, .. } = mirrored(&one);
 
     assert_eq!(read_all(&reader, &file, 128 << 10).await, one);
     reader.flush(Duration::from_secs(30)).await.unwrap();
