@@ -5,6 +5,7 @@ use crate::error::{ManifestError, ReadError};
 use crate::hash::ChunkHash;
 use musicfs_core::sync_util::lock_or_recover;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Identifies the origin version a manifest was made from; a fingerprint that does not [match] means
@@ -124,19 +125,28 @@ pub trait ManifestStore: Send + Sync + 'static {
     fn remove(&self, track_id: i64) -> Result<(), ManifestError>;
 }
 
-/// In-memory manifests, the test double beside [`ManifestStore`].
+/// In-memory manifests, the test double beside [`ManifestStore`]; counts its loads.
 #[derive(Default)]
-pub struct MemoryManifests(pub Mutex<HashMap<i64, Manifest>>);
+pub struct MemoryManifests {
+    manifests: Mutex<HashMap<i64, Manifest>>,
+    loads: AtomicU64,
+}
 
 impl MemoryManifests {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Manifest>> {
         // Single inserts and removes: a poisoned map is still consistent (2.9).
-        lock_or_recover(&self.0)
+        lock_or_recover(&self.manifests)
+    }
+
+    /// How many times a manifest was loaded.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 }
 
 impl ManifestStore for MemoryManifests {
     fn load(&self, track_id: i64) -> Result<Option<Manifest>, ManifestError> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
         Ok(self.map().get(&track_id).cloned())
     }
     fn save(&self, track_id: i64, manifest: &Manifest) -> Result<(), ManifestError> {
@@ -153,18 +163,30 @@ impl ManifestStore for MemoryManifests {
 /// run on blocking threads. At most this many are remembered; past that the memory starts over.
 const MANIFEST_CACHE_LIMIT: usize = 4096;
 
+/// What the read path knows of a track's manifest.
+enum Known {
+    Manifest(Arc<Manifest>),
+    /// The store had no complete manifest of this version of the track: its reads need not ask again until an
+    /// ingest saves one. Without this every read of an uncached track (a random read, a read during its
+    /// ingest) asked SQLite on a blocking thread first.
+    Absent(Fingerprint),
+}
+
 /// The read path's manifests: remembered in memory, loaded from and saved to the [`ManifestStore`].
 pub struct ManifestCache {
     store: Arc<dyn ManifestStore>,
-    recent: Mutex<HashMap<i64, Arc<Manifest>>>,
+    recent: Mutex<HashMap<i64, Known>>,
+    /// Counts saves and removals: a load that found nothing while one happened may be out of date, and is not
+    /// remembered as [`Known::Absent`].
+    changes: AtomicU64,
 }
 
 impl ManifestCache {
     pub fn new(store: Arc<dyn ManifestStore>) -> ManifestCache {
-        ManifestCache { store, recent: Mutex::new(HashMap::new()) }
+        ManifestCache { store, recent: Mutex::new(HashMap::new()), changes: AtomicU64::new(0) }
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Manifest>>> {
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Known>> {
         // Single inserts and removes: a poisoned map is still consistent (2.9).
         lock_or_recover(&self.recent)
     }
@@ -173,18 +195,26 @@ impl ManifestCache {
     /// must be ingested (again).
     pub async fn current(&self, track_id: i64, fingerprint: &Fingerprint) -> Result<Option<Arc<Manifest>>, ReadError> {
         fail::fail_point!("cas::reader::manifest_fetch", |_| Err(ReadError::Failpoint("cas::reader::manifest_fetch")));
-        if let Some(m) = self.recent().get(&track_id).cloned()
-            && m.fingerprint.matches(fingerprint)
-        {
-            return Ok(Some(m));
+        match self.recent().get(&track_id) {
+            Some(Known::Manifest(m)) if m.fingerprint.matches(fingerprint) => return Ok(Some(m.clone())),
+            Some(Known::Absent(version)) if version.matches(fingerprint) => return Ok(None),
+            _ => {}
         }
+        let changes = self.changes.load(Ordering::SeqCst);
         match self.load(track_id).await? {
             Some(m) if m.fingerprint.matches(fingerprint) && m.covered() == fingerprint.size => {
                 let m = Arc::new(m);
                 self.remember(track_id, m.clone());
                 Ok(Some(m))
             }
-            _ => Ok(None),
+            _ => {
+                let mut recent = self.recent();
+                if self.changes.load(Ordering::SeqCst) == changes {
+                    Self::make_room(&mut recent);
+                    recent.insert(track_id, Known::Absent(*fingerprint));
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -204,15 +234,24 @@ impl ManifestCache {
 
     pub fn remember(&self, track_id: i64, manifest: Arc<Manifest>) {
         let mut recent = self.recent();
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        Self::make_room(&mut recent);
+        recent.insert(track_id, Known::Manifest(manifest));
+    }
+
+    fn make_room(recent: &mut HashMap<i64, Known>) {
         if recent.len() >= MANIFEST_CACHE_LIMIT {
             recent.clear();
         }
-        recent.insert(track_id, manifest);
     }
 
     /// Forgets the track's manifest, here and in the store: the track is ingested again when next read.
     pub async fn forget(&self, track_id: i64) {
-        self.recent().remove(&track_id);
+        {
+            let mut recent = self.recent();
+            self.changes.fetch_add(1, Ordering::SeqCst);
+            recent.remove(&track_id);
+        }
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.remove(track_id)).await {
             Ok(Ok(())) => {}

@@ -169,7 +169,8 @@ async fn a_random_read_near_the_ingest_front_does_not_wait_for_it() {
 /// Random reads of an uncached track fetch their own ranges and start no ingest: an ingest reads the whole
 /// track, and on two cores it slowed every random read down while it ran (the SFTP random-read p99). A reader
 /// that starts mid-track and goes on reading is a player: its second read in a row that starts where the
-/// last one ended starts the ingest, which then caches the whole track.
+/// last one ended starts the ingest, which then caches the whole track. Reads of a track with no manifest ask
+/// the manifest store once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_reads_start_no_ingest_and_a_player_starting_mid_track_does() {
     let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
@@ -182,6 +183,8 @@ async fn random_reads_start_no_ingest_and_a_player_starting_mid_track_does() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fx.origin.bytes_read(), 5 * 4096, "only the random reads' own ranges were fetched");
     assert_eq!(reader.stats.passthrough_reads.load(Ordering::Relaxed), 5);
+    // The store was asked for the track's manifest once, not before every read (a blocking-thread round trip).
+    assert_eq!(fx.manifests.loads(), 1, "manifest loads for five reads of an uncached track");
 
     // A player resuming at 5 MiB: its first two reads are fetched by range, its third starts the ingest.
     let mut at = 5u64 << 20;
