@@ -36,11 +36,12 @@ use tokio::task::JoinHandle;
 const FIRST_BLOCK: usize = 128 << 10;
 /// The largest origin read of an ingest.
 const MAX_BLOCK: usize = 8 << 20;
-/// How much of a track an ingest fetches before a reader has shown it is playing the track: reading on past
-/// [`PLAYING_FROM`]. A tag scanner (MPD's first scan, beets) reads the first 64 KiB of every track and goes;
-/// unleashed, each of those reads fetched and cached the whole track (a 64 KiB read of a 512 MiB file left
-/// 279 MB in the cache), so a scan of a remote library downloaded all of it.
-const UNTIL_PLAYING: u64 = 4 << 20;
+/// How far past its readers' furthest read an ingest fetches until a reader has shown it plays the track, by
+/// reading on past [`PLAYING_FROM`]. A tag scanner (MPD's first scan, beets) reads the first 64 KiB of every
+/// track and goes: unleashed, each of those reads fetched and cached the whole track (a 64 KiB read of a
+/// 512 MiB file left 279 MB in the cache), so a scan of a remote library downloaded all of it; with a fixed
+/// 4 MiB leash it still fetched 4 MiB per track. A player's next read finds the bytes it asks for on their way.
+const LEASH_AHEAD: u64 = 1 << 20;
 /// How far readers must read on from the start (or the origin ask for the ingest on any read) before the
 /// ingest fetches the rest of the track: past the kernel's first read-ahead of a scanner's 64 KiB read.
 const PLAYING_FROM: u64 = 2 << 20;
@@ -75,7 +76,7 @@ pub struct Progress {
     /// disk is too full to cache ahead (2.8), the chunks cut from those bytes are still cached, as readers used
     /// them.
     pub served: Arc<AtomicU64>,
-    /// How far the track's readers have read on from its start: the ingest's leash ([`UNTIL_PLAYING`]).
+    /// How far the track's readers have read on from its start: the ingest's leash ([`LEASH_AHEAD`]).
     pub reach: Arc<Reach>,
     /// No more progress will come (done or failed).
     pub finished: bool,
@@ -96,24 +97,26 @@ impl Reach {
         }
     }
 
-    /// Whether a reader has shown it plays the track, so the ingest fetches all of it.
-    fn playing(&self) -> bool {
-        self.end.load(Ordering::Relaxed) >= PLAYING_FROM
+    /// How far into a track of `size` bytes the ingest may fetch now: all of it once a reader has shown it plays
+    /// the track, else [`LEASH_AHEAD`] past the furthest read.
+    fn limit(&self, size: u64) -> u64 {
+        let end = self.end.load(Ordering::Relaxed);
+        if end >= PLAYING_FROM { size } else { size.min(end.saturating_add(LEASH_AHEAD)) }
     }
 
-    /// Waits up to [`LEASH_WAIT`] for a reader to show it plays the track; whether one did.
-    async fn wait_for_player(&self) -> bool {
+    /// Waits up to [`LEASH_WAIT`] for readers to move the leash past `fetched`; whether they did.
+    async fn wait_past(&self, fetched: u64, size: u64) -> bool {
         let deadline = tokio::time::Instant::now() + LEASH_WAIT;
         loop {
             let moved = self.moved.notified();
             tokio::pin!(moved);
             // Registered before the check, so a note in between is not missed.
             moved.as_mut().enable();
-            if self.playing() {
+            if self.limit(size) > fetched {
                 return true;
             }
             if tokio::time::timeout_at(deadline, moved).await.is_err() {
-                return self.playing();
+                return self.limit(size) > fetched;
             }
         }
     }
@@ -162,8 +165,8 @@ impl Ingests {
         lock_or_recover(&self.running)
     }
 
-    /// Returns a receiver for the track's ingest, starting one if none runs. The ingest fetches the first
-    /// [`UNTIL_PLAYING`] bytes, then the rest once a reader shows it plays the track ([`Reach`]).
+    /// Returns a receiver for the track's ingest, starting one if none runs. The ingest fetches
+    /// [`LEASH_AHEAD`] past its readers, then the rest once a reader shows it plays the track ([`Reach`]).
     pub fn start_or_join(self: &Arc<Self>, file: &FileRef) -> watch::Receiver<Progress> {
         let mut running = self.running();
         if let Some(rx) = running.get(&file.track_id) {
@@ -245,18 +248,17 @@ impl Ingests {
         let mut deferred = Deferred::default();
         let mut reads = InFlight::new(file.origin.reads_in_flight().clamp(1, MAX_READS_IN_FLIGHT));
         let reach = tx.borrow().reach.clone();
-        let limit = |reach: &Reach| if reach.playing() { size } else { size.min(UNTIL_PLAYING) };
-        reads.fill(self, file, limit(&reach), want);
+        reads.fill(self, file, reach.limit(size), want);
         // Where the ingest's time goes, logged at debug when it ends: waiting for the origin, or cutting.
         let started = std::time::Instant::now();
         let (mut first_block, mut waited, mut cutting, mut blocks) = (None, Duration::ZERO, Duration::ZERO, 0u32);
         loop {
             if reads.is_empty() && reads.asked_to < size {
-                // At the leash: go on only for a player.
-                if !reach.wait_for_player().await {
+                // At the leash: go on only as far as readers lead it.
+                if !reach.wait_past(reads.asked_to, size).await {
                     return Err(ReadError::NotPlayed);
                 }
-                reads.fill(self, file, size, want);
+                reads.fill(self, file, reach.limit(size), want);
             }
             // An empty file asks for nothing.
             let Some((asked, read)) = reads.next() else { break };
@@ -276,7 +278,7 @@ impl Ingests {
             // short block (the end, or a file that shrank) the reads behind it are moot.
             match eof {
                 true => reads.abort(),
-                false => reads.fill(self, file, limit(&reach), want),
+                false => reads.fill(self, file, reach.limit(size), want),
             }
             pending.extend_from_slice(&block);
             drop(block);

@@ -209,7 +209,8 @@ async fn a_tag_scanner_reading_the_start_of_a_track_does_not_fetch_all_of_it() {
     // Waits for the ingest, which ends at its leash once no reader has gone on for a while.
     reader.flush(Duration::from_secs(30)).await.unwrap();
     let fetched = fx.origin.bytes_read();
-    assert!(fetched <= 5 << 20, "{fetched} bytes fetched for a 64 KiB read of a 32 MiB track");
+    // The leash: about 1 MiB past the read (it was a fixed 4 MiB, and the whole track before that).
+    assert!(fetched <= (1 << 20) + (256 << 10), "{fetched} bytes fetched for a 64 KiB read of a 32 MiB track");
     assert_eq!(reader.stats.ingests_not_played.load(Ordering::Relaxed), 1);
     assert!(!reader.is_cached(&fx.file()).await.unwrap());
 
