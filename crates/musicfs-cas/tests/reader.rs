@@ -219,6 +219,20 @@ async fn a_tag_scanner_reading_the_start_of_a_track_does_not_fetch_all_of_it() {
     assert!(reader.is_cached(&fx.file()).await.unwrap(), "the player's reads cached the whole track");
 }
 
+/// A track that shrank on its origin since the scan: the ingest's short block is the end of what there is. It
+/// stops there (no reads past the end), saves no manifest, and the reader still gets the origin's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_of_a_track_that_shrank_stops_at_its_end() {
+    let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let now = (3 << 20) + 100;
+    fx.origin.insert("t.flac", Bytes::from(fx.data[..now].to_vec()), 1);
+    let reader = fx.reader();
+    assert_eq!(&reader.read(&fx.file(), 0, 4 << 20).await.unwrap()[..], &fx.data[..now]);
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(fx.origin.reads_past_end(), 0, "the ingest asked for bytes past the short block");
+    assert!(!reader.is_cached(&fx.file()).await.unwrap(), "no manifest for a track that is not what was scanned");
+}
+
 /// An object store asks for the ingest on any read: a random read there costs a round trip of tens of ms and a
 /// request, and one pass over the track makes every later read a cache hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,8 @@ pub struct MemoryOrigin {
     files: Mutex<BTreeMap<PathBuf, (Bytes, i64)>>,
     reads: AtomicU64,
     bytes_read: AtomicU64,
+    /// Reads that started at or past the end of their file.
+    reads_past_end: AtomicU64,
     /// What [`Origin::reads_in_flight`] answers; 0 means the trait's default.
     in_flight_wanted: AtomicUsize,
     /// How long each read takes, in microseconds.
@@ -86,6 +88,11 @@ impl MemoryOrigin {
         self.bytes_read.load(Ordering::SeqCst)
     }
 
+    /// Number of reads that asked for bytes at or past the end of their file.
+    pub fn reads_past_end(&self) -> u64 {
+        self.reads_past_end.load(Ordering::SeqCst)
+    }
+
     fn get(&self, rel: &Path) -> Result<(Bytes, i64), OriginError> {
         let files = self.files.lock().map_err(|_| OriginError::Unavailable("poisoned".into()))?;
         files.get(rel).cloned().ok_or_else(|| OriginError::NotFound(rel.to_owned()))
@@ -140,6 +147,9 @@ impl Origin for MemoryOrigin {
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(len).min(data.len());
         self.reads.fetch_add(1, Ordering::SeqCst);
+        if len > 0 && offset >= data.len() as u64 {
+            self.reads_past_end.fetch_add(1, Ordering::SeqCst);
+        }
         self.bytes_read.fetch_add((end - start) as u64, Ordering::SeqCst);
         Ok(data.slice(start..end))
     }
