@@ -104,19 +104,19 @@ impl Reach {
         if end >= PLAYING_FROM { size } else { size.min(end.saturating_add(LEASH_AHEAD)) }
     }
 
-    /// Waits up to [`LEASH_WAIT`] for readers to move the leash past `fetched`; whether they did.
-    async fn wait_past(&self, fetched: u64, size: u64) -> bool {
+    /// Waits up to [`LEASH_WAIT`] for readers to move the leash to `needed` or beyond; whether they did.
+    async fn wait_for(&self, needed: u64, size: u64) -> bool {
         let deadline = tokio::time::Instant::now() + LEASH_WAIT;
         loop {
             let moved = self.moved.notified();
             tokio::pin!(moved);
             // Registered before the check, so a note in between is not missed.
             moved.as_mut().enable();
-            if self.limit(size) > fetched {
+            if self.limit(size) >= needed {
                 return true;
             }
             if tokio::time::timeout_at(deadline, moved).await.is_err() {
-                return self.limit(size) > fetched;
+                return self.limit(size) >= needed;
             }
         }
     }
@@ -248,17 +248,17 @@ impl Ingests {
         let mut deferred = Deferred::default();
         let mut reads = InFlight::new(file.origin.reads_in_flight().clamp(1, MAX_READS_IN_FLIGHT));
         let reach = tx.borrow().reach.clone();
-        reads.fill(self, file, reach.limit(size), want);
+        reads.fill(self, file, reach.limit(size), size, want);
         // Where the ingest's time goes, logged at debug when it ends: waiting for the origin, or cutting.
         let started = std::time::Instant::now();
         let (mut first_block, mut waited, mut cutting, mut blocks) = (None, Duration::ZERO, Duration::ZERO, 0u32);
         loop {
             if reads.is_empty() && reads.asked_to < size {
                 // At the leash: go on only as far as readers lead it.
-                if !reach.wait_past(reads.asked_to, size).await {
+                if !reach.wait_for(reads.asked_to + InFlight::smallest(reads.asked_to, size), size).await {
                     return Err(ReadError::NotPlayed);
                 }
-                reads.fill(self, file, reach.limit(size), want);
+                reads.fill(self, file, reach.limit(size), size, want);
             }
             // An empty file asks for nothing.
             let Some((asked, read)) = reads.next() else { break };
@@ -278,7 +278,7 @@ impl Ingests {
             // short block (the end, or a file that shrank) the reads behind it are moot.
             match eof {
                 true => reads.abort(),
-                false => reads.fill(self, file, reach.limit(size), want),
+                false => reads.fill(self, file, reach.limit(size), size, want),
             }
             pending.extend_from_slice(&block);
             drop(block);
@@ -418,11 +418,16 @@ impl InFlight {
         InFlight { depth, asked_to: 0, reads: VecDeque::new() }
     }
 
-    /// Starts reads of `want` bytes (less at `to`, the end of the file or the leash) until `depth` are in
-    /// flight.
-    fn fill(&mut self, ingests: &Ingests, file: &FileRef, to: u64, want: usize) {
+    /// Starts reads of `want` bytes (less at `to`, the end of the file of `size` bytes or the leash) until
+    /// `depth` are in flight. None smaller than [`InFlight::smallest`]: a leash that moves a little at a time
+    /// would otherwise cost a round trip per step.
+    fn fill(&mut self, ingests: &Ingests, file: &FileRef, to: u64, size: u64, want: usize) {
         while self.reads.len() < self.depth && self.asked_to < to {
-            let len = (want as u64).min(to - self.asked_to) as usize;
+            let len = (want as u64).min(to - self.asked_to);
+            if len < Self::smallest(self.asked_to, size) {
+                return;
+            }
+            let len = len as usize;
             let (origin, file, offset) = (ingests.origin.clone(), file.clone(), self.asked_to);
             self.reads.push_back((
                 len,
@@ -434,6 +439,11 @@ impl InFlight {
             ));
             self.asked_to += len as u64;
         }
+    }
+
+    /// The smallest read worth starting at `at` in a file of `size` bytes: a first block, or the rest.
+    fn smallest(at: u64, size: u64) -> u64 {
+        (FIRST_BLOCK as u64).min(size.saturating_sub(at))
     }
 
     fn is_empty(&self) -> bool {
