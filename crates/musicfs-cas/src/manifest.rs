@@ -265,6 +265,65 @@ impl ManifestCache {
 mod tests {
     use super::*;
 
+    /// A store whose loads say they have started, then answer what the test sends them, when it sends it.
+    struct HeldLoads {
+        started: Mutex<std::sync::mpsc::Sender<()>>,
+        answers: Mutex<std::sync::mpsc::Receiver<Option<Manifest>>>,
+    }
+
+    impl ManifestStore for HeldLoads {
+        fn load(&self, _track_id: i64) -> Result<Option<Manifest>, ManifestError> {
+            let _ = lock_or_recover(&self.started).send(());
+            Ok(lock_or_recover(&self.answers).recv().ok().flatten())
+        }
+        fn save(&self, _track_id: i64, _manifest: &Manifest) -> Result<(), ManifestError> {
+            Ok(())
+        }
+        fn remove(&self, _track_id: i64) -> Result<(), ManifestError> {
+            Ok(())
+        }
+    }
+
+    /// A load that found no manifest while an ingest saved one must not hide the saved one: the track would be
+    /// ingested again on every read until the cache starts over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_manifest_saved_during_a_load_that_found_none_is_not_forgotten() {
+        let (answer, answers) = std::sync::mpsc::channel();
+        let (started, load_started) = std::sync::mpsc::channel();
+        let store = HeldLoads { started: Mutex::new(started), answers: Mutex::new(answers) };
+        let cache = Arc::new(ManifestCache::new(Arc::new(store)));
+        let fingerprint = Fingerprint { size: 10, mtime_ns: 1, version: 0 };
+        let chunks = vec![ChunkRef { offset: 0, len: 10, hash: ChunkHash::of(b"0123456789") }];
+        let manifest = Arc::new(Manifest { fingerprint, chunks, from_backup: false });
+
+        // A reader's lookup is in the store, not yet answered; the ingest saves the manifest meanwhile.
+        let lookup = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.current(1, &fingerprint).await }
+        });
+        tokio::task::spawn_blocking(move || load_started.recv()).await.unwrap().unwrap();
+        cache.save(1, manifest.clone()).await.unwrap();
+        answer.send(None).unwrap();
+        assert!(lookup.await.unwrap().unwrap().is_none(), "the lookup answers what the store said");
+
+        assert_eq!(cache.current(1, &fingerprint).await.unwrap(), Some(manifest), "the saved manifest is known");
+    }
+
+    /// Once the store has said a track has no manifest, reads of that version do not ask it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_track_without_a_manifest_is_looked_up_once_per_version() {
+        let store = Arc::new(MemoryManifests::default());
+        let cache = ManifestCache::new(store.clone());
+        let fingerprint = Fingerprint { size: 10, mtime_ns: 1, version: 0 };
+        for _ in 0..3 {
+            assert!(cache.current(1, &fingerprint).await.unwrap().is_none());
+        }
+        assert_eq!(store.loads(), 1);
+        let changed = Fingerprint { mtime_ns: 2, ..fingerprint };
+        assert!(cache.current(1, &changed).await.unwrap().is_none());
+        assert_eq!(store.loads(), 2, "a new version of the track is looked up again");
+    }
+
     #[test]
     fn encoding_round_trips_and_offsets_follow_lengths() {
         let chunks = vec![
