@@ -30,9 +30,13 @@ impl ChunkParams {
     }
 }
 
+/// The defaults, as in the config reference. A minimum of 768 KiB rather than a quarter of the average: the
+/// chunker skips the first `min` bytes of each chunk, and fewer, larger chunks mean fewer chunk files and
+/// fsyncs. A cold 256 MiB read of a local origin, six alternations: 0.57 against 0.49 GB/s with 256 KiB,
+/// daemon CPU 0.60 against 0.70 s; warm reads unchanged (1.12 GB/s both).
 impl Default for ChunkParams {
     fn default() -> Self {
-        ChunkParams { min: 256 << 10, avg: 1 << 20, max: 4 << 20 }
+        ChunkParams { min: 768 << 10, avg: 1 << 20, max: 4 << 20 }
     }
 }
 

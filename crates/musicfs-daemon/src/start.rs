@@ -167,7 +167,7 @@ async fn load_library(
 /// The filesystem logic over the tree: the reader (chunk store, manifests, origins) behind it.
 fn filesystem(config: &Config, tree: Tree, cache: &Cache, origins: &ConfiguredOrigins) -> Arc<MusicFs> {
     let params = ChunkParams {
-        min: config.cache.chunk_min.0 as usize,
+        min: config.cache.chunk_min().0 as usize,
         avg: config.cache.chunk_avg.0 as usize,
         max: config.cache.chunk_max.0 as usize,
     };

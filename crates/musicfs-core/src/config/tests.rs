@@ -31,7 +31,8 @@ fn a_full_config_parses_with_defaults_filled_in() {
     assert_eq!(config.origins[0].spec, OriginSpec::Local { path: "/srv/music".into() });
     assert_eq!(config.cache.max_size, ByteSize(2 << 30));
     assert_eq!(config.cache.chunk_avg, ByteSize(512 << 10));
-    assert_eq!(config.cache.chunk_min, CacheConfig::default().chunk_min);
+    assert_eq!(config.cache.chunk_min(), ByteSize(384 << 10), "three quarters of the average, unless set");
+    assert_eq!(CacheConfig::default().chunk_min(), ByteSize(768 << 10));
     assert_eq!(config.read_timeout(), Duration::from_secs(10));
     assert_eq!(config.logging.level, "info");
 }
