@@ -510,6 +510,45 @@ struct Cut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ChunkStore;
+
+    /// A chunk of `mib` MiB, its hash made unique by `n` (the bytes are shared, not copied).
+    fn chunk(n: u32, mib: usize) -> (ChunkHash, Bytes) {
+        (ChunkHash::of(&n.to_le_bytes()), Bytes::from(vec![0u8; mib << 20]))
+    }
+
+    /// While the write queue is full, an ingest holds chunks up to its limit and no further: past it they are
+    /// left uncached rather than held in memory without bound.
+    #[test]
+    fn held_chunks_stay_within_their_limit() {
+        let mut deferred = Deferred::default();
+        let held = (0..100).filter(|&n| {
+            let (hash, data) = chunk(n, 1);
+            deferred.hold(hash, data)
+        });
+        assert_eq!(held.count(), DEFERRED_LIMIT >> 20, "1 MiB chunks held");
+        assert_eq!(deferred.bytes, DEFERRED_LIMIT);
+    }
+
+    /// Held chunks go to the write queue as soon as it has room, and their room in the hold is given back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_chunks_go_to_the_queue_once_it_has_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let writes = WriteQueue::start(Arc::new(ChunkStore::open(dir.path(), 1 << 30).unwrap()));
+        let mut deferred = Deferred::default();
+        for n in 0..3 {
+            let (hash, data) = chunk(n, 2);
+            assert!(deferred.hold(hash, data));
+        }
+        deferred.offer_held(&writes);
+        assert!(deferred.chunks.is_empty(), "every held chunk was offered");
+        assert_eq!(deferred.bytes, 0);
+        let again = (10..100).filter(|&n| {
+            let (hash, data) = chunk(n, 1);
+            deferred.hold(hash, data)
+        });
+        assert_eq!(again.count(), DEFERRED_LIMIT >> 20, "the whole limit is free again");
+    }
 
     #[test]
     fn blocks_grow_while_the_origin_keeps_up_and_stay_small_when_it_is_slow() {
