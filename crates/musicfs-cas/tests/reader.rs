@@ -248,6 +248,23 @@ async fn an_ingest_asks_an_origin_that_keeps_up_for_larger_blocks() {
     assert!(reads <= 48, "{reads} origin reads for a 16 MiB track");
 }
 
+/// A track rewritten on its origin at the same size (a re-tag that keeps the length) has a new mtime: the
+/// manifest of the old version is not used, and the reader gets the new bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_rewritten_at_the_same_size_is_read_anew() {
+    let fx = Fixture::with_params(4 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let reader = fx.reader();
+    assert_eq!(read_all(&reader, &fx.file(), 1 << 20).await, fx.data);
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    assert!(reader.is_cached(&fx.file()).await.unwrap());
+
+    let mut rewritten = fx.data.clone();
+    rewritten[..4096].fill(7);
+    fx.origin.insert("t.flac", Bytes::from(rewritten.clone()), 2);
+    let now = FileRef { fingerprint: Fingerprint { mtime_ns: 2, ..fx.file().fingerprint }, ..fx.file() };
+    assert_eq!(read_all(&reader, &now, 1 << 20).await, rewritten, "the new version's bytes");
+}
+
 /// An object store asks for the ingest on any read: a random read there costs a round trip of tens of ms and a
 /// request, and one pass over the track makes every later read a cache hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
