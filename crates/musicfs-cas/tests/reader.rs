@@ -16,6 +16,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const PARAMS: ChunkParams = ChunkParams { min: 4096, avg: 16384, max: 65536 };
+/// Chunks about a quarter of the real ones, for tracks of several MiB read as a player reads them.
+const MIB_TRACK: ChunkParams = ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 };
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -127,7 +129,7 @@ async fn a_read_far_ahead_of_the_ingest_goes_straight_to_the_origin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingest_keeps_as_many_reads_in_flight_as_its_origin_asks_and_the_bytes_stay_in_order() {
-    let fx = Fixture::with_params(12 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let fx = Fixture::with_params(12 << 20, MIB_TRACK);
     fx.origin.set_latency(Duration::from_millis(20));
     fx.origin.set_reads_in_flight(4);
     let reader = fx.reader();
@@ -147,7 +149,7 @@ async fn an_ingest_keeps_as_many_reads_in_flight_as_its_origin_asks_and_the_byte
 /// on their way (up to 8 MiB each; on SFTP that wait was the random-read p99).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_read_near_the_ingest_front_does_not_wait_for_it() {
-    let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let fx = Fixture::with_params(16 << 20, MIB_TRACK);
     fx.origin.set_latency(Duration::from_millis(200));
     let reader = fx.reader();
     // A player starts the ingest at the start of the track.
@@ -173,7 +175,7 @@ async fn a_random_read_near_the_ingest_front_does_not_wait_for_it() {
 /// the manifest store once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_reads_start_no_ingest_and_a_player_starting_mid_track_does() {
-    let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let fx = Fixture::with_params(16 << 20, MIB_TRACK);
     let reader = fx.reader();
     for offset in [10u64 << 20, 3 << 20, (3 << 20) + 8192, 7 << 20, 12 << 20] {
         let got = reader.read(&fx.file(), offset, 4096).await.unwrap();
@@ -203,7 +205,7 @@ async fn random_reads_start_no_ingest_and_a_player_starting_mid_track_does() {
 /// a player that then reads the track through has all of it cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_scanner_reading_the_start_of_a_track_does_not_fetch_all_of_it() {
-    let fx = Fixture::with_params(32 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let fx = Fixture::with_params(32 << 20, MIB_TRACK);
     let reader = fx.reader();
     assert_eq!(&reader.read(&fx.file(), 0, 65536).await.unwrap()[..], &fx.data[..65536]);
     // Waits for the ingest, which ends at its leash once no reader has gone on for a while.
@@ -223,7 +225,7 @@ async fn a_tag_scanner_reading_the_start_of_a_track_does_not_fetch_all_of_it() {
 /// stops there (no reads past the end), saves no manifest, and the reader still gets the origin's bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingest_of_a_track_that_shrank_stops_at_its_end() {
-    let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let fx = Fixture::with_params(16 << 20, MIB_TRACK);
     let now = (3 << 20) + 100;
     fx.origin.insert("t.flac", Bytes::from(fx.data[..now].to_vec()), 1);
     let reader = fx.reader();
@@ -233,17 +235,23 @@ async fn an_ingest_of_a_track_that_shrank_stops_at_its_end() {
     assert!(!reader.is_cached(&fx.file()).await.unwrap(), "no manifest for a track that is not what was scanned");
 }
 
+/// A track of `len` bytes read through by a player, 1 MiB a read, and cached whole.
+async fn played_through(len: usize) -> (Fixture, Arc<Reader>) {
+    let fx = Fixture::with_params(len, MIB_TRACK);
+    let reader = fx.reader();
+    assert_eq!(read_all(&reader, &fx.file(), 1 << 20).await, fx.data);
+    reader.flush(Duration::from_secs(30)).await.unwrap();
+    assert!(reader.is_cached(&fx.file()).await.unwrap(), "a track read through is cached");
+    (fx, reader)
+}
+
 /// An ingest asks a fast origin for ever larger blocks (up to 8 MiB): one round trip per 128 KiB would cost a
 /// remote origin its throughput, and so would a leash moving a little at a time. A 16 MiB track read by a
 /// player takes 8 origin reads, not 128. Block sizes follow the origin's measured pace, and under a loaded
 /// test run an in-memory origin can look slow (27 reads were seen): the bound is loose, far under 128.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingest_asks_an_origin_that_keeps_up_for_larger_blocks() {
-    let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
-    let reader = fx.reader();
-    assert_eq!(read_all(&reader, &fx.file(), 1 << 20).await, fx.data);
-    reader.flush(Duration::from_secs(30)).await.unwrap();
-    assert!(reader.is_cached(&fx.file()).await.unwrap());
+    let (fx, _reader) = played_through(16 << 20).await;
     let reads = fx.origin.reads();
     assert!(reads <= 48, "{reads} origin reads for a 16 MiB track");
 }
@@ -252,12 +260,7 @@ async fn an_ingest_asks_an_origin_that_keeps_up_for_larger_blocks() {
 /// manifest of the old version is not used, and the reader gets the new bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_track_rewritten_at_the_same_size_is_read_anew() {
-    let fx = Fixture::with_params(4 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
-    let reader = fx.reader();
-    assert_eq!(read_all(&reader, &fx.file(), 1 << 20).await, fx.data);
-    reader.flush(Duration::from_secs(30)).await.unwrap();
-    assert!(reader.is_cached(&fx.file()).await.unwrap());
-
+    let (fx, reader) = played_through(4 << 20).await;
     let mut rewritten = fx.data.clone();
     rewritten[..4096].fill(7);
     fx.origin.insert("t.flac", Bytes::from(rewritten.clone()), 2);
@@ -269,7 +272,7 @@ async fn a_track_rewritten_at_the_same_size_is_read_anew() {
 /// request, and one pass over the track makes every later read a cache hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_an_object_store_a_random_read_starts_the_ingest() {
-    let fx = Fixture::with_params(4 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let fx = Fixture::with_params(4 << 20, MIB_TRACK);
     fx.origin.set_random_reads_ingest(true);
     let reader = fx.reader();
     let offset = 3u64 << 20;
@@ -281,7 +284,7 @@ async fn on_an_object_store_a_random_read_starts_the_ingest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_a_few_mib_ahead_of_the_ingest_fetches_its_own_range_at_once() {
     // A remote-like origin: the ingest has fetched little when the second read comes.
-    let fx = Fixture::with_params(16 << 20, ChunkParams { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let fx = Fixture::with_params(16 << 20, MIB_TRACK);
     fx.origin.set_latency(Duration::from_millis(200));
     let reader = fx.reader();
     let first = tokio::spawn({
