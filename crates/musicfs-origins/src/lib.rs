@@ -114,9 +114,12 @@ pub trait Origin: Send + Sync + 'static {
     }
 
     /// How many files a scan reads tags from at once. A remote origin answers each request after a round
-    /// trip, so several in flight hide it; a local disk gains little beyond the CPU count.
+    /// trip, so several in flight hide it. So does a local disk on a first scan, when the library is not in
+    /// the page cache: a thread waiting for the disk costs no CPU, and the disk serves several reads at once.
+    /// 100 000 tracks after their pages were evicted, on 2 cores: 6.0 s with 2 threads, 4.1 with 4, 3.6
+    /// with 8, 3.5 with 16, 3.8 with 32; from the page cache 2.1–2.3 s with any of 2, 4 or 8.
     fn scan_parallelism(&self) -> usize {
-        std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8)
+        (4 * std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(8, 16)
     }
 
     /// How many ranged reads of one file an ingest keeps in flight. A remote origin pays a round trip (and a

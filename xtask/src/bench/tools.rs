@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,6 +62,22 @@ pub fn ensure_library(dir: &Path, tracks: usize) -> Result<Vec<SampleTrack>> {
     Ok(files)
 }
 
+/// Asks the kernel to drop the page-cache pages of every file under `dir`, as after a reboot, so that a scan
+/// reads them from the disk. Only these files are touched and no root is needed (`POSIX_FADV_DONTNEED`
+/// drops clean pages); directories and inodes stay cached. Returns how many files were evicted.
+pub fn evict_from_page_cache(dir: &Path) -> Result<usize> {
+    let mut evicted = 0;
+    for_each_file(dir, &mut |path| {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: the descriptor is open for the whole call; the advice touches no memory of ours.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        ensure!(rc == 0, "posix_fadvise({}): {}", path.display(), std::io::Error::from_raw_os_error(rc));
+        evicted += 1;
+        Ok(())
+    })?;
+    Ok(evicted)
+}
+
 /// Reads the whole file into `buf` with 1 MiB `read()` calls; only the reads are timed.
 pub fn timed_read(path: &Path, buf: &mut [u8]) -> Result<ReadResult> {
     let clock = Instant::now();
@@ -113,6 +130,15 @@ pub fn memory_mb(pid: u32) -> Result<(f64, f64)> {
 /// Number of regular files under `dir`, listed recursively without following links.
 pub fn count_files(dir: &Path) -> Result<usize> {
     let mut count = 0;
+    for_each_file(dir, &mut |_| {
+        count += 1;
+        Ok(())
+    })?;
+    Ok(count)
+}
+
+/// Calls `visit` with the path of every regular file under `dir`, depth first.
+fn for_each_file(dir: &Path, visit: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -121,11 +147,11 @@ pub fn count_files(dir: &Path) -> Result<usize> {
             if kind.is_dir() {
                 pending.push(path);
             } else if kind.is_file() {
-                count += 1;
+                visit(&path)?;
             }
         }
     }
-    Ok(count)
+    Ok(())
 }
 
 /// The kernel's readahead for the filesystem mounted at `mount_point`, from its backing device info.
