@@ -5,13 +5,14 @@
 //! SFTP through Toxiproxy while its connection is cut mid-read (N3).
 
 use musicfs_origins::sftp::{HostKeyCheck, PoolSettings, SftpOrigin, SftpSettings, sha256_fingerprint};
-use musicfs_origins::{Origin, OriginError};
+use musicfs_origins::{Origin, OriginError, health};
 use musicfs_test_utils::daemon::Scratch;
 use musicfs_test_utils::files::{pseudo_random_bytes, timed_read};
 use musicfs_test_utils::servers::relay::Relay;
 use musicfs_test_utils::servers::runtime;
 use musicfs_test_utils::servers::sshd::Sshd;
 use musicfs_test_utils::servers::tokio;
+use musicfs_test_utils::servers::toxiproxy::bandwidth;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -21,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::mounted::{assert_served_without_remount, status, wait_for_state};
-use crate::remote::{Remote, SlowLink};
+use crate::remote::{Network, Remote, SlowLink};
 use crate::support::check_ranged_reads;
 
 /// Settings for the origin against `sshd`, reached on `port` (the server's, or a proxy's).
@@ -145,8 +146,8 @@ fn the_sftp_origin_lists_stats_and_reads_ranges_from_a_real_server() {
     assert!(matches!(rt.block_on(origin.stat(Path::new("Artist"))), Err(OriginError::NotFound(_))), "a directory");
     assert!(matches!(rt.block_on(origin.stat(Path::new("../etc/passwd"))), Err(OriginError::NotFound(_))));
     check_ranged_reads(&rt, origin.clone(), song, &big);
-    // All of that on one session: nothing ran concurrently.
-    assert_eq!(origin.stats().connects.load(Ordering::Relaxed), 1);
+    // All of that on one pooled session, nothing ran concurrently, and one for the health check.
+    assert_eq!(origin.stats().connects.load(Ordering::Relaxed), 2);
     // With hardware AES, an AES cipher, not libssh2's portable chacha20-poly1305.
     let cipher = origin.stats().cipher.lock().unwrap().clone().unwrap_or_default();
     eprintln!("cipher: {cipher}");
@@ -154,7 +155,7 @@ fn the_sftp_origin_lists_stats_and_reads_ranges_from_a_real_server() {
     if std::arch::is_x86_feature_detected!("aes") {
         assert!(cipher.starts_with("aes"), "negotiated {cipher}");
     }
-    assert_eq!(logins_at_least(&sshd, 1), 1, "{}", sshd.log());
+    assert_eq!(logins_at_least(&sshd, 2), 2, "{}", sshd.log());
 }
 
 /// A ranged read moves its range over the wire and not much more: libssh2 asks the server for four times the
@@ -394,6 +395,44 @@ fn sftp_sessions_are_pooled_closed_when_idle_and_replaced_when_dropped() {
     let stats = checked.stats();
     assert_eq!(stats.retries.load(Ordering::Relaxed), 0, "the check, not a retry, caught the dead session");
     assert_eq!((stats.discarded.load(Ordering::Relaxed), stats.connects.load(Ordering::Relaxed)), (1, 2));
+}
+
+/// N1: a health check never queues behind reads for a session. The pool has one session, busy with a
+/// 1.3 MB read over a 200 KB/s link (about six seconds); the check runs on a session of its own and answers
+/// within its 2 s bound while the read goes on. (On a pooled session it waited for the read and timed out:
+/// a slow, busy server called down.) The next check finds its session still logged in.
+/// Proves L3: N1
+#[test]
+fn a_health_check_answers_beside_a_busy_pool_on_its_own_session() {
+    let served = tempfile::tempdir().unwrap();
+    let bytes = pseudo_random_bytes(1_200_000, 5);
+    std::fs::write(served.path().join("track.flac"), &bytes).unwrap();
+    let sshd = Sshd::start(served.path()).unwrap();
+    let net = Network::start();
+    let (proxy, listen) = net.proxy("busy", sshd.addr());
+    net.rt.block_on(proxy.add_toxic(&bandwidth("slow", 200))).unwrap();
+    let mut s = settings(&sshd, listen.port(), known_hosts(&sshd));
+    s.pool.max_sessions = 1;
+    let origin = Arc::new(SftpOrigin::new("sftp", s));
+    let shared: musicfs_origins::SharedOrigin = origin.clone();
+    let rel = Path::new("track.flac");
+
+    let reader = origin.clone();
+    let started = Instant::now();
+    let reading = net.rt.spawn(async move { reader.read_range(rel, 0, 4 << 20).await });
+    std::thread::sleep(Duration::from_millis(500));
+    let bound = Duration::from_secs(2);
+    let checked = net.rt.block_on(health::check_one(&shared, bound));
+    assert!(!reading.is_finished(), "the read ended before the check: the test proves nothing");
+    let took = checked.unwrap_or_else(|e| panic!("the check beside a busy pool failed: {e}"));
+    eprintln!("health check beside a read holding the pool's only session: {took:?}");
+    let got = net.rt.block_on(reading).unwrap().unwrap();
+    assert!(got[..] == bytes[..], "the read returned different bytes");
+    eprintln!("the read of {} bytes took {:?}", bytes.len(), started.elapsed());
+
+    let connects = origin.stats().connects.load(Ordering::Relaxed);
+    net.rt.block_on(health::check_one(&shared, bound)).unwrap();
+    assert_eq!(origin.stats().connects.load(Ordering::Relaxed), connects, "the second check logged in again");
 }
 
 /// N3 through Toxiproxy (600 KB/s, so reading a 1.3 MB track takes two seconds): the SSH connection carrying

@@ -181,8 +181,12 @@ fn scale_bench(tracks: usize, workdir: &Path, binary: &Path, report: &mut Report
     if cache.exists() {
         std::fs::remove_dir_all(&cache).with_context(|| format!("removing {}", cache.display()))?;
     }
-    let daemon_args =
-        DaemonArgs { origins: vec![library.clone()], cache_dir: Some(cache), mount_point: mnt.clone(), ..Default::default() };
+    let daemon_args = DaemonArgs {
+        origins: vec![library.clone()],
+        cache_dir: Some(cache),
+        mount_point: mnt.clone(),
+        ..Default::default()
+    };
 
     // A first start meets a library that is not in memory (after a boot, or one never read): its tags come
     // from the disk. The library was just generated or read by the last run, so its pages are dropped first.

@@ -137,6 +137,7 @@ impl SftpOrigin {
             settings,
             state: Mutex::new(PoolState::default()),
             freed: Condvar::new(),
+            health: Mutex::new(None),
             stats: PoolStats::default(),
         });
         spawn_reaper(&pool);

@@ -1,8 +1,8 @@
 //! The session pool: at most `PoolSettings::max_sessions` sessions, the most recently used first, checked
 //! before reuse after idling or after a sibling dropped, closed by a reaper thread once idle too long.
 //! `Pool::run` runs one operation on a session and retries it once on a fresh session when its session
-//! drops. Also the operations themselves (stat, ranged read, one directory of a listing), each bounded by
-//! its deadline.
+//! drops. Health checks run on a session of their own, outside the pool ([`Lane::Health`]). Also the
+//! operations themselves (stat, ranged read, one directory of a listing), each bounded by its deadline.
 
 use super::{
     Failure, LIBSSH2_ERROR_FILE, PoolStats, SftpSettings, classify, classify_io, entry, is_one_name, remote_path,
@@ -86,6 +86,17 @@ pub(super) struct PoolState {
     suspect_before: Option<Instant>,
 }
 
+/// Which sessions an operation runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// The pool's, shared by reads, stats and listings, at most `max_sessions`.
+    Pool,
+    /// The health checks' own session, outside the pool and its limit. A check asks whether the server
+    /// answers now: behind a busy pool it would wait for a read to end and call a slow link down (N1), and
+    /// with the pool's sessions closed when idle it would log in anew each round, about eight round trips.
+    Health,
+}
+
 pub(super) struct Pool {
     pub(super) id: String,
     /// `user@host:port`, for messages.
@@ -94,6 +105,8 @@ pub(super) struct Pool {
     pub(super) state: Mutex<PoolState>,
     /// Signalled when a slot frees up.
     pub(super) freed: Condvar,
+    /// The health checks' session between checks ([`Lane::Health`]).
+    pub(super) health: Mutex<Option<Conn>>,
     pub(super) stats: PoolStats,
 }
 
@@ -124,29 +137,43 @@ impl Pool {
         deadline: Instant,
         op: impl Fn(&Conn, Instant) -> Result<T, Failure>,
     ) -> Result<T, OriginError> {
+        self.run_on(Lane::Pool, rel, deadline, op)
+    }
+
+    /// Runs `op` on a session of `lane`; a dropped session is replaced and `op` retried once, within `deadline`.
+    fn run_on<T>(
+        &self,
+        lane: Lane,
+        rel: &Path,
+        deadline: Instant,
+        op: impl Fn(&Conn, Instant) -> Result<T, Failure>,
+    ) -> Result<T, OriginError> {
         let mut retried = false;
         loop {
-            let conn = self.checkout(deadline, retried)?;
+            let conn = match lane {
+                Lane::Pool => self.checkout(deadline, retried)?,
+                Lane::Health => self.health_session(deadline, retried)?,
+            };
             let result = op(&conn, deadline);
             match result {
                 Ok(value) => {
-                    self.checkin(conn);
+                    self.checkin(lane, conn);
                     return Ok(value);
                 }
                 Err(Failure::NotFound) => {
-                    self.checkin(conn);
+                    self.checkin(lane, conn);
                     return Err(OriginError::NotFound(rel.to_owned()));
                 }
                 Err(Failure::Refused(e)) => {
-                    self.checkin(conn);
+                    self.checkin(lane, conn);
                     return Err(OriginError::Io(e));
                 }
                 Err(Failure::Timeout) => {
-                    self.discard(conn, "timed out");
+                    self.discard(lane, conn, "timed out");
                     return Err(OriginError::Timeout(self.timeout()));
                 }
                 Err(Failure::Broken(why)) => {
-                    self.discard(conn, &why);
+                    self.discard(lane, conn, &why);
                     // The other idle sessions may have gone the same way: check them before reuse.
                     self.lock().suspect_before = Some(Instant::now());
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -173,7 +200,7 @@ impl Pool {
                 if suspect || conn.last_used.elapsed() > self.settings.pool.check_after_idle {
                     let check_by = deadline.min(Instant::now() + self.settings.connect_timeout);
                     if let Err(e) = self.stat_root(&conn, check_by) {
-                        self.discard(conn, &format!("check before reuse failed: {e:?}"));
+                        self.discard(Lane::Pool, conn, &format!("check before reuse failed: {e:?}"));
                         state = self.lock();
                         continue;
                     }
@@ -200,23 +227,48 @@ impl Pool {
         }
     }
 
-    fn checkin(&self, mut conn: Conn) {
+    /// The health checks' session: the one kept from the last check (unless `fresh`), or a new one. Two
+    /// checks at once each get one; the second to end closes its own.
+    fn health_session(&self, deadline: Instant, fresh: bool) -> Result<Conn, OriginError> {
+        match lock_or_recover(&self.health).take() {
+            Some(conn) if !fresh => {
+                self.stats.reuses.fetch_add(1, Ordering::Relaxed);
+                Ok(conn)
+            }
+            _ => self.connect(deadline),
+        }
+    }
+
+    fn checkin(&self, lane: Lane, mut conn: Conn) {
         if conn.broken.get() {
-            self.discard(conn, "a file handle did not close");
+            self.discard(lane, conn, "a file handle did not close");
             return;
         }
         conn.last_used = Instant::now();
-        self.lock().idle.push(conn);
-        self.freed.notify_one();
+        match lane {
+            Lane::Pool => {
+                self.lock().idle.push(conn);
+                self.freed.notify_one();
+            }
+            Lane::Health => {
+                let mut kept = lock_or_recover(&self.health);
+                match kept.as_ref() {
+                    None => *kept = Some(conn),
+                    Some(_) => conn.cut(),
+                }
+            }
+        }
     }
 
     /// Throws a session away (its socket cut first, so dropping it waits for nothing).
-    fn discard(&self, conn: Conn, why: &str) {
+    fn discard(&self, lane: Lane, conn: Conn, why: &str) {
         conn.cut();
         drop(conn);
         self.stats.discarded.fetch_add(1, Ordering::Relaxed);
         tracing::info!(origin = %self.id, reason = why, "SFTP session discarded");
-        self.release_slot();
+        if lane == Lane::Pool {
+            self.release_slot();
+        }
     }
 
     fn release_slot(&self) {
@@ -253,10 +305,10 @@ impl Pool {
         conn.sftp.stat(&self.settings.root).map_err(classify)
     }
 
-    /// The health check: the root answers a stat and is a directory.
+    /// The health check, on its own session: the root answers a stat and is a directory.
     pub(super) fn check_root(&self, deadline: Instant) -> Result<(), OriginError> {
         let root = &self.settings.root;
-        let stat = self.run(root, deadline, |conn, deadline| self.stat_root(conn, deadline))?;
+        let stat = self.run_on(Lane::Health, root, deadline, |conn, deadline| self.stat_root(conn, deadline))?;
         if !stat.is_dir() {
             return Err(OriginError::Unavailable(format!(
                 "SFTP origin `{}`: `{}` on {} is not a directory",
