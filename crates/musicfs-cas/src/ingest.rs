@@ -15,10 +15,11 @@ use crate::hash::ChunkHash;
 use crate::manifest::{ChunkRef, Manifest, ManifestCache};
 use crate::memory::MemoryCache;
 use crate::origin_read::{FileRef, OriginReads, Source};
+use crate::pieces::Pieces;
 use crate::stats::ReaderStats;
 use crate::store::ChunkBackend;
 use crate::write_queue::WriteQueue;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use musicfs_core::sync_util::lock_or_recover;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,7 +72,7 @@ pub struct Progress {
     pub covered: u64,
     /// Bytes read from the origin but not yet cut into chunks, from `covered` on. Readers are served from them
     /// at once, while they are cut and hashed: a reader waits for the origin, never for the chunker.
-    pub uncut: Bytes,
+    pub uncut: Pieces,
     /// How far readers have been served from `uncut` bytes, shared by every copy of the progress: when the
     /// disk is too full to cache ahead (2.8), the chunks cut from those bytes are still cached, as readers used
     /// them.
@@ -239,7 +240,8 @@ impl Ingests {
 
     async fn ingest(&self, file: &FileRef, tx: &watch::Sender<Progress>) -> Result<Manifest, ReadError> {
         let size = file.fingerprint.size;
-        let mut pending = BytesMut::new();
+        // Read but not cut yet: the start of the next chunk.
+        let mut tail = Bytes::new();
         let mut read_pos = 0u64;
         let mut chunks: Vec<ChunkRef> = Vec::new();
         let mut covered = 0u64;
@@ -252,6 +254,7 @@ impl Ingests {
         // Where the ingest's time goes, logged at debug when it ends: waiting for the origin, or cutting.
         let started = std::time::Instant::now();
         let (mut first_block, mut waited, mut cutting, mut blocks) = (None, Duration::ZERO, Duration::ZERO, 0u32);
+        let mut joined = 0usize;
         loop {
             if reads.is_empty() && reads.asked_to < size {
                 // At the leash: go on only as far as readers lead it.
@@ -280,35 +283,33 @@ impl Ingests {
                 true => reads.abort(),
                 false => reads.fill(self, file, reach.limit(size), size, want),
             }
-            pending.extend_from_slice(&block);
-            drop(block);
-            let uncut = pending.split().freeze();
+            let mut uncut = Pieces::from(tail.clone());
+            uncut.push(block.clone());
             tx.send_modify(|p| {
                 p.chunks = Arc::new(chunks.clone());
                 p.covered = covered;
-                p.uncut = uncut.clone();
+                p.uncut = uncut;
             });
             let cut_started = std::time::Instant::now();
-            let Cut { buf, chunks: cut, pressure } = self.cut(uncut, eof).await?;
+            let Cut { chunks: cut, rest, pressure, joined: copied } =
+                self.cut(std::mem::take(&mut tail), block, eof).await?;
+            joined += copied;
             cutting += cut_started.elapsed();
             // Readers get the chunks first; only then does the ingest wait for room in the write queue.
-            let mut at = 0;
             let first_new = chunks.len();
-            for (len, hash) in cut {
-                let data: Bytes = buf.slice(at..at + len);
-                at += len;
-                self.memory.insert(hash, data);
-                chunks.push(ChunkRef { offset: covered, len: len as u32, hash });
-                covered += len as u64;
+            for (data, hash) in &cut {
+                self.memory.insert(*hash, data.clone());
+                chunks.push(ChunkRef { offset: covered, len: data.len() as u32, hash: *hash });
+                covered += data.len() as u64;
             }
-            pending.extend_from_slice(&buf[at..]);
+            tail = rest;
             tx.send_modify(|p| {
                 p.chunks = Arc::new(chunks.clone());
                 p.covered = covered;
-                p.uncut = buf.slice(at..);
+                p.uncut = Pieces::from(tail.clone());
             });
             let served = tx.borrow().served.load(Ordering::Relaxed);
-            self.cache_ahead(&buf, &chunks[first_new..], pressure, served, &mut deferred);
+            self.cache_ahead(&cut, &chunks[first_new..], pressure, served, &mut deferred);
             if eof {
                 break;
             }
@@ -320,6 +321,7 @@ impl Ingests {
             first_block_ms = first_block.unwrap_or_default().as_secs_f64() * 1e3,
             waited_ms = waited.as_secs_f64() * 1e3,
             cutting_ms = cutting.as_secs_f64() * 1e3,
+            joined_bytes = joined,
             total_ms = started.elapsed().as_secs_f64() * 1e3,
             "ingest read the track"
         );
@@ -339,21 +341,14 @@ impl Ingests {
         Ok(Manifest { fingerprint: file.fingerprint, chunks, from_backup })
     }
 
-    /// Cuts `buf` into chunks and hashes them, on a blocking thread; reads how full the cache disk is too.
-    async fn cut(&self, buf: Bytes, eof: bool) -> Result<Cut, ReadError> {
+    /// Cuts `tail` and the `block` after it into chunks and hashes them, on a blocking thread; reads how full
+    /// the cache disk is too.
+    async fn cut(&self, tail: Bytes, block: Bytes, eof: bool) -> Result<Cut, ReadError> {
         let (params, store) = (self.params, self.store.clone());
         Ok(tokio::task::spawn_blocking(move || {
-            let lengths = params.cut(&buf, eof);
-            let mut at = 0;
-            let chunks = lengths
-                .into_iter()
-                .map(|len| {
-                    let hash = ChunkHash::of(&buf[at..at + len]);
-                    at += len;
-                    (len, hash)
-                })
-                .collect();
-            Cut { pressure: store.disk_pressure(), buf, chunks }
+            let cuts = params.cut_blocks(tail, block, eof);
+            let chunks = cuts.chunks.into_iter().map(|data| (data.clone(), ChunkHash::of(&data))).collect();
+            Cut { pressure: store.disk_pressure(), chunks, rest: cuts.rest, joined: cuts.joined }
         })
         .await?)
     }
@@ -362,8 +357,14 @@ impl Ingests {
     /// readers (2.8), only those readers were served (below `served`). Never waits: a chunk the queue has no
     /// room for now is held in `deferred`, within its limit, so the next block is read at the origin's pace,
     /// not the cache disk's.
-    fn cache_ahead(&self, buf: &Bytes, cut: &[ChunkRef], pressure: DiskPressure, served: u64, deferred: &mut Deferred) {
-        let Some(base) = cut.first().map(|c| c.offset) else { return };
+    fn cache_ahead(
+        &self,
+        data: &[(Bytes, ChunkHash)],
+        cut: &[ChunkRef],
+        pressure: DiskPressure,
+        served: u64,
+        deferred: &mut Deferred,
+    ) {
         let cut = if self.may_cache_ahead(pressure) {
             cut
         } else {
@@ -372,10 +373,8 @@ impl Ingests {
             &cut[..used]
         };
         deferred.offer_held(&self.writes);
-        for c in cut {
-            let from = (c.offset - base) as usize;
-            let data = buf.slice(from..from + c.len as usize);
-            if !self.writes.offer(c.hash, data.clone()) && !deferred.hold(c.hash, data) {
+        for ((data, _), c) in data.iter().zip(cut) {
+            if !self.writes.offer(c.hash, data.clone()) && !deferred.hold(c.hash, data.clone()) {
                 self.stats.ahead_not_cached.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -502,8 +501,12 @@ impl Deferred {
 /// A block cut into chunks: the bytes, each chunk's length and hash from the start of `buf`, and how full the
 /// cache disk was.
 struct Cut {
-    buf: Bytes,
-    chunks: Vec<(usize, ChunkHash)>,
+    /// The chunks cut, each with its hash.
+    chunks: Vec<(Bytes, ChunkHash)>,
+    /// The bytes after the last chunk, not cut yet.
+    rest: Bytes,
+    /// Bytes copied to join the tail before to the block.
+    joined: usize,
     pressure: DiskPressure,
 }
 

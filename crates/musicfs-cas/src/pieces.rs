@@ -26,6 +26,25 @@ impl Pieces {
         self.0.is_empty()
     }
 
+    /// Appends the pieces of `other` after the bytes held.
+    pub fn append(&mut self, other: Pieces) {
+        self.0.extend(other.0);
+    }
+
+    /// The bytes from `start` to `end`, offsets into all of them, as slices of the pieces that hold them; as
+    /// many as there are of them when the range goes past the end.
+    pub fn slice(&self, start: usize, end: usize) -> Pieces {
+        let (mut sliced, mut at) = (Pieces::default(), 0);
+        for piece in &self.0 {
+            let (from, to) = (start.max(at), end.min(at + piece.len()));
+            if from < to {
+                sliced.push(piece.slice(from - at..to - at));
+            }
+            at += piece.len();
+        }
+        sliced
+    }
+
     /// The pieces, in order.
     pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
         self.0.iter().map(|piece| &piece[..])
@@ -73,5 +92,27 @@ mod tests {
         assert_eq!(pieces.slices().collect::<Vec<_>>(), [&b"abc"[..], &b"defg"[..]]);
         assert_eq!(&pieces.into_bytes()[..], b"abcdefg");
         assert!(Pieces::from(Bytes::new()).is_empty());
+    }
+
+    #[test]
+    fn a_slice_of_pieces_takes_the_range_from_each_piece_that_holds_part_of_it() {
+        let mut pieces = Pieces::from(Bytes::from_static(b"abc"));
+        pieces.push(Bytes::from_static(b"defg"));
+        let joined = pieces.clone().into_bytes();
+        for start in 0..=7 {
+            for end in start..=7 {
+                let sliced = pieces.slice(start, end);
+                assert_eq!(&sliced.clone().into_bytes()[..], &joined[start..end], "{start}..{end}");
+                assert_eq!(
+                    sliced.slices().count(),
+                    [start < 3 && end > start, end > 3.max(start)].iter().filter(|b| **b).count()
+                );
+            }
+        }
+        assert_eq!(&pieces.slice(5, 99).into_bytes()[..], b"fg");
+        assert!(pieces.slice(6, 2).is_empty());
+        let mut more = pieces.slice(1, 2);
+        more.append(pieces.slice(5, 7));
+        assert_eq!(&more.into_bytes()[..], b"bfg");
     }
 }

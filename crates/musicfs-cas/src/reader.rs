@@ -247,12 +247,12 @@ impl Reader {
     /// in the chunks already cut.
     async fn read_uncut(&self, file: &FileRef, now: &Progress, offset: u64, end: u64) -> Result<Pieces, ReadError> {
         now.served.fetch_max(end, Ordering::Relaxed);
-        let tail = now.uncut.slice((offset.max(now.covered) - now.covered) as usize..(end - now.covered) as usize);
+        let tail = now.uncut.slice((offset.max(now.covered) - now.covered) as usize, (end - now.covered) as usize);
         if offset >= now.covered {
-            return Ok(tail.into());
+            return Ok(tail);
         }
         let mut pieces = self.read_chunks(file, &now.chunks, offset, now.covered).await?;
-        pieces.push(tail);
+        pieces.append(tail);
         Ok(pieces)
     }
 
