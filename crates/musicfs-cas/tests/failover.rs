@@ -39,20 +39,15 @@ fn file(id: i64, rel: &str, len: usize, origin: &Arc<MemoryOrigin>, backup: &Arc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_origin_is_hedged_by_its_backup_marked_slow_and_trusted_again_once_it_answers() {
     let (one, two) = (track(2 << 20, 1), track(2 << 20, 2));
-    let (origin, backup) = (Arc::new(MemoryOrigin::named("nas")), Arc::new(MemoryOrigin::named("mirror")));
+    let Mirrored { origin, backup, reader, file: first, _dir } = mirrored(&one);
     for o in [&origin, &backup] {
-        o.insert("one.flac", one.clone(), 1);
         o.insert("two.flac", two.clone(), 1);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ChunkStore::open(dir.path(), 1 << 30).unwrap());
-    let manifests: Arc<dyn ManifestStore> = Arc::new(MemoryManifests::default());
-    let reader = Reader::new(store, manifests, PARAMS, 8 << 20, TIMEOUT);
 
     // The origin answers each read only after 3 s: late, not dead.
     origin.set_latency(Duration::from_secs(3));
     let started = Instant::now();
-    assert_eq!(read_all(&reader, &file(1, "one.flac", one.len(), &origin, &backup), 128 << 10).await, one);
+    assert_eq!(read_all(&reader, &first, 128 << 10).await, one);
     let took = started.elapsed();
     eprintln!("2 MiB read with the origin 3 s late: {took:?}");
     // The backup was asked within the hedge's ceiling (1.5 s), not after half the timeout (5 s), and once it
@@ -82,15 +77,11 @@ async fn a_late_origin_is_hedged_by_its_backup_marked_slow_and_trusted_again_onc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_missing_from_its_origin_is_not_found_even_when_its_backup_has_it() {
     let one = track(1 << 20, 3);
-    let (origin, backup) = (Arc::new(MemoryOrigin::named("nas")), Arc::new(MemoryOrigin::named("mirror")));
-    backup.insert("one.flac", one.clone(), 1);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ChunkStore::open(dir.path(), 1 << 30).unwrap());
-    let manifests: Arc<dyn ManifestStore> = Arc::new(MemoryManifests::default());
-    let reader = Reader::new(store, manifests, PARAMS, 8 << 20, TIMEOUT);
+    let Mirrored { origin, reader, file, _dir, .. } = mirrored(&one);
+    origin.remove(std::path::Path::new("one.flac"));
 
     // Missing at its own origin: not found, whatever the backup holds (the sync removes the track).
-    let err = reader.read(&file(1, "one.flac", one.len(), &origin, &backup), 0, 4096).await.unwrap_err();
+    let err = reader.read(&file, 0, 4096).await.unwrap_err();
     assert!(err.to_string().contains("not found") || err.to_string().contains("No such"), "{err}");
     assert_eq!(reader.stats.backup_reads.load(Ordering::Relaxed), 0);
 }
