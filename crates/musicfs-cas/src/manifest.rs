@@ -324,6 +324,56 @@ mod tests {
         assert_eq!(store.loads(), 2, "a new version of the track is looked up again");
     }
 
+    /// A manifest of `size` bytes in one chunk.
+    fn one_chunk(size: u32) -> Manifest {
+        let fingerprint = Fingerprint { size: size as u64, mtime_ns: 1, version: 0 };
+        Manifest {
+            fingerprint,
+            chunks: vec![ChunkRef { offset: 0, len: size, hash: ChunkHash::of(b"x") }],
+            from_backup: false,
+        }
+    }
+
+    /// Several tracks' manifests are remembered at once, up to the limit, and each is loaded from the store
+    /// once; past the limit the memory starts over. (With room made before every insert, only the last track
+    /// was remembered and the others were loaded on each read.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn manifests_of_many_tracks_are_remembered_together_and_loaded_once() {
+        let store = Arc::new(MemoryManifests::default());
+        let cache = ManifestCache::new(store.clone());
+        let tracks = 1..=3i64;
+        for track in tracks.clone() {
+            store.save(track, &one_chunk(10)).unwrap();
+        }
+        let fingerprint = one_chunk(10).fingerprint;
+        for _ in 0..2 {
+            for track in tracks.clone() {
+                assert!(cache.current(track, &fingerprint).await.unwrap().is_some());
+            }
+        }
+        assert_eq!(store.loads(), 3, "one load per track");
+
+        for track in 100..100 + MANIFEST_CACHE_LIMIT as i64 {
+            cache.remember(track, Arc::new(one_chunk(10)));
+        }
+        assert!(cache.recent().len() <= MANIFEST_CACHE_LIMIT, "the memory is bounded");
+        assert!(cache.current(1, &fingerprint).await.unwrap().is_some());
+        assert_eq!(store.loads(), 4, "past the limit, the memory started over");
+    }
+
+    /// A forgotten manifest is gone from memory and from the store: the track is ingested again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forgotten_manifest_is_gone_from_memory_and_the_store() {
+        let store = Arc::new(MemoryManifests::default());
+        let cache = ManifestCache::new(store.clone());
+        let manifest = Arc::new(one_chunk(10));
+        cache.save(1, manifest.clone()).await.unwrap();
+        assert_eq!(cache.current(1, &manifest.fingerprint).await.unwrap(), Some(manifest.clone()));
+        cache.forget(1).await;
+        assert_eq!(cache.current(1, &manifest.fingerprint).await.unwrap(), None, "still known after forget");
+        assert!(store.load(1).unwrap().is_none(), "still in the store after forget");
+    }
+
     #[test]
     fn encoding_round_trips_and_offsets_follow_lengths() {
         let chunks = vec![
