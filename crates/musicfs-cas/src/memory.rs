@@ -72,14 +72,6 @@ impl MemoryCache {
         }
     }
 
-    pub fn remove(&self, hash: &ChunkHash) {
-        let mut inner = self.lock();
-        if let Some((old, tick)) = inner.map.remove(hash) {
-            inner.order.remove(&tick);
-            inner.bytes -= old.len() as u64;
-        }
-    }
-
     pub fn bytes(&self) -> u64 {
         self.lock().bytes
     }
@@ -101,5 +93,25 @@ mod tests {
         assert!(cache.get(&h(1)).is_some());
         assert!(cache.get(&h(2)).is_none());
         assert!(cache.get(&h(3)).is_some());
+    }
+
+    /// The budget is a bound, not a trigger: chunks that fill it exactly all stay, and the same chunk inserted
+    /// twice counts once. A chunk larger than the whole budget is not kept, and pushes nothing out.
+    #[test]
+    fn counts_each_chunk_once_keeps_a_full_budget_and_skips_a_chunk_larger_than_it() {
+        let cache = MemoryCache::new(200);
+        let h = |n: u8| ChunkHash::of(&[n]);
+        cache.insert(h(1), Bytes::from(vec![1; 100]));
+        cache.insert(h(1), Bytes::from(vec![1; 100]));
+        assert_eq!(cache.bytes(), 100, "the same chunk twice");
+        cache.insert(h(2), Bytes::from(vec![2; 100]));
+        assert_eq!(cache.bytes(), 200);
+        assert!(cache.contains(&h(1)) && cache.contains(&h(2)), "a budget filled exactly keeps every chunk");
+        cache.insert(h(3), Bytes::from(vec![3; 201]));
+        assert!(!cache.contains(&h(3)), "a chunk larger than the budget is not kept");
+        assert!(cache.contains(&h(1)) && cache.contains(&h(2)), "nor does it push the others out");
+        let whole = MemoryCache::new(100);
+        whole.insert(h(4), Bytes::from(vec![4; 100]));
+        assert_eq!((whole.contains(&h(4)), whole.bytes()), (true, 100), "a chunk of exactly the budget is kept");
     }
 }
