@@ -471,6 +471,10 @@ mod tests {
         // A small read says little about the pace and is not learned.
         r.read(&f, 0, 4096).await.unwrap();
         assert_eq!(r.hedge_delay("a", 1 << 20), HEDGE_CEILING, "a 4 KiB read was taken as the pace");
+        // One of PACE_SAMPLE_MIN bytes is large enough: 200 ms for it, a hedge after 600 ms.
+        r.learn_pace("b", PACE_SAMPLE_MIN, Duration::from_millis(200));
+        let hedge = r.hedge_delay("b", PACE_SAMPLE_MIN).as_secs_f64();
+        assert!((hedge - 0.6).abs() < 0.001, "a read of PACE_SAMPLE_MIN bytes was not learned: hedge after {hedge} s");
         // A 1 MiB read in 300 ms (and a little more): the hedge for the next 1 MiB is three times that.
         a.set_latency(Duration::from_millis(300));
         r.read(&f, 0, 1 << 20).await.unwrap();
