@@ -460,6 +460,28 @@ mod tests {
         assert_eq!(r.read(&f, 0, 4096).await.unwrap().0.len(), 4096, "origin_is_back left the breaker open");
     }
 
+    /// An origin marked slow whose probe failed gets the next read as its new probe, and the backup is asked
+    /// at once beside it, without waiting out a hedge (a mutant that forgot the mark waited the ceiling).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_probe_of_a_slow_origin_asks_the_backup_at_once() {
+        let r = reads(Duration::from_secs(1));
+        let (a, b) = (origin("a", 4096), origin("b", 4096));
+        let f = file(1, &a, Some(&b), 4096);
+        a.set_latency(Duration::from_secs(3));
+        // The backup answers after the hedge (half the timeout): the origin is marked slow; its read, the
+        // probe, times out at 1 s and opens the breaker for 1 s more.
+        assert_eq!(r.read(&f, 0, 4096).await.unwrap().1, Source::Backup);
+        assert_eq!(r.slow_origins(), ["a"]);
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        assert_eq!(r.slow_origins(), ["a"], "a probe that timed out cleared the slow mark");
+
+        let started = Instant::now();
+        assert_eq!(r.read(&f, 0, 4096).await.unwrap().1, Source::Backup);
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(250), "the backup was asked only after {took:?}");
+        assert!(a.in_flight() >= 1, "no new probe asks the origin");
+    }
+
     #[tokio::test]
     async fn the_hedge_waits_the_ceiling_for_an_unknown_origin_and_three_times_its_learned_pace_after() {
         // The ceiling is half the timeout when that is shorter than HEDGE_CEILING.
