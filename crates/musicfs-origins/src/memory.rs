@@ -138,11 +138,12 @@ impl Origin for MemoryOrigin {
     async fn read_range(&self, rel: &Path, offset: u64, len: usize) -> Result<Bytes, OriginError> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let running = Running(&self.in_flight);
         let latency = self.latency_us.load(Ordering::SeqCst);
         if latency > 0 {
             tokio::time::sleep(Duration::from_micros(latency)).await;
         }
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        drop(running);
         let (data, _) = self.get(rel)?;
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(len).min(data.len());
@@ -161,5 +162,15 @@ impl Origin for MemoryOrigin {
 
     async fn health_check(&self) -> Result<(), OriginError> {
         Ok(())
+    }
+}
+
+/// Counts a read as running until it answers or is dropped: a read its caller gave up on (a timeout) runs no
+/// more.
+struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
