@@ -9,7 +9,7 @@
 //! that drops during a request is replaced by a retry of the (idempotent) request, and one that drops while a
 //! GET's body is streaming by a ranged GET for the rest.
 //!
-//! [`Origin::open_blocking`] gives a `Read + Seek` over ranged GETs with a [`READ_AHEAD`] buffer; its
+//! [`Origin::open_blocking`] gives a `Read + Seek` over ranged GETs with a [`READ_AHEAD`] buffer (growing while the parser reads on); its
 //! requests run on the runtime captured at construction, waited for (bounded) from the calling thread.
 //!
 //! Keys map to relative paths by stripping the prefix; a key that could escape the origin root is logged
