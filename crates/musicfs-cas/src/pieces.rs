@@ -53,7 +53,6 @@ impl Pieces {
     /// The bytes as one buffer: the piece itself when there is one, else a copy of them joined.
     pub fn into_bytes(mut self) -> Bytes {
         match self.0.len() {
-            0 => Bytes::new(),
             1 => self.0.swap_remove(0),
             _ => {
                 let mut joined = BytesMut::with_capacity(self.len());
@@ -83,6 +82,7 @@ mod tests {
         assert!(pieces.clone().into_bytes().is_empty());
         let first = Bytes::from_static(b"abc");
         pieces.push(first.clone());
+        assert!(!pieces.is_empty());
         pieces.push(Bytes::new());
         assert_eq!(pieces.slices().count(), 1);
         // One piece is returned as it is, not copied.
